@@ -1,0 +1,168 @@
+"""The ``[edc_callbacks]`` Airflow configuration section: option names, defaults and typed getters.
+
+Every getter reads the configuration when called (never at import), so a value set through
+``AIRFLOW__EDC_CALLBACKS__<OPTION>`` in the process environment is honoured.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from datetime import timedelta
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SECTION = "edc_callbacks"
+DEFAULT_CONN_ID = "edc_default"
+API_SERVER_PREFIX = "/edc-callbacks"
+DEFAULT_FALLBACK_CHECK_INTERVAL = 300.0
+DEFAULT_RETENTION = timedelta(days=7)
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_AUTH_HEADER = "X-Edc-Callback-Auth"
+SIGNING_KEY_FILE = "edc_callbacks_signing.key"
+
+__all__ = [
+    "API_SERVER_PREFIX",
+    "DEFAULT_CONN_ID",
+    "SECTION",
+    "airflow_home",
+    "get_callback_auth",
+    "get_callback_base_url",
+    "get_fallback_check_interval",
+    "get_max_body_bytes",
+    "get_retention",
+    "get_signing_key",
+    "get_store_url",
+    "parse_duration",
+]
+
+
+def _conf_get(option: str) -> str | None:
+    from airflow.configuration import conf
+
+    value = conf.get(SECTION, option, fallback=None)
+    if value is None:
+        return None
+    value = str(value).strip()
+    return value or None
+
+
+def airflow_home() -> Path:
+    """``AIRFLOW_HOME`` as Airflow resolves it (default ``~/airflow``)."""
+    from airflow.configuration import AIRFLOW_HOME
+
+    return Path(AIRFLOW_HOME)
+
+
+def get_store_url() -> str:
+    """The SQLAlchemy URL of the event store; default a SQLite file ``edc_callbacks.db`` in ``AIRFLOW_HOME``."""
+    return _conf_get("store_url") or f"sqlite:///{airflow_home() / 'edc_callbacks.db'}"
+
+
+def get_callback_base_url() -> str:
+    """The receiver's base URL as the connector reaches it, without a trailing slash.
+
+    Default: ``[api] base_url`` (else ``http://localhost:8080``) + ``/edc-callbacks``, i.e. the plugin
+    mounted on the api-server.
+    """
+    value = _conf_get("callback_base_url")
+    if value:
+        return value.rstrip("/")
+    from airflow.configuration import conf
+
+    base = conf.get("api", "base_url", fallback=None) or "http://localhost:8080"
+    return f"{str(base).rstrip('/')}{API_SERVER_PREFIX}"
+
+
+def get_fallback_check_interval() -> float:
+    """Seconds without a terminal callback after which a waiting trigger asks the connector once (default 300)."""
+    value = _conf_get("fallback_check_interval")
+    return float(value) if value else DEFAULT_FALLBACK_CHECK_INTERVAL
+
+
+def get_retention() -> timedelta:
+    """How long stored events are kept (default 7 days); see :func:`parse_duration` for the syntax."""
+    value = _conf_get("retention")
+    return parse_duration(value) if value else DEFAULT_RETENTION
+
+
+def get_max_body_bytes() -> int:
+    """Largest accepted callback body in bytes (default 1 MiB)."""
+    value = _conf_get("max_body_size")
+    return int(value) if value else DEFAULT_MAX_BODY_BYTES
+
+
+def get_callback_auth() -> tuple[str, str] | None:
+    """``(header name, expected value)`` every callback must carry, or ``None`` when not configured.
+
+    Configured by ``callback_auth_secret`` (the value the connector resolves from its vault through the
+    callback's ``authCodeId``) and ``callback_auth_header`` (default ``X-Edc-Callback-Auth``; the
+    callback's ``authKey``).
+    """
+    secret = _conf_get("callback_auth_secret")
+    if not secret:
+        return None
+    return (_conf_get("callback_auth_header") or DEFAULT_AUTH_HEADER, secret)
+
+
+def get_signing_key() -> bytes:
+    """The key that signs callback tokens.
+
+    ``[edc_callbacks] callback_signing_key`` when set. Otherwise a random key generated once and kept in
+    ``AIRFLOW_HOME/edc_callbacks_signing.key`` (mode 0600); that only works when the api-server, the
+    workers and the triggerer share ``AIRFLOW_HOME``, so a warning says that several hosts must share one
+    configured key.
+    """
+    value = _conf_get("callback_signing_key")
+    if value:
+        return value.encode()
+    path = airflow_home() / SIGNING_KEY_FILE
+    try:
+        return _read_key(path)
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race; use its key
+        return _read_key(path)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(48))
+    log.warning(
+        "[edc_callbacks] callback_signing_key is not set: generated a key in %s. Every host that runs "
+        "the api-server, workers or triggerers must share one key; set callback_signing_key there.",
+        path,
+    )
+    return _read_key(path)
+
+
+def _read_key(path: Path) -> bytes:
+    for _ in range(50):  # the creator may not have written it yet
+        data = path.read_text().strip()
+        if data:
+            return data.encode()
+        time.sleep(0.01)
+    raise RuntimeError(f"Signing key file {path} is empty; delete it to have a new key generated")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``30s``, ``15m``, ``12h``, ``7d``, ``2w`` or a bare number of seconds.
+
+    :raises ValueError: the text is not such a duration or is negative.
+    """
+    raw = text.strip().lower()
+    unit = raw[-1:] if raw[-1:] in _UNITS else "s"
+    number = raw[:-1] if raw[-1:] in _UNITS else raw
+    try:
+        amount = float(number)
+    except ValueError:
+        raise ValueError(f"Not a duration: {text!r} (use e.g. 30s, 15m, 12h, 7d)") from None
+    if amount < 0:
+        raise ValueError(f"Duration must not be negative: {text!r}")
+    return timedelta(seconds=amount * _UNITS[unit])

@@ -1,0 +1,74 @@
+"""Exceptions raised by airflow-edc-callbacks. All derive from :class:`EdcCallbacksError`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "EdcApiError",
+    "EdcCallbacksError",
+    "EdcNegotiationFailed",
+    "EdcTransferFailed",
+    "EdcTransportError",
+    "StoreUnavailableError",
+    "TriggerEventError",
+]
+
+
+class EdcCallbacksError(Exception):
+    """Root of every error this package raises."""
+
+
+class EdcApiError(EdcCallbacksError):
+    """The connector's Management API answered with an error status.
+
+    :param status_code: the HTTP status.
+    :param method: the HTTP method.
+    :param url: the full request URL.
+    :param messages: the ``message`` of each ``ApiErrorDetail`` the connector returned (EDC
+        ``org.eclipse.edc.api.model.ApiErrorDetail``), or an excerpt of the body when it was not JSON.
+    """
+
+    def __init__(self, status_code: int, method: str, url: str, messages: Sequence[str]) -> None:
+        self.status_code = status_code
+        self.method = method
+        self.url = url
+        self.messages = list(messages)
+        detail = "; ".join(self.messages) or "no error detail"
+        super().__init__(f"EDC Management API {method} {url} answered {status_code}: {detail}")
+
+
+class EdcTransportError(EdcCallbacksError):
+    """The connector could not be reached (connection refused, DNS, timeout) after the retries."""
+
+
+class EdcTransferFailed(EdcCallbacksError):
+    """A transfer process ended ``TERMINATED`` (or otherwise failed) on the connector.
+
+    :param transfer_process_id: the consumer's transfer process id.
+    :param connector_url: the Management API base URL of the connector.
+    :param state: the last state seen.
+    :param reason: the connector's reason (``TransferProcessTerminated.reason`` / ``errorDetail``).
+    """
+
+    def __init__(self, transfer_process_id: str, connector_url: str, state: str, reason: str | None) -> None:
+        self.transfer_process_id = transfer_process_id
+        self.connector_url = connector_url
+        self.state = state
+        self.reason = reason
+        super().__init__(
+            f"EDC transfer process {transfer_process_id} on {connector_url} ended {state}: "
+            f"{reason or 'the connector gave no reason'}"
+        )
+
+
+class EdcNegotiationFailed(EdcCallbacksError):
+    """A contract negotiation ended ``TERMINATED`` on the connector."""
+
+
+class StoreUnavailableError(EdcCallbacksError):
+    """The callback event store cannot be reached or written."""
+
+
+class TriggerEventError(EdcCallbacksError):
+    """A task resumed with a trigger event it cannot interpret (``None`` or an unknown status)."""

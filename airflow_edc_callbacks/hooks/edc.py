@@ -1,0 +1,330 @@
+"""``EdcManagementHook``: the EDC connector's Management API (v3) over httpx, sync and async.
+
+EDC facts: endpoints and bodies from the EDC connector's ``TransferProcessApiV3`` and
+``ContractNegotiationApiV3`` (v0.18.0), ``X-Api-Key`` from ``TokenBasedAuthenticationService``, error
+bodies are arrays of ``ApiErrorDetail`` (``message``, ``type``, ``path``, ``invalidValue``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import tenacity
+from airflow.sdk import BaseHook
+
+from airflow_edc_callbacks.config import DEFAULT_CONN_ID
+from airflow_edc_callbacks.exceptions import EdcApiError, EdcTransportError
+from airflow_edc_callbacks.models import EDC_CONTEXT, jsonld_get, normalize_jsonld
+
+__all__ = ["DEFAULT_PROTOCOL", "EdcConnectionSettings", "EdcManagementHook"]
+
+DEFAULT_PROTOCOL = "dataspace-protocol-http:2025-1"
+"""The DSP protocol id of EDC 0.16 and later."""
+
+_RETRY_STATUS = frozenset({429, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class EdcConnectionSettings:
+    """What the hook reads from an Airflow connection of type ``edc``.
+
+    :ivar base_url: Management API base URL, e.g. ``http://consumer:29193/management``.
+    :ivar api_key: the ``X-Api-Key`` value (connection password), or ``None``.
+    :ivar api_version: ``v3`` (extra ``api_version``).
+    :ivar protocol: the DSP protocol id (extra ``protocol``).
+    :ivar callback_auth_key: header name the connector sends with callbacks (extra ``callback_auth_key``).
+    :ivar callback_auth_code_id: vault alias of that header's value (extra ``callback_auth_code_id``).
+    """
+
+    base_url: str
+    api_key: str | None
+    api_version: str = "v3"
+    protocol: str = DEFAULT_PROTOCOL
+    callback_auth_key: str | None = None
+    callback_auth_code_id: str | None = None
+
+    @classmethod
+    def from_connection(cls, conn: Any) -> EdcConnectionSettings:
+        """Parse an Airflow ``Connection``.
+
+        ``host`` may be a full URL (``http://consumer:29193/management``); otherwise the URL is built from
+        extra ``scheme`` (default ``http``), ``host``, ``port`` and ``schema`` (the path).
+
+        :raises ValueError: the connection has no host, or an unsupported ``api_version``.
+        """
+        extra: Mapping[str, Any] = conn.extra_dejson or {}
+        host = (conn.host or "").strip()
+        if not host:
+            raise ValueError(f"Connection {conn.conn_id!r} has no host: set it to the Management API base URL")
+        if urlsplit(host).scheme in ("http", "https"):
+            base_url = host
+        else:
+            scheme = extra.get("scheme", "http")
+            port = f":{conn.port}" if conn.port else ""
+            path = f"/{conn.schema.strip('/')}" if conn.schema else ""
+            base_url = f"{scheme}://{host}{port}{path}"
+        api_version = str(extra.get("api_version", "v3")).lower()
+        if api_version != "v3":
+            raise ValueError(f"Connection {conn.conn_id!r}: api_version {api_version!r} is not supported (use v3)")
+        return cls(
+            base_url=base_url.rstrip("/"),
+            api_key=conn.password or None,
+            api_version=api_version,
+            protocol=str(extra.get("protocol") or DEFAULT_PROTOCOL),
+            callback_auth_key=extra.get("callback_auth_key") or None,
+            callback_auth_code_id=extra.get("callback_auth_code_id") or None,
+        )
+
+
+def _error_messages(response: httpx.Response) -> list[str]:
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return [text[:500]] if text else []
+    details = body if isinstance(body, list) else [body]
+    messages = []
+    for detail in details:
+        if isinstance(detail, Mapping):
+            message = detail.get("message") or detail.get("error") or str(detail)
+            kind = detail.get("type")
+            messages.append(f"{kind}: {message}" if kind else str(message))
+        else:
+            messages.append(str(detail))
+    return messages
+
+
+def _should_retry(idempotent: bool) -> Any:
+    def predicate(exc: BaseException) -> bool:
+        if isinstance(exc, httpx.ConnectError):
+            return True  # nothing reached the connector
+        if not idempotent:
+            return False
+        if isinstance(exc, httpx.TransportError):
+            return True
+        return isinstance(exc, EdcApiError) and exc.status_code in _RETRY_STATUS
+
+    return tenacity.retry_if_exception(predicate)
+
+
+class EdcManagementHook(BaseHook):
+    """Client of an EDC connector's Management API, with a sync (operators) and an async (triggers) path.
+
+    Retries connection errors and, for idempotent calls, timeouts, 429 and 502/503/504 with exponential
+    backoff. A POST that may have reached the connector is not retried, so a transfer is never started
+    twice by a retry.
+
+    :param edc_conn_id: Airflow connection of type ``edc`` (default ``edc_default``).
+    :param timeout: seconds per HTTP request.
+    :param retries: extra attempts after the first.
+    :param retry_wait: first backoff in seconds (doubles, at most 10 s).
+    """
+
+    conn_name_attr = "edc_conn_id"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = "edc"
+    hook_name = "EDC Management API"
+
+    def __init__(
+        self,
+        edc_conn_id: str = DEFAULT_CONN_ID,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        retry_wait: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.edc_conn_id = edc_conn_id
+        self.timeout = timeout
+        self.retries = retries
+        self.retry_wait = retry_wait
+        self._settings: EdcConnectionSettings | None = None
+
+    # -- connection ------------------------------------------------------------------------------
+    @property
+    def settings(self) -> EdcConnectionSettings:
+        """The parsed connection (sync lookup)."""
+        if self._settings is None:
+            self._settings = EdcConnectionSettings.from_connection(self.get_connection(self.edc_conn_id))
+        return self._settings
+
+    async def aget_settings(self) -> EdcConnectionSettings:
+        """The parsed connection, looked up without blocking the event loop (triggers)."""
+        if self._settings is None:
+            conn = await BaseHook.aget_connection(self.edc_conn_id)
+            self._settings = EdcConnectionSettings.from_connection(conn)
+        return self._settings
+
+    def _headers(self, settings: EdcConnectionSettings) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if settings.api_key:
+            headers["X-Api-Key"] = settings.api_key
+        return headers
+
+    def _retrying(self, idempotent: bool) -> dict[str, Any]:
+        return {
+            "retry": _should_retry(idempotent),
+            "stop": tenacity.stop_after_attempt(self.retries + 1),
+            "wait": tenacity.wait_exponential(multiplier=self.retry_wait, max=10),
+            "reraise": True,
+        }
+
+    @staticmethod
+    def _check(response: httpx.Response) -> Any:
+        if response.is_success:
+            if response.status_code == 204 or not response.content:
+                return None
+            return response.json()
+        raise EdcApiError(
+            response.status_code,
+            response.request.method,
+            str(response.request.url),
+            _error_messages(response),
+        )
+
+    def _send(self, method: str, path: str, body: Any = None) -> Any:
+        settings = self.settings
+        idempotent = method == "GET"
+        try:
+            with httpx.Client(base_url=settings.base_url, timeout=self.timeout) as client:
+                for attempt in tenacity.Retrying(**self._retrying(idempotent)):
+                    with attempt:
+                        response = client.request(method, path, json=body, headers=self._headers(settings))
+                        return self._check(response)
+        except httpx.TransportError as err:
+            raise EdcTransportError(
+                f"Cannot reach the EDC Management API at {settings.base_url} ({method} {path}): {err!r}"
+            ) from err
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _asend(self, method: str, path: str, body: Any = None) -> Any:
+        settings = await self.aget_settings()
+        idempotent = method == "GET"
+        try:
+            async with httpx.AsyncClient(base_url=settings.base_url, timeout=self.timeout) as client:
+                async for attempt in tenacity.AsyncRetrying(**self._retrying(idempotent)):
+                    with attempt:
+                        response = await client.request(method, path, json=body, headers=self._headers(settings))
+                        return self._check(response)
+        except httpx.TransportError as err:
+            raise EdcTransportError(
+                f"Cannot reach the EDC Management API at {settings.base_url} ({method} {path}): {err!r}"
+            ) from err
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- request bodies --------------------------------------------------------------------------
+    def build_transfer_request(
+        self,
+        *,
+        counter_party_address: str,
+        contract_id: str,
+        transfer_type: str,
+        data_destination: Mapping[str, Any] | None = None,
+        protocol: str | None = None,
+        callback_addresses: Sequence[Mapping[str, Any]] = (),
+        private_properties: Mapping[str, Any] | None = None,
+        asset_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The JSON-LD ``TransferRequest`` body (Management API v3).
+
+        :raises ValueError: a mandatory field is empty (``counterPartyAddress``, ``contractId``,
+            ``transferType`` are mandatory for EDC's ``TransferRequestValidator``).
+        """
+        for name, value in (
+            ("counter_party_address", counter_party_address),
+            ("contract_id", contract_id),
+            ("transfer_type", transfer_type),
+        ):
+            if not value:
+                raise ValueError(f"{name} must not be empty")
+        body: dict[str, Any] = {
+            "@context": EDC_CONTEXT,
+            "@type": "TransferRequest",
+            "protocol": protocol or self.settings.protocol,
+            "counterPartyAddress": counter_party_address,
+            "contractId": contract_id,
+            "transferType": transfer_type,
+        }
+        if data_destination:
+            body["dataDestination"] = dict(data_destination)
+        if asset_id:
+            body["assetId"] = asset_id
+        if private_properties:
+            body["privateProperties"] = dict(private_properties)
+        if callback_addresses:
+            body["callbackAddresses"] = [dict(cb) for cb in callback_addresses]
+        return body
+
+    def callback_address(self, uri: str, events: Sequence[str] = ("transfer.process",)) -> dict[str, Any]:
+        """A non-transactional ``CallbackAddress`` for ``uri``, with the connection's auth header if set."""
+        address: dict[str, Any] = {
+            "@type": "CallbackAddress",
+            "uri": uri,
+            "events": list(events),
+            "transactional": False,
+        }
+        if self.settings.callback_auth_key and self.settings.callback_auth_code_id:
+            address["authKey"] = self.settings.callback_auth_key
+            address["authCodeId"] = self.settings.callback_auth_code_id
+        return address
+
+    # -- transfer processes ----------------------------------------------------------------------
+    def start_transfer(self, request: Mapping[str, Any]) -> str:
+        """``POST /v3/transferprocesses``; returns the new transfer process id.
+
+        :param request: a body from :meth:`build_transfer_request`.
+        :raises EdcApiError: the connector rejected it (400 with its validation messages).
+        :raises EdcTransportError: the connector could not be reached.
+        """
+        response = self._send("POST", "/v3/transferprocesses", dict(request))
+        process_id = jsonld_get(response or {}, "@id")
+        if not process_id:
+            raise EdcApiError(200, "POST", f"{self.settings.base_url}/v3/transferprocesses", ["no @id in IdResponse"])
+        return str(process_id)
+
+    def get_transfer_process(self, transfer_process_id: str) -> dict[str, Any]:
+        """``GET /v3/transferprocesses/{id}``, normalised (:func:`~airflow_edc_callbacks.models.normalize_jsonld`)."""
+        return dict(normalize_jsonld(self._send("GET", f"/v3/transferprocesses/{transfer_process_id}")))
+
+    async def aget_transfer_process(self, transfer_process_id: str) -> dict[str, Any]:
+        """Async :meth:`get_transfer_process`."""
+        return dict(normalize_jsonld(await self._asend("GET", f"/v3/transferprocesses/{transfer_process_id}")))
+
+    def get_transfer_state(self, transfer_process_id: str) -> str:
+        """``GET /v3/transferprocesses/{id}/state``: the state name, e.g. ``STARTED``, ``COMPLETED``."""
+        body = self._send("GET", f"/v3/transferprocesses/{transfer_process_id}/state")
+        return str(jsonld_get(body or {}, "state", ""))
+
+    async def aget_transfer_state(self, transfer_process_id: str) -> str:
+        """Async :meth:`get_transfer_state`."""
+        body = await self._asend("GET", f"/v3/transferprocesses/{transfer_process_id}/state")
+        return str(jsonld_get(body or {}, "state", ""))
+
+    def terminate_transfer(self, transfer_process_id: str, reason: str) -> None:
+        """``POST /v3/transferprocesses/{id}/terminate`` with ``reason`` (mandatory in EDC).
+
+        :raises EdcApiError: 404 unknown id, 409 already completed or terminated.
+        """
+        body = {"@context": EDC_CONTEXT, "@type": "TerminateTransfer", "reason": reason}
+        self._send("POST", f"/v3/transferprocesses/{transfer_process_id}/terminate", body)
+
+    # -- contract negotiations -------------------------------------------------------------------
+    def get_negotiation(self, negotiation_id: str) -> dict[str, Any]:
+        """``GET /v3/contractnegotiations/{id}``, normalised; ``contractAgreementId`` once finalized."""
+        return dict(normalize_jsonld(self._send("GET", f"/v3/contractnegotiations/{negotiation_id}")))
+
+    def get_agreement(self, negotiation_id: str) -> dict[str, Any]:
+        """``GET /v3/contractnegotiations/{id}/agreement``, normalised (``@id`` is the contract id)."""
+        return dict(normalize_jsonld(self._send("GET", f"/v3/contractnegotiations/{negotiation_id}/agreement")))
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Query one transfer process to check the URL and API key (the UI's Test button)."""
+        try:
+            self._send("POST", "/v3/transferprocesses/request", {"@context": EDC_CONTEXT, "limit": 1})
+        except Exception as err:
+            return False, str(err)
+        return True, f"Management API at {self.settings.base_url} answered"

@@ -1,0 +1,214 @@
+"""Pydantic models of EDC callback events and helpers for Management API JSON-LD.
+
+EDC facts used here come from the EDC connector sources (v0.18.0):
+
+* ``org.eclipse.edc.spi.event.EventEnvelope``: ``id`` (UUID, the same for every callback and every HTTP
+  retry of one published event), ``at`` (epoch milliseconds), ``payload`` and ``type`` (the simple class
+  name of the event, for example ``TransferProcessCompleted``).
+* ``TransferProcessEvent`` and ``ContractNegotiationEvent`` payloads; ``participantContextId`` and
+  ``protocol`` only exist since EDC 0.15, so every field but the process id is optional and unknown fields
+  are kept.
+* ``TransferProcessStates`` / ``ContractNegotiationStates``: the final states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EDC_NAMESPACE = "https://w3id.org/edc/v0.0.1/ns/"
+"""The EDC JSON-LD vocabulary (``@vocab`` of Management API v3 requests)."""
+
+EDC_CONTEXT: dict[str, Any] = {"@vocab": EDC_NAMESPACE}
+
+__all__ = [
+    "EDC_CONTEXT",
+    "EDC_NAMESPACE",
+    "TERMINAL_TRANSFER_STATES",
+    "EventEnvelope",
+    "TransferEventType",
+    "WaitFor",
+    "iso_from_epoch_ms",
+    "jsonld_get",
+    "normalize_jsonld",
+    "resolve_wait_for",
+    "terminal_outcome",
+]
+
+
+class TransferEventType(str, Enum):
+    """Envelope ``type`` values of transfer process events (EDC ``transfer-spi`` event classes)."""
+
+    INITIATED = "TransferProcessInitiated"
+    PREPARATION_REQUESTED = "TransferProcessPreparationRequested"
+    PREPARED = "TransferProcessPrepared"
+    PROVISIONED = "TransferProcessProvisioned"
+    REQUESTED = "TransferProcessRequested"
+    STARTED = "TransferProcessStarted"
+    SUSPENDED = "TransferProcessSuspended"
+    RESUMED = "TransferProcessResumed"
+    COMPLETED = "TransferProcessCompleted"
+    TERMINATED = "TransferProcessTerminated"
+
+
+TERMINAL_TRANSFER_STATES = frozenset({"COMPLETED", "TERMINATED", "DEPROVISIONED"})
+"""Final transfer process states (``TransferProcessStates.isFinal`` in EDC 0.18)."""
+
+
+class WaitFor(str, Enum):
+    """What an operator waits for: ``started`` (PULL: the EDR is ready) or ``completed`` (PUSH)."""
+
+    AUTO = "auto"
+    STARTED = "started"
+    COMPLETED = "completed"
+
+
+def resolve_wait_for(wait_for: str, transfer_type: str) -> WaitFor:
+    """Resolve ``auto`` against the transfer type: ``*-PULL`` waits for started, anything else for completed.
+
+    :param wait_for: ``"auto"``, ``"started"`` or ``"completed"``.
+    :param transfer_type: the EDC transfer type, for example ``HttpData-PUSH`` or ``HttpData-PULL``.
+    :raises ValueError: ``wait_for`` is not one of the three values.
+    """
+    try:
+        value = WaitFor(wait_for)
+    except ValueError:
+        raise ValueError(f"wait_for must be one of {[w.value for w in WaitFor]}, got {wait_for!r}") from None
+    if value is not WaitFor.AUTO:
+        return value
+    return WaitFor.STARTED if transfer_type.upper().endswith("-PULL") else WaitFor.COMPLETED
+
+
+def terminal_outcome(event_type: str, wait_for: WaitFor) -> str | None:
+    """Classify a transfer event for a waiting task.
+
+    :returns: ``"success"`` when the event ends the wait successfully, ``"failed"`` for
+        ``TransferProcessTerminated``, otherwise ``None`` (keep waiting). A ``TransferProcessCompleted``
+        also ends a wait for ``started`` (the transfer went past it).
+    """
+    if event_type == TransferEventType.TERMINATED.value:
+        return "failed"
+    if event_type == TransferEventType.COMPLETED.value:
+        return "success"
+    if event_type == TransferEventType.STARTED.value and wait_for is WaitFor.STARTED:
+        return "success"
+    return None
+
+
+def state_outcome(state: str, wait_for: WaitFor) -> str | None:
+    """Classify a transfer process state read from the Management API, like :func:`terminal_outcome`."""
+    state = state.upper()
+    if state == "TERMINATED":
+        return "failed"
+    if state in ("COMPLETED", "DEPROVISIONED"):
+        return "success"
+    if state == "STARTED" and wait_for is WaitFor.STARTED:
+        return "success"
+    return None
+
+
+class CallbackAddressModel(BaseModel):
+    """A callback address as echoed in event payloads (EDC ``CallbackAddress``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    uri: str | None = None
+    events: list[str] | None = None
+    transactional: bool | None = None
+    authKey: str | None = None
+    authCodeId: str | None = None
+
+
+class EventPayload(BaseModel):
+    """The ``payload`` of an event envelope; transfer and negotiation fields are all optional.
+
+    Unknown fields are kept (``extra="allow"``) so newer connectors' additions pass through.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    transferProcessId: str | None = None
+    contractNegotiationId: str | None = None
+    assetId: str | None = None
+    contractId: str | None = None
+    type: str | None = Field(default=None, description="CONSUMER or PROVIDER")
+    participantContextId: str | None = None
+    protocol: str | None = None
+    reason: str | None = None
+    callbackAddresses: list[CallbackAddressModel] | None = None
+
+    @property
+    def process_id(self) -> str | None:
+        """The transfer process id, or the contract negotiation id for negotiation events."""
+        return self.transferProcessId or self.contractNegotiationId
+
+
+class EventEnvelope(BaseModel):
+    """The JSON body EDC POSTs to a callback address (``org.eclipse.edc.spi.event.EventEnvelope``).
+
+    ``at`` is in epoch milliseconds; ``type`` is the event class name, e.g. ``TransferProcessCompleted``.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1, max_length=200)
+    at: int
+    type: str = Field(min_length=1, max_length=200)
+    payload: EventPayload
+
+
+def _strip_key(key: str) -> str:
+    if key.startswith(EDC_NAMESPACE):
+        return key[len(EDC_NAMESPACE) :]
+    if key.startswith("edc:"):
+        return key[4:]
+    return key
+
+
+def normalize_jsonld(value: Any) -> Any:
+    """Normalise a compacted Management API JSON-LD document for reading.
+
+    Keys in the EDC namespace lose their prefix (``edc:state`` and
+    ``https://w3id.org/edc/v0.0.1/ns/state`` become ``state``), ``{"@value": x}`` becomes ``x``, and
+    single-element arrays become their element (Titanium compacts with ``compactArrays=true``, so a list
+    of one may come back either way). Read list fields with :func:`as_list`.
+    """
+    if isinstance(value, Mapping):
+        if set(value) == {"@value"} or (set(value) <= {"@value", "@type", "@language"} and "@value" in value):
+            return normalize_jsonld(value["@value"])
+        return {_strip_key(str(k)): normalize_jsonld(v) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [normalize_jsonld(v) for v in value]
+        return items[0] if len(items) == 1 else items
+    return value
+
+
+def as_list(value: Any) -> list[Any]:
+    """Return ``value`` as a list: ``None`` -> ``[]``, ``x`` -> ``[x]``, a list unchanged."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    return [value]
+
+
+def jsonld_get(document: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    """Read ``key`` from a Management API document, whatever form of the key the connector used."""
+    for candidate in (key, f"edc:{key}", f"{EDC_NAMESPACE}{key}"):
+        if candidate in document:
+            return normalize_jsonld(document[candidate])
+    return default
+
+
+def redact_payload(payload: Mapping[str, Any], keys: Iterable[str] = ("dataAddress",)) -> dict[str, Any]:
+    """Copy an event payload without the fields that can carry credentials (the EDR in ``dataAddress``)."""
+    return {k: v for k, v in payload.items() if k not in set(keys)}
+
+
+def iso_from_epoch_ms(epoch_ms: int) -> str:
+    """ISO 8601 UTC text of an epoch-milliseconds time, e.g. an envelope's ``at``."""
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")

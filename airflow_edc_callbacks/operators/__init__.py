@@ -1,0 +1,7 @@
+"""Operators of the EDC provider."""
+
+from __future__ import annotations
+
+from airflow_edc_callbacks.operators.transfer import EdcTransferOperator
+
+__all__ = ["EdcTransferOperator"]

@@ -1,0 +1,250 @@
+"""``EdcTransferOperator``: start an EDC transfer process and resume on the connector's callback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_edc_callbacks.config import DEFAULT_CONN_ID, get_callback_base_url, get_signing_key
+from airflow_edc_callbacks.exceptions import EdcCallbacksError, EdcTransferFailed, TriggerEventError
+from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+from airflow_edc_callbacks.models import (
+    TERMINAL_TRANSFER_STATES,
+    TransferEventType,
+    iso_from_epoch_ms,
+    resolve_wait_for,
+)
+from airflow_edc_callbacks.store import get_store
+from airflow_edc_callbacks.tokens import correlation_id_for, make_token
+from airflow_edc_callbacks.triggers.callback import EdcCallbackTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+__all__ = ["EdcTransferOperator"]
+
+CORRELATION_PROPERTY = "airflowCorrelationId"
+"""``privateProperties`` key carrying the correlation id, to find the transfer from the connector's side."""
+
+_TERMINAL_EVENTS = frozenset({TransferEventType.COMPLETED.value, TransferEventType.TERMINATED.value})
+
+
+class EdcTransferOperator(BaseOperator):
+    """Start a transfer process on the consumer connector and wait for it through callbacks.
+
+    The request carries a dynamic callback address (``callbackAddresses``, events ``transfer.process``)
+    whose token identifies this task instance. The task defers to
+    :class:`~airflow_edc_callbacks.triggers.callback.EdcCallbackTrigger` and resumes on the terminal
+    event: ``TransferProcessCompleted`` (PUSH), ``TransferProcessStarted`` (PULL, the EDR is ready) or
+    ``TransferProcessTerminated`` (the task fails with the connector's reason and the transfer id).
+
+    A retry of the same task instance first looks for a transfer process an earlier try started that
+    is not finished (in the event store, confirmed by one state request) and waits for it instead of
+    starting a second one.
+
+    :param contract_id: the contract agreement id (templated).
+    :param counter_party_address: the provider's DSP address, e.g. ``http://provider:19194/protocol/2025-1``
+        (templated).
+    :param transfer_type: e.g. ``HttpData-PUSH`` or ``HttpData-PULL`` (templated).
+    :param data_destination: the ``DataAddress`` to push to, e.g. ``{"type": "HttpData", "baseUrl": ...}``;
+        omit for PULL (templated).
+    :param protocol: DSP protocol id; default the connection's (``dataspace-protocol-http:2025-1``) (templated).
+    :param asset_id: optional asset id (deprecated by EDC in the request, kept for older connectors) (templated).
+    :param private_properties: extra ``privateProperties`` (templated); ``airflowCorrelationId`` is added.
+    :param wait_for: ``auto`` (PULL -> ``started``, else ``completed``), ``started`` or ``completed`` (templated).
+    :param edc_conn_id: the ``edc`` connection of the consumer connector (templated).
+    :param timeout: how long to wait for the terminal state (seconds or timedelta; default 24 h).
+    :param fallback_check_interval: seconds without a callback before asking the connector once;
+        default ``[edc_callbacks] fallback_check_interval``.
+    :param deferrable: defer to the triggerer (default); ``False`` waits in the worker on the same store.
+    :param reattach: on a retry, wait for an unfinished transfer of an earlier try (default ``True``).
+
+    Returns (XCom ``return_value``): ``transfer_process_id``, ``state``, ``asset_id``, ``contract_id``,
+    ``event_type``, ``source`` (``callback`` or ``state_check``) and ``timeline`` (event types with
+    epoch-millisecond times; never the EDR or its token).
+
+    :raises EdcTransferFailed: the transfer ended ``TERMINATED``.
+    :raises EdcApiError: the connector refused the request (its validation messages included).
+    """
+
+    template_fields: Sequence[str] = (
+        "contract_id",
+        "counter_party_address",
+        "transfer_type",
+        "data_destination",
+        "protocol",
+        "asset_id",
+        "private_properties",
+        "wait_for",
+        "edc_conn_id",
+    )
+    template_fields_renderers = {"data_destination": "json", "private_properties": "json"}
+    ui_color = "#c6e2ff"
+
+    def __init__(
+        self,
+        *,
+        contract_id: str,
+        counter_party_address: str,
+        transfer_type: str = "HttpData-PUSH",
+        data_destination: Mapping[str, Any] | None = None,
+        protocol: str | None = None,
+        asset_id: str | None = None,
+        private_properties: Mapping[str, Any] | None = None,
+        wait_for: str = "auto",
+        edc_conn_id: str = DEFAULT_CONN_ID,
+        timeout: timedelta | float = timedelta(hours=24),
+        fallback_check_interval: float | None = None,
+        deferrable: bool = True,
+        reattach: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.contract_id = contract_id
+        self.counter_party_address = counter_party_address
+        self.transfer_type = transfer_type
+        self.data_destination = data_destination
+        self.protocol = protocol
+        self.asset_id = asset_id
+        self.private_properties = private_properties
+        self.wait_for = wait_for
+        self.edc_conn_id = edc_conn_id
+        self.timeout = timeout if isinstance(timeout, timedelta) else timedelta(seconds=timeout)
+        self.fallback_check_interval = fallback_check_interval
+        self.deferrable = deferrable
+        self.reattach = reattach
+
+    def _hook(self) -> EdcManagementHook:
+        return EdcManagementHook(self.edc_conn_id)
+
+    # -- start -----------------------------------------------------------------------------------
+    def execute(self, context: Context) -> Any:
+        wait_for = resolve_wait_for(self.wait_for, self.transfer_type)
+        if self.timeout.total_seconds() <= 0:
+            raise ValueError(f"timeout must be positive, got {self.timeout}")
+        ti = context["ti"]
+        correlation_id = correlation_id_for(
+            ti.dag_id, ti.run_id, ti.task_id, ti.map_index if ti.map_index is not None else -1
+        )
+        hook = self._hook()
+        transfer_id = self._find_unfinished_transfer(hook, correlation_id) if self.reattach else None
+        if transfer_id is None:
+            callback_base = get_callback_base_url()
+            token = make_token(get_signing_key(), correlation_id)
+            request = hook.build_transfer_request(
+                counter_party_address=self.counter_party_address,
+                contract_id=self.contract_id,
+                transfer_type=self.transfer_type,
+                data_destination=self.data_destination,
+                protocol=self.protocol,
+                asset_id=self.asset_id,
+                private_properties={**(self.private_properties or {}), CORRELATION_PROPERTY: correlation_id},
+                callback_addresses=[hook.callback_address(f"{callback_base}/callbacks/{token}")],
+            )
+            transfer_id = hook.start_transfer(request)
+            self.log.info(
+                "Started transfer process %s on %s (contract %s, %s); callbacks go to %s/callbacks/%s.<signature>",
+                transfer_id,
+                hook.settings.base_url,
+                self.contract_id,
+                self.transfer_type,
+                callback_base,
+                correlation_id,
+            )
+        trigger = EdcCallbackTrigger(
+            correlation_id=correlation_id,
+            transfer_process_id=transfer_id,
+            wait_for=wait_for.value,
+            conn_id=self.edc_conn_id,
+            fallback_check_interval=self.fallback_check_interval,
+        )
+        if self.deferrable:
+            self.defer(trigger=trigger, method_name="execute_complete", timeout=self.timeout)
+        trigger.hook = hook
+        event = asyncio.run(self._wait_in_worker(trigger))
+        return self.execute_complete(context, event)
+
+    def _find_unfinished_transfer(self, hook: EdcManagementHook, correlation_id: str) -> str | None:
+        """The transfer process an earlier try of this task instance started and that is still running."""
+        events = get_store().events(correlation_id=correlation_id)
+        finished: set[str] = set()
+        candidates: list[str] = []
+        for stored in events:
+            if stored.process_id is None or not stored.event_type.startswith("TransferProcess"):
+                continue
+            if stored.event_type in _TERMINAL_EVENTS:
+                finished.add(stored.process_id)
+            elif stored.process_id not in candidates:
+                candidates.append(stored.process_id)
+        for process_id in reversed(candidates):
+            if process_id in finished:
+                continue
+            state = hook.get_transfer_state(process_id)
+            if state and state.upper() not in TERMINAL_TRANSFER_STATES:
+                self.log.info(
+                    "Waiting for transfer process %s (state %s) that an earlier try started, instead of "
+                    "starting a second one",
+                    process_id,
+                    state,
+                )
+                return process_id
+        return None
+
+    async def _wait_in_worker(self, trigger: EdcCallbackTrigger) -> dict[str, Any]:
+        events: Any = trigger.run()
+        try:
+            event = await asyncio.wait_for(events.__anext__(), self.timeout.total_seconds())
+        except asyncio.TimeoutError:
+            raise TimeoutError(
+                f"EDC transfer process {trigger.transfer_process_id} did not reach "
+                f"{trigger.wait_for.value} within {self.timeout}"
+            ) from None
+        finally:
+            await events.aclose()
+        return dict(event.payload)
+
+    # -- resume ----------------------------------------------------------------------------------
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger fired: return the result, or raise with the connector's reason.
+
+        :raises TriggerEventError: the event is missing or has an unknown status.
+        :raises EdcTransferFailed: the transfer was terminated.
+        """
+        if not event or event.get("status") not in ("success", "failed"):
+            raise TriggerEventError(f"Unexpected trigger event for {self.task_id}: {event!r}")
+        transfer_id = str(event["transfer_process_id"])
+        for item in event.get("timeline", []):
+            self.log.info(
+                "Transfer process %s: %s at %s (received %s)",
+                transfer_id,
+                item.get("type"),
+                iso_from_epoch_ms(int(item.get("at", 0))),
+                iso_from_epoch_ms(int(item.get("received_at", 0))),
+            )
+        if event.get("source") == "state_check":
+            self.log.warning(
+                "Transfer process %s: the result came from a state check, not a callback "
+                "(callbacks were lost or the receiver was unreachable)",
+                transfer_id,
+            )
+        if event["status"] == "failed":
+            try:
+                connector = self._hook().settings.base_url
+            except (EdcCallbacksError, ValueError, LookupError):
+                connector = f"connection {self.edc_conn_id!r}"
+            raise EdcTransferFailed(transfer_id, connector, str(event.get("state")), event.get("reason"))
+        self.log.info("Transfer process %s is %s", transfer_id, event.get("state"))
+        return {
+            "transfer_process_id": transfer_id,
+            "state": event.get("state"),
+            "asset_id": event.get("asset_id"),
+            "contract_id": event.get("contract_id"),
+            "event_type": event.get("event_type"),
+            "source": event.get("source"),
+            "correlation_id": event.get("correlation_id"),
+            "timeline": event.get("timeline", []),
+        }

@@ -1,0 +1,235 @@
+"""The callback receiver: a FastAPI app that verifies, validates and durably stores EDC callback events.
+
+Mounted on the Airflow api-server at ``/edc-callbacks`` by the provider's plugin, or served standalone
+by ``airflow-edc-callbacks serve``. It answers 2xx only after the event is committed to the store, and
+4xx (never 5xx) to bad input, storing nothing:
+
+======  =====================================================================
+status  when
+======  =====================================================================
+200     stored (``{"status": "stored"}``) or already stored (``"duplicate"``)
+401     an auth header is configured and the request lacks it or it is wrong
+404     the token's signature does not verify
+413     the body is larger than ``[edc_callbacks] max_body_size`` (1 MiB)
+415     the body is not JSON (content type or content)
+422     the JSON is not an EDC event envelope
+503     the store cannot be written (with ``Retry-After``)
+======  =====================================================================
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from airflow_edc_callbacks.config import (
+    get_callback_auth,
+    get_max_body_bytes,
+    get_signing_key,
+    get_store_url,
+)
+from airflow_edc_callbacks.exceptions import StoreUnavailableError
+from airflow_edc_callbacks.models import EventEnvelope
+from airflow_edc_callbacks.store import EventStore, get_store
+from airflow_edc_callbacks.tokens import verify_token
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ReceiverSettings", "create_app"]
+
+
+@dataclass
+class ReceiverSettings:
+    """What the receiver needs; fields left ``None`` are read from ``[edc_callbacks]`` on first use.
+
+    :ivar store_url: the event store URL.
+    :ivar signing_key: the callback token signing key.
+    :ivar auth: ``(header name, expected value)`` or ``None`` for no auth header check.
+    :ivar max_body_bytes: the largest accepted body, in bytes.
+    """
+
+    store_url: str | None = None
+    signing_key: bytes | None = None
+    auth: tuple[str, str] | None = None
+    auth_from_config: bool = True
+    max_body_bytes: int | None = None
+    _store: EventStore | None = None
+
+    def resolve(self) -> ReceiverSettings:
+        if self.signing_key is None:
+            self.signing_key = get_signing_key()
+        if self.auth is None and self.auth_from_config:
+            self.auth = get_callback_auth()
+            self.auth_from_config = False
+        if self.max_body_bytes is None:
+            self.max_body_bytes = get_max_body_bytes()
+        if self.store_url is None:
+            self.store_url = get_store_url()
+        return self
+
+    @property
+    def store(self) -> EventStore:
+        if self._store is None:
+            self._store = get_store(self.store_url)
+        return self._store
+
+
+def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+class _Rejected(Exception):
+    def __init__(self, response: JSONResponse) -> None:
+        self.response = response
+
+
+def _is_json_media_type(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _Rejected(_error(413, f"Body larger than {limit} bytes"))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _Rejected(_error(413, f"Body larger than {limit} bytes"))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_ENVELOPE_SCHEMA = EventEnvelope.model_json_schema(ref_template="#/components/schemas/{model}")
+_CALLBACK_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventEnvelope"}}},
+    },
+    "responses": {
+        "200": {"description": "Stored, or already stored (duplicate delivery)"},
+        "401": {"description": "Auth header missing or wrong"},
+        "404": {"description": "Unknown or forged callback token"},
+        "413": {"description": "Body too large"},
+        "415": {"description": "Body is not JSON"},
+        "422": {"description": "Body is not an EDC event envelope"},
+        "503": {"description": "Event store unavailable; nothing stored"},
+    },
+}
+
+
+def create_app(settings: ReceiverSettings | None = None) -> FastAPI:
+    """Build the receiver app.
+
+    :param settings: explicit settings (tests, the standalone server); by default everything comes
+        from ``[edc_callbacks]`` on the first request, so creating the app reads no configuration.
+    """
+    state = settings or ReceiverSettings()
+    app = FastAPI(
+        title="EDC callback receiver",
+        description="Receives EDC connector callback events (EventEnvelope JSON) for airflow-edc-callbacks.",
+        version=_version(),
+        docs_url=None,
+        redoc_url=None,
+    )
+    router = APIRouter()
+
+    def get_settings() -> ReceiverSettings:
+        return state.resolve()
+
+    settings_dep = Annotated[ReceiverSettings, Depends(get_settings)]
+
+    @router.post(
+        "/callbacks/{token}",
+        summary="Receive a dynamic callback event",
+        openapi_extra=_CALLBACK_OPENAPI,
+        responses={200: {"content": {"application/json": {}}}},
+    )
+    async def receive_callback(token: str, request: Request, cfg: settings_dep) -> JSONResponse:
+        correlation_id = verify_token(cfg.signing_key or b"", token)
+        if correlation_id is None:
+            return _error(404, "Unknown callback token")
+        if cfg.auth is not None:
+            header, expected = cfg.auth
+            given = request.headers.get(header, "")
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                return _error(401, f"Missing or wrong {header} header")
+        if not _is_json_media_type(request.headers.get("content-type")):
+            return _error(415, "Content-Type must be application/json")
+        try:
+            raw = await _read_body(request, cfg.max_body_bytes or 0)
+        except _Rejected as rejected:
+            return rejected.response
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, ValueError):
+            return _error(415, "Body is not valid JSON")
+        if not isinstance(body, dict):
+            return _error(422, "Body must be a JSON object (an EDC EventEnvelope)")
+        try:
+            envelope = EventEnvelope.model_validate(body)
+        except ValidationError as err:
+            errors = [
+                {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in err.errors(include_url=False)
+            ]
+            return JSONResponse({"detail": errors}, status_code=422)
+        if envelope.payload.process_id is None:
+            return _error(422, "payload has neither transferProcessId nor contractNegotiationId")
+        try:
+            inserted = await run_in_threadpool(
+                cfg.store.record, envelope, body, correlation_id=correlation_id, route="dynamic"
+            )
+        except StoreUnavailableError as err:
+            log.error("Callback %s (%s) not stored: %s", envelope.id, envelope.type, err)
+            return _error(503, "Event store unavailable", {"Retry-After": "5"})
+        log.info(
+            "Callback %s %s for %s (%s)",
+            envelope.type,
+            envelope.id,
+            envelope.payload.process_id,
+            "stored" if inserted else "duplicate",
+        )
+        return JSONResponse({"status": "stored" if inserted else "duplicate", "id": envelope.id})
+
+    @router.get("/health", summary="Receiver and store health")
+    async def health(cfg: settings_dep) -> JSONResponse:
+        try:
+            await run_in_threadpool(cfg.store.ping)
+        except StoreUnavailableError:
+            return _error(503, "Event store unavailable", {"Retry-After": "5"})
+        return JSONResponse({"status": "ok", "store": "ok"})
+
+    app.include_router(router)
+
+    original_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original_openapi()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            envelope_schema = dict(_ENVELOPE_SCHEMA)
+            components.update(envelope_schema.pop("$defs", {}))
+            components["EventEnvelope"] = envelope_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _version() -> str:
+    from airflow_edc_callbacks import __version__
+
+    return __version__

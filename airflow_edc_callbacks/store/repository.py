@@ -1,0 +1,241 @@
+"""The durable callback event store: idempotent writes, reads by correlation id or process id, purge."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, delete, event, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from airflow_edc_callbacks.exceptions import StoreUnavailableError
+from airflow_edc_callbacks.models import EventEnvelope
+from airflow_edc_callbacks.store.tables import Base, CallbackEventRow
+
+__all__ = ["EventStore", "StoredEvent", "get_store"]
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as the store holds it.
+
+    :ivar seq: position in the store (increasing in the order events were stored).
+    :ivar event_at: the envelope's ``at``, epoch milliseconds (connector clock).
+    :ivar received_at: when the receiver stored it, epoch milliseconds.
+    :ivar routes: the routes it arrived by, e.g. ``("dynamic",)``.
+    :ivar body: the envelope exactly as received (JSON object).
+    """
+
+    seq: int
+    envelope_id: str
+    event_type: str
+    process_id: str | None
+    correlation_id: str | None
+    event_at: int
+    received_at: int
+    routes: tuple[str, ...]
+    body: dict[str, Any]
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The envelope's ``payload`` object."""
+        payload = self.body.get("payload")
+        return payload if isinstance(payload, dict) else {}
+
+    @classmethod
+    def from_row(cls, row: CallbackEventRow | Any) -> StoredEvent:
+        """Build from an ORM row or a Core row of the same columns."""
+        return cls(
+            seq=row.seq,
+            envelope_id=row.envelope_id,
+            event_type=row.event_type,
+            process_id=row.process_id,
+            correlation_id=row.correlation_id,
+            event_at=row.event_at,
+            received_at=row.received_at,
+            routes=tuple(row.routes.split()),
+            body=row.body,
+        )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the receiver's writes
+    cursor.execute("PRAGMA synchronous=FULL")  # a commit is on disk before the receiver answers 2xx
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class EventStore:
+    """Callback events in a SQL database (SQLite file by default, PostgreSQL in production).
+
+    Creates its table on first use. Methods are synchronous and thread-safe; call them from a thread
+    (``asyncio.to_thread``) in async code.
+
+    :param url: a SQLAlchemy URL, e.g. ``sqlite:////opt/airflow/edc_callbacks.db`` or
+        ``postgresql+psycopg2://user:pw@host/db``.
+    :raises StoreUnavailableError: the database cannot be opened.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        if self.is_sqlite and parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine: Engine = create_engine(url, pool_pre_ping=not self.is_sqlite)
+            if self.is_sqlite:
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            Base.metadata.create_all(self.engine, checkfirst=True)
+        except SQLAlchemyError as err:
+            raise StoreUnavailableError(f"Cannot open the callback event store: {err}") from err
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"EventStore({make_url(self.url).render_as_string(hide_password=True)!r})"
+
+    def _insert(self) -> Any:
+        return sqlite_insert if self.is_sqlite else pg_insert
+
+    def record(
+        self,
+        envelope: EventEnvelope,
+        body: dict[str, Any],
+        *,
+        correlation_id: str | None,
+        route: str = "dynamic",
+    ) -> bool:
+        """Store an event durably, once per envelope id.
+
+        :param envelope: the validated envelope.
+        :param body: the envelope as received (stored verbatim).
+        :param correlation_id: the correlation id of the callback token it arrived on, if any.
+        :param route: ``dynamic`` or ``static:<name>``; a duplicate arriving by a new route adds the
+            route to the stored event.
+        :returns: ``True`` if the event is new, ``False`` for a duplicate.
+        :raises StoreUnavailableError: the write failed.
+        """
+        values = {
+            "envelope_id": envelope.id,
+            "event_type": envelope.type,
+            "process_id": envelope.payload.process_id,
+            "correlation_id": correlation_id,
+            "event_at": envelope.at,
+            "received_at": int(time.time() * 1000),
+            "routes": route,
+            "body": body,
+        }
+        stmt = self._insert()(CallbackEventRow).values(**values).on_conflict_do_nothing(index_elements=["envelope_id"])
+        try:
+            with self._sessions.begin() as session:
+                result: Any = session.execute(stmt)
+                inserted = bool(result.rowcount == 1)
+                if not inserted:
+                    self._add_route(session, envelope.id, route, correlation_id)
+        except SQLAlchemyError as err:
+            raise StoreUnavailableError(f"Cannot write to the callback event store: {err}") from err
+        return inserted
+
+    @staticmethod
+    def _add_route(session: Session, envelope_id: str, route: str, correlation_id: str | None) -> None:
+        row = session.execute(
+            select(CallbackEventRow.routes, CallbackEventRow.correlation_id).where(
+                CallbackEventRow.envelope_id == envelope_id
+            )
+        ).one()
+        routes = row.routes.split()
+        changes: dict[str, Any] = {}
+        if route not in routes:
+            changes["routes"] = " ".join([*routes, route])
+        if row.correlation_id is None and correlation_id is not None:
+            changes["correlation_id"] = correlation_id
+        if changes:
+            session.execute(
+                update(CallbackEventRow).where(CallbackEventRow.envelope_id == envelope_id).values(**changes)
+            )
+
+    def events(
+        self,
+        *,
+        correlation_id: str | None = None,
+        process_id: str | None = None,
+        after_seq: int = 0,
+        limit: int | None = None,
+    ) -> list[StoredEvent]:
+        """Events matching the correlation id OR the process id (all events if neither), oldest first.
+
+        :raises StoreUnavailableError: the read failed.
+        """
+        stmt = select(CallbackEventRow).where(CallbackEventRow.seq > after_seq)
+        filters = []
+        if correlation_id is not None:
+            filters.append(CallbackEventRow.correlation_id == correlation_id)
+        if process_id is not None:
+            filters.append(CallbackEventRow.process_id == process_id)
+        if filters:
+            stmt = stmt.where(or_(*filters))
+        stmt = stmt.order_by(CallbackEventRow.seq)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        try:
+            with self._sessions() as session:
+                return [StoredEvent.from_row(row) for row in session.scalars(stmt)]
+        except SQLAlchemyError as err:
+            raise StoreUnavailableError(f"Cannot read the callback event store: {err}") from err
+
+    def max_seq(self) -> int:
+        """The ``seq`` of the newest stored event, 0 when empty."""
+        with self._sessions() as session:
+            return int(session.scalar(select(func.coalesce(func.max(CallbackEventRow.seq), 0))) or 0)
+
+    def purge(self, older_than: timedelta) -> int:
+        """Delete events received more than ``older_than`` ago; returns how many were deleted."""
+        cutoff = int((time.time() - older_than.total_seconds()) * 1000)
+        with self._sessions.begin() as session:
+            result = session.execute(delete(CallbackEventRow).where(CallbackEventRow.received_at < cutoff))
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    def ping(self) -> None:
+        """Check the database answers.
+
+        :raises StoreUnavailableError: it does not.
+        """
+        try:
+            self.max_seq()
+        except SQLAlchemyError as err:
+            raise StoreUnavailableError(f"Callback event store unavailable: {err}") from err
+
+    def dispose(self) -> None:
+        """Close the pooled connections."""
+        self.engine.dispose()
+
+
+_stores: dict[tuple[int, str], EventStore] = {}
+_stores_lock = threading.Lock()
+
+
+def get_store(url: str | None = None) -> EventStore:
+    """The process-wide :class:`EventStore` for ``url`` (default: ``[edc_callbacks] store_url``).
+
+    One per process and URL, re-created after a fork.
+    """
+    if url is None:
+        from airflow_edc_callbacks.config import get_store_url
+
+        url = get_store_url()
+    key = (os.getpid(), url)
+    with _stores_lock:
+        store = _stores.get(key)
+        if store is None:
+            store = _stores[key] = EventStore(url)
+        return store

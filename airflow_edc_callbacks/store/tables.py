@@ -1,0 +1,46 @@
+"""SQLAlchemy table of the callback event store (in the package's own database, not Airflow's)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Index, Integer, MetaData, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = ["Base", "CallbackEventRow"]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base on the package's own :class:`~sqlalchemy.MetaData`."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class CallbackEventRow(Base):
+    """One callback event, stored once per envelope id.
+
+    ``seq`` orders events by the time they were stored (a cursor for listeners); ``event_at`` is the
+    envelope's ``at`` (epoch milliseconds, connector clock) and ``received_at`` the receiver's clock
+    (epoch milliseconds). ``routes`` lists every route the event arrived by (``dynamic``,
+    ``static:<name>``), space separated.
+    """
+
+    __tablename__ = "edc_callback_event"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    envelope_id: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
+    event_type: Mapped[str] = mapped_column(String(200), nullable=False)
+    process_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    correlation_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    event_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    received_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    routes: Mapped[str] = mapped_column(String(1000), nullable=False)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+
+    __table_args__ = (Index("ix_edc_callback_event_received_at", "received_at"),)

@@ -1,0 +1,240 @@
+"""``EdcCallbackTrigger``: waits in the triggerer for one transfer process's terminal callback.
+
+It reads the event store first (callbacks can arrive before the task defers, or while the triggerer
+restarts), then waits on the process-wide store listener. After ``fallback_check_interval`` seconds
+without any callback for the transfer it asks the connector for the state once (EDC never re-delivers a
+callback that failed), and says so in the event (``source = "state_check"``). While callbacks flow the
+connector is not asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_edc_callbacks.config import DEFAULT_CONN_ID, get_fallback_check_interval
+from airflow_edc_callbacks.exceptions import EdcCallbacksError
+from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+from airflow_edc_callbacks.models import (
+    WaitFor,
+    iso_from_epoch_ms,
+    jsonld_get,
+    state_outcome,
+    terminal_outcome,
+)
+from airflow_edc_callbacks.store import StoredEvent, get_listener, get_store
+
+__all__ = ["EdcCallbackTrigger"]
+
+_STORE_RETRY_SECONDS = 5.0
+_EVENT_PREFIX = "TransferProcess"
+
+
+def timeline_entry(stored: StoredEvent) -> dict[str, Any]:
+    """One event of a transfer's timeline as it goes to XCom: no payload, so no EDR token.
+
+    ``at`` and ``received_at`` are epoch milliseconds (connector clock, receiver clock).
+    """
+    return {
+        "type": stored.event_type,
+        "at": stored.event_at,
+        "received_at": stored.received_at,
+        "envelope_id": stored.envelope_id,
+        "routes": list(stored.routes),
+    }
+
+
+class EdcCallbackTrigger(BaseTrigger):
+    """Fire when the transfer process reaches the state a task waits for, as told by its callbacks.
+
+    Its kwargs hold no secret: the store URL and the connector's API key are resolved in the triggerer.
+
+    :param correlation_id: the correlation id in the callback token the operator sent.
+    :param transfer_process_id: the consumer's transfer process id.
+    :param wait_for: ``started`` or ``completed`` (see :class:`~airflow_edc_callbacks.models.WaitFor`).
+    :param conn_id: the ``edc`` connection, used only for the state-check fallback.
+    :param fallback_check_interval: seconds without a callback before asking the connector once;
+        ``None`` takes ``[edc_callbacks] fallback_check_interval`` (default 300).
+
+    The event payload: ``status`` (``success`` | ``failed``), ``transfer_process_id``, ``state``
+    (``STARTED``, ``COMPLETED``, ``TERMINATED``...), ``event_type``, ``reason`` (the connector's, for a
+    failure), ``source`` (``callback`` | ``state_check``), ``asset_id``, ``contract_id``, ``timeline``
+    (see :func:`timeline_entry`) and ``correlation_id``.
+    """
+
+    def __init__(
+        self,
+        *,
+        correlation_id: str,
+        transfer_process_id: str,
+        wait_for: str = WaitFor.COMPLETED.value,
+        conn_id: str = DEFAULT_CONN_ID,
+        fallback_check_interval: float | None = None,
+    ) -> None:
+        super().__init__()
+        if not correlation_id or not transfer_process_id:
+            raise ValueError("correlation_id and transfer_process_id must not be empty")
+        self.correlation_id = correlation_id
+        self.transfer_process_id = transfer_process_id
+        self.wait_for = WaitFor(wait_for)
+        if self.wait_for is WaitFor.AUTO:
+            raise ValueError("wait_for must be resolved to 'started' or 'completed' before deferring")
+        self.conn_id = conn_id
+        self.fallback_check_interval = fallback_check_interval
+        self.hook: EdcManagementHook | None = None
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "airflow_edc_callbacks.triggers.callback.EdcCallbackTrigger",
+            {
+                "correlation_id": self.correlation_id,
+                "transfer_process_id": self.transfer_process_id,
+                "wait_for": self.wait_for.value,
+                "conn_id": self.conn_id,
+                "fallback_check_interval": self.fallback_check_interval,
+            },
+        )
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _relevant(self, stored: StoredEvent) -> bool:
+        return stored.process_id == self.transfer_process_id and stored.event_type.startswith(_EVENT_PREFIX)
+
+    def _payload(
+        self,
+        *,
+        status: str,
+        state: str,
+        event_type: str | None,
+        reason: str | None,
+        source: str,
+        timeline: list[dict[str, Any]],
+        asset_id: str | None,
+        contract_id: str | None,
+    ) -> dict[str, Any]:
+        return {
+            "status": status,
+            "transfer_process_id": self.transfer_process_id,
+            "correlation_id": self.correlation_id,
+            "state": state,
+            "event_type": event_type,
+            "reason": reason,
+            "source": source,
+            "asset_id": asset_id,
+            "contract_id": contract_id,
+            "timeline": timeline,
+        }
+
+    async def _read_store(self) -> list[StoredEvent]:
+        store = get_store()
+        return await asyncio.to_thread(
+            store.events, correlation_id=self.correlation_id, process_id=self.transfer_process_id
+        )
+
+    async def _state_check(self, timeline: list[dict[str, Any]]) -> dict[str, Any] | None:
+        hook = self.hook or EdcManagementHook(self.conn_id)
+        self.hook = hook
+        state = await hook.aget_transfer_state(self.transfer_process_id)
+        self.log.info("Connector reports transfer process %s in state %s", self.transfer_process_id, state)
+        outcome = state_outcome(state, self.wait_for)
+        if outcome is None:
+            return None
+        process = await hook.aget_transfer_process(self.transfer_process_id)
+        return self._payload(
+            status=outcome,
+            state=state.upper(),
+            event_type=None,
+            reason=jsonld_get(process, "errorDetail"),
+            source="state_check",
+            timeline=timeline,
+            asset_id=jsonld_get(process, "assetId"),
+            contract_id=jsonld_get(process, "contractId"),
+        )
+
+    def _consume(
+        self, events: Iterable[StoredEvent], seen: set[int], timeline: list[dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        for stored in events:
+            if stored.seq in seen or not self._relevant(stored):
+                continue
+            seen.add(stored.seq)
+            timeline.append(timeline_entry(stored))
+            self.log.info(
+                "Callback %s for transfer process %s: connector time %s, received %s (via %s)",
+                stored.event_type,
+                self.transfer_process_id,
+                iso_from_epoch_ms(stored.event_at),
+                iso_from_epoch_ms(stored.received_at),
+                ", ".join(stored.routes),
+            )
+            outcome = terminal_outcome(stored.event_type, self.wait_for)
+            if outcome is not None:
+                payload = stored.payload
+                return self._payload(
+                    status=outcome,
+                    state=stored.event_type[len(_EVENT_PREFIX) :].upper(),
+                    event_type=stored.event_type,
+                    reason=payload.get("reason"),
+                    source="callback",
+                    timeline=timeline,
+                    asset_id=payload.get("assetId"),
+                    contract_id=payload.get("contractId"),
+                )
+        return None
+
+    # -- the trigger -----------------------------------------------------------------------------
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        interval = self.fallback_check_interval
+        if interval is None:
+            interval = await asyncio.to_thread(get_fallback_check_interval)
+        self.log.info(
+            "Waiting for transfer process %s to be %s (callbacks; state check after %.0f s of silence)",
+            self.transfer_process_id,
+            self.wait_for.value,
+            interval,
+        )
+        seen: set[int] = set()
+        timeline: list[dict[str, Any]] = []
+        subscription = None
+        result: dict[str, Any] | None = None
+        while subscription is None:
+            try:
+                listener = get_listener(await asyncio.to_thread(get_store))
+                subscription = listener.subscribe(
+                    correlation_id=self.correlation_id, process_ids=[self.transfer_process_id]
+                )
+                result = self._consume(await self._read_store(), seen, timeline)
+            except EdcCallbacksError as err:
+                self.log.warning("Callback event store unavailable (%s); retrying", err)
+                if subscription is not None:
+                    subscription.close()
+                    subscription = None
+                await asyncio.sleep(_STORE_RETRY_SECONDS)
+        try:
+            last_activity = time.monotonic()
+            while result is None:
+                remaining = interval - (time.monotonic() - last_activity)
+                if remaining <= 0:
+                    self.log.info(
+                        "No callback for transfer process %s in %.0f s; asking the connector for its state once",
+                        self.transfer_process_id,
+                        interval,
+                    )
+                    try:
+                        result = await self._state_check(timeline)
+                    except EdcCallbacksError as err:
+                        self.log.warning("State check of transfer process %s failed: %s", self.transfer_process_id, err)
+                    last_activity = time.monotonic()
+                    continue
+                events = await subscription.wait(remaining)
+                if events:
+                    before = len(timeline)
+                    result = self._consume(events, seen, timeline)
+                    if len(timeline) > before:
+                        last_activity = time.monotonic()
+            yield TriggerEvent(result)
+        finally:
+            subscription.close()
