@@ -112,6 +112,13 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _get_settings(request: Request) -> ReceiverSettings:
+    settings: ReceiverSettings = request.app.state.edc_settings
+    return settings.resolve()
+
+
+SettingsDep = Annotated[ReceiverSettings, Depends(_get_settings)]
+
 _ENVELOPE_SCHEMA = EventEnvelope.model_json_schema(ref_template="#/components/schemas/{model}")
 _CALLBACK_OPENAPI: dict[str, Any] = {
     "requestBody": {
@@ -136,7 +143,6 @@ def create_app(settings: ReceiverSettings | None = None) -> FastAPI:
     :param settings: explicit settings (tests, the standalone server); by default everything comes
         from ``[edc_callbacks]`` on the first request, so creating the app reads no configuration.
     """
-    state = settings or ReceiverSettings()
     app = FastAPI(
         title="EDC callback receiver",
         description="Receives EDC connector callback events (EventEnvelope JSON) for airflow-edc-callbacks.",
@@ -144,12 +150,8 @@ def create_app(settings: ReceiverSettings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    app.state.edc_settings = settings or ReceiverSettings()
     router = APIRouter()
-
-    def get_settings() -> ReceiverSettings:
-        return state.resolve()
-
-    settings_dep = Annotated[ReceiverSettings, Depends(get_settings)]
 
     @router.post(
         "/callbacks/{token}",
@@ -157,7 +159,7 @@ def create_app(settings: ReceiverSettings | None = None) -> FastAPI:
         openapi_extra=_CALLBACK_OPENAPI,
         responses={200: {"content": {"application/json": {}}}},
     )
-    async def receive_callback(token: str, request: Request, cfg: settings_dep) -> JSONResponse:
+    async def receive_callback(token: str, request: Request, cfg: SettingsDep) -> JSONResponse:
         correlation_id = verify_token(cfg.signing_key or b"", token)
         if correlation_id is None:
             return _error(404, "Unknown callback token")
@@ -204,7 +206,7 @@ def create_app(settings: ReceiverSettings | None = None) -> FastAPI:
         return JSONResponse({"status": "stored" if inserted else "duplicate", "id": envelope.id})
 
     @router.get("/health", summary="Receiver and store health")
-    async def health(cfg: settings_dep) -> JSONResponse:
+    async def health(cfg: SettingsDep) -> JSONResponse:
         try:
             await run_in_threadpool(cfg.store.ping)
         except StoreUnavailableError:

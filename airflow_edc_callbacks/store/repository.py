@@ -90,15 +90,15 @@ class EventStore:
         self.url = url
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        if self.is_sqlite and parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         try:
+            if self.is_sqlite and parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             self.engine: Engine = create_engine(url, pool_pre_ping=not self.is_sqlite)
             if self.is_sqlite:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             Base.metadata.create_all(self.engine, checkfirst=True)
-        except SQLAlchemyError as err:
-            raise StoreUnavailableError(f"Cannot open the callback event store: {err}") from err
+        except (SQLAlchemyError, OSError) as err:
+            raise StoreUnavailableError(f"Cannot open the callback event store {self!r}: {err}") from err
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def __repr__(self) -> str:

@@ -1,0 +1,49 @@
+"""Test helpers: EDC event envelopes and condition waits with deadlines (no sleeps as synchronisation)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def envelope(
+    event_type: str = "TransferProcessCompleted",
+    process_id: str = "tp-1",
+    *,
+    envelope_id: str | None = None,
+    at: int | None = None,
+    **payload: Any,
+) -> dict[str, Any]:
+    """An EDC EventEnvelope as a 0.18 consumer connector POSTs it (see tests/fixtures/edc)."""
+    body: dict[str, Any] = {
+        "transferProcessId": process_id,
+        "callbackAddresses": [],
+        "assetId": "demo-asset",
+        "type": "CONSUMER",
+        "contractId": "contract-1",
+        "participantContextId": "consumer",
+        "protocol": "dataspace-protocol-http:2025-1",
+    }
+    body.update(payload)
+    return {
+        "id": envelope_id or str(uuid.uuid4()),
+        "at": at if at is not None else int(time.time() * 1000),
+        "payload": body,
+        "type": event_type,
+    }
+
+
+def wait_until(condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll ``condition`` until it returns something truthy; raise ``TimeoutError`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from airflow_edc_callbacks.receiver import ReceiverSettings, create_app
+from airflow_edc_callbacks.store import EventStore
+from airflow_edc_callbacks.tokens import make_token
+from tests.conftest import SIGNING_KEY
+from tests.helpers import envelope
+
+AUTH = ("X-Edc-Callback-Auth", "s3cret")
+
+
+@pytest.fixture
+def client(store_url: str) -> Iterator[TestClient]:
+    settings = ReceiverSettings(store_url=store_url, signing_key=SIGNING_KEY, auth=None, auth_from_config=False)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.fixture
+def auth_client(store_url: str) -> Iterator[TestClient]:
+    settings = ReceiverSettings(store_url=store_url, signing_key=SIGNING_KEY, auth=AUTH, max_body_bytes=2048)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def url(correlation_id: str = "corr1") -> str:
+    return f"/callbacks/{make_token(SIGNING_KEY, correlation_id)}"
+
+
+def test_valid_callback_is_stored_then_duplicate(client: TestClient, store: EventStore) -> None:
+    body = envelope("TransferProcessCompleted", "tp-1")
+    first = client.post(url(), json=body)
+    assert first.status_code == 200
+    assert first.json() == {"status": "stored", "id": body["id"]}
+    again = client.post(url(), json=body)
+    assert again.json() == {"status": "duplicate", "id": body["id"]}
+    stored = store.events(correlation_id="corr1")
+    assert [(e.event_type, e.process_id, e.envelope_id) for e in stored] == [
+        ("TransferProcessCompleted", "tp-1", body["id"])
+    ]
+
+
+def test_edc_content_type_with_charset_accepted(client: TestClient, store: EventStore) -> None:
+    body = envelope()
+    response = client.post(
+        url(), content=json.dumps(body), headers={"Content-Type": "application/json; charset=utf-8"}
+    )
+    assert response.status_code == 200
+    assert len(store.events()) == 1
+
+
+BAD_INPUT = [
+    pytest.param("/callbacks/corr1.forged-signature", {"json": envelope()}, 404, id="forged-token"),
+    pytest.param("/callbacks/corr1", {"json": envelope()}, 404, id="unsigned-token"),
+    pytest.param(url(), {"content": "not json", "headers": {"Content-Type": "text/plain"}}, 415, id="text-plain"),
+    pytest.param(url(), {"content": "{not json", "headers": {"Content-Type": "application/json"}}, 415, id="bad-json"),
+    pytest.param(url(), {"content": b"\xff\xfe", "headers": {"Content-Type": "application/json"}}, 415, id="bad-utf8"),
+    pytest.param(url(), {"json": [envelope()]}, 422, id="array"),
+    pytest.param(url(), {"json": {"id": "x", "at": 1}}, 422, id="no-type-payload"),
+    pytest.param(url(), {"json": {**envelope(), "at": "yesterday"}}, 422, id="bad-at"),
+    pytest.param(url(), {"json": {**envelope(), "payload": {"assetId": "a"}}}, 422, id="no-process-id"),
+    pytest.param(
+        url(),
+        {"content": json.dumps({**envelope(), "pad": "x" * (2 * 1024 * 1024)}), "headers": {"Content-Type": "application/json"}},
+        413,
+        id="too-large",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "kwargs", "status"), BAD_INPUT)
+def test_bad_input_rejected_and_nothing_stored(
+    client: TestClient, store: EventStore, path: str, kwargs: dict, status: int
+) -> None:
+    response = client.post(path, **kwargs)
+    assert response.status_code == status, response.text
+    assert "detail" in response.json()
+    assert store.events() == []
+
+
+def test_auth_header_required_when_configured(auth_client: TestClient, store: EventStore) -> None:
+    body = envelope()
+    assert auth_client.post(url(), json=body).status_code == 401
+    assert auth_client.post(url(), json=body, headers={AUTH[0]: "wrong"}).status_code == 401
+    assert store.events() == []
+    assert auth_client.post(url(), json=body, headers={AUTH[0]: AUTH[1]}).status_code == 200
+    assert len(store.events()) == 1
+
+
+def test_configured_body_limit(auth_client: TestClient, store: EventStore) -> None:
+    body = envelope(padding="x" * 4096)
+    response = auth_client.post(url(), json=body, headers={AUTH[0]: AUTH[1]})
+    assert response.status_code == 413
+    assert store.events() == []
+
+
+def test_chunked_body_over_limit_rejected(auth_client: TestClient, store: EventStore) -> None:
+    payload = json.dumps(envelope(padding="x" * 4096)).encode()
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(payload), 512):
+            yield payload[i : i + 512]
+
+    response = auth_client.post(
+        url(), content=chunks(), headers={AUTH[0]: AUTH[1], "Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert store.events() == []
+
+
+def test_store_down_answers_503_not_2xx(tmp_path, store_url: str) -> None:
+    settings = ReceiverSettings(store_url=store_url, signing_key=SIGNING_KEY, auth=None, auth_from_config=False)
+    app = create_app(settings)
+    with TestClient(app) as c:
+        assert c.get("/health").json() == {"status": "ok", "store": "ok"}
+        with settings.store.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE edc_callback_event")
+        response = c.post(url(), json=envelope())
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "5"
+        assert c.get("/health").status_code == 503
+
+
+def test_openapi_document(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    assert set(doc["paths"]) == {"/callbacks/{token}", "/health"}
+    post = doc["paths"]["/callbacks/{token}"]["post"]
+    assert post["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/EventEnvelope"}
+    assert {"401", "404", "413", "415", "422", "503"} <= set(post["responses"])
+    assert "EventEnvelope" in doc["components"]["schemas"]
+    assert client.get("/docs").status_code == 404

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import timedelta
+
+import pytest
+
+from airflow_edc_callbacks.models import EventEnvelope
+from airflow_edc_callbacks.store import EventStore, StoreListener
+from tests.helpers import envelope
+
+
+def _record(store: EventStore, body: dict, correlation_id: str | None = "c1", route: str = "dynamic") -> bool:
+    return store.record(EventEnvelope.model_validate(body), body, correlation_id=correlation_id, route=route)
+
+
+def test_record_is_idempotent_on_envelope_id(store: EventStore) -> None:
+    body = envelope("TransferProcessStarted", "tp-1", envelope_id="env-1")
+    assert _record(store, body) is True
+    assert _record(store, body) is False
+    assert _record(store, body, correlation_id=None, route="static:cb1") is False
+    events = store.events(process_id="tp-1")
+    assert len(events) == 1
+    assert events[0].routes == ("dynamic", "static:cb1")
+    assert events[0].correlation_id == "c1"
+    assert events[0].body == body
+
+
+def test_sqlite_store_uses_wal_and_is_durable_for_other_connections(store: EventStore, store_url: str) -> None:
+    _record(store, envelope("TransferProcessCompleted", "tp-2"))
+    path = store_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT event_type FROM edc_callback_event").fetchall() == [("TransferProcessCompleted",)]
+
+
+def test_events_by_correlation_or_process_oldest_first(store: EventStore) -> None:
+    _record(store, envelope("TransferProcessInitiated", "tp-1"), correlation_id="c1")
+    _record(store, envelope("TransferProcessStarted", "tp-2"), correlation_id="c2")
+    _record(store, envelope("TransferProcessCompleted", "tp-1"), correlation_id=None)
+    assert [e.event_type for e in store.events(correlation_id="c1")] == ["TransferProcessInitiated"]
+    assert [e.event_type for e in store.events(process_id="tp-1")] == [
+        "TransferProcessInitiated",
+        "TransferProcessCompleted",
+    ]
+    assert len(store.events(correlation_id="c2", process_id="tp-1")) == 3
+    assert len(store.events()) == 3
+    assert store.max_seq() == store.events()[-1].seq
+
+
+def test_purge_deletes_only_old_events(store: EventStore) -> None:
+    _record(store, envelope(process_id="old"))
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE edc_callback_event SET received_at = received_at - 8 * 86400000")
+    _record(store, envelope(process_id="new"))
+    assert store.purge(timedelta(days=7)) == 1
+    assert [e.process_id for e in store.events()] == ["new"]
+
+
+async def test_listener_wakes_subscribers_from_one_connection(store_url: str) -> None:
+    writer = EventStore(store_url)  # another process's connection pool, as the receiver would have
+    reader = EventStore(store_url)
+    listener = StoreListener(reader, poll_interval=0.02)
+    try:
+        subs = [listener.subscribe(correlation_id=f"c{i}", process_ids=[f"tp-{i}"]) for i in range(200)]
+        assert listener.subscription_count == 200
+        await asyncio.to_thread(_record, writer, envelope("TransferProcessCompleted", "tp-7"), None)
+        await asyncio.to_thread(_record, writer, envelope("TransferProcessStarted", "tp-x"), "c9")
+        got7 = await subs[7].wait(timeout=5)
+        got9 = await subs[9].wait(timeout=5)
+        assert [e.process_id for e in got7] == ["tp-7"]
+        assert [e.correlation_id for e in got9] == ["c9"]
+        assert subs[8].drain() == []
+        assert listener.wakeups == 2
+        for sub in subs:
+            sub.close()
+        assert listener.subscription_count == 0
+    finally:
+        listener.stop()
+        writer.dispose()
+        reader.dispose()
+
+
+async def test_listener_subscription_learns_process_id_later(store: EventStore) -> None:
+    listener = StoreListener(store, poll_interval=0.02)
+    try:
+        sub = listener.subscribe(correlation_id="c1")
+        sub.add_process_id("tp-late")
+        await asyncio.to_thread(_record, store, envelope("TransferProcessCompleted", "tp-late"), None)
+        assert [e.process_id for e in await sub.wait(timeout=5)] == ["tp-late"]
+        assert await sub.wait(timeout=0.05) == []
+    finally:
+        listener.stop()
+
+
+def test_store_rejects_unreachable_database(tmp_path) -> None:
+    from airflow_edc_callbacks.exceptions import StoreUnavailableError
+
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    with pytest.raises(StoreUnavailableError, match="Cannot open the callback event store"):
+        EventStore(f"sqlite:///{not_a_dir}/events.db")

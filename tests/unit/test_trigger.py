@@ -1,0 +1,184 @@
+"""EdcCallbackTrigger against the real store and receiver (no connector needed: the callbacks are what a
+0.18 connector POSTs; the state-check fallback runs against real connectors in tests/e2e)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from airflow_edc_callbacks.receiver import ReceiverSettings, create_app
+from airflow_edc_callbacks.store import get_listener, get_store
+from airflow_edc_callbacks.tokens import make_token
+from airflow_edc_callbacks.triggers import EdcCallbackTrigger
+from tests.conftest import SIGNING_KEY
+from tests.helpers import envelope
+
+CORRELATION = "corr-trigger"
+TP = "tp-trigger"
+
+
+@pytest.fixture
+def receiver(edc_config: str) -> Iterator[TestClient]:
+    settings = ReceiverSettings(store_url=edc_config, signing_key=SIGNING_KEY, auth=None, auth_from_config=False)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def post(client: TestClient, body: dict[str, Any], correlation: str = CORRELATION) -> None:
+    response = client.post(f"/callbacks/{make_token(SIGNING_KEY, correlation)}", json=body)
+    assert response.status_code == 200, response.text
+
+
+def make_trigger(**overrides: Any) -> EdcCallbackTrigger:
+    kwargs: dict[str, Any] = {
+        "correlation_id": CORRELATION,
+        "transfer_process_id": TP,
+        "wait_for": "completed",
+        "conn_id": "edc_unused",
+        "fallback_check_interval": 3600,
+    }
+    kwargs.update(overrides)
+    return EdcCallbackTrigger(**kwargs)
+
+
+async def first_event(trigger: EdcCallbackTrigger, timeout: float = 10) -> dict[str, Any]:
+    events = trigger.run()
+    try:
+        event = await asyncio.wait_for(events.__anext__(), timeout)
+    finally:
+        await events.aclose()
+    return dict(event.payload)
+
+
+async def until_subscribed(count: int = 1, timeout: float = 5) -> None:
+    listener = get_listener(get_store())
+    deadline = asyncio.get_running_loop().time() + timeout
+    while listener.subscription_count < count:
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("trigger never subscribed to the store listener")
+        await asyncio.sleep(0.01)
+
+
+def test_serialize_round_trip_holds_no_secret(edc_config: str) -> None:
+    classpath, kwargs = make_trigger().serialize()
+    assert classpath == "airflow_edc_callbacks.triggers.callback.EdcCallbackTrigger"
+    assert kwargs == {
+        "correlation_id": CORRELATION,
+        "transfer_process_id": TP,
+        "wait_for": "completed",
+        "conn_id": "edc_unused",
+        "fallback_check_interval": 3600,
+    }
+    assert EdcCallbackTrigger(**kwargs).serialize() == (classpath, kwargs)
+    flat = json.dumps(kwargs)
+    assert edc_config not in flat and SIGNING_KEY.decode() not in flat
+
+
+def test_auto_is_rejected() -> None:
+    with pytest.raises(ValueError, match="resolved"):
+        make_trigger(wait_for="auto")
+
+
+async def test_event_stored_before_trigger_starts(receiver: TestClient) -> None:
+    post(receiver, envelope("TransferProcessStarted", TP))
+    post(receiver, envelope("TransferProcessCompleted", TP, envelope_id="done-1", at=1_700_000_000_000))
+    payload = await first_event(make_trigger())
+    assert payload["status"] == "success"
+    assert payload["state"] == "COMPLETED"
+    assert payload["source"] == "callback"
+    assert payload["asset_id"] == "demo-asset"
+    assert payload["contract_id"] == "contract-1"
+    assert [t["type"] for t in payload["timeline"]] == ["TransferProcessStarted", "TransferProcessCompleted"]
+    assert payload["timeline"][1]["at"] == 1_700_000_000_000
+    assert payload["timeline"][1]["envelope_id"] == "done-1"
+
+
+async def test_waits_on_listener_then_resumes(receiver: TestClient) -> None:
+    task = asyncio.ensure_future(first_event(make_trigger()))
+    await until_subscribed()
+    await asyncio.to_thread(post, receiver, envelope("TransferProcessStarted", TP))
+    await asyncio.to_thread(post, receiver, envelope("TransferProcessCompleted", TP))
+    payload = await asyncio.wait_for(task, 10)
+    assert payload["status"] == "success"
+    assert [t["type"] for t in payload["timeline"]] == ["TransferProcessStarted", "TransferProcessCompleted"]
+
+
+async def test_pull_resumes_on_started_without_edr_in_payload(receiver: TestClient) -> None:
+    edr = {"properties": {"https://w3id.org/edc/v0.0.1/ns/authorization": "secret-token"}}
+    post(receiver, envelope("TransferProcessStarted", TP, dataAddress=edr))
+    payload = await first_event(make_trigger(wait_for="started"))
+    assert payload["state"] == "STARTED"
+    assert "secret-token" not in json.dumps(payload)
+
+
+async def test_terminated_carries_connector_reason(receiver: TestClient) -> None:
+    post(receiver, envelope("TransferProcessTerminated", TP, reason="Source answered 500"))
+    payload = await first_event(make_trigger())
+    assert payload["status"] == "failed"
+    assert payload["state"] == "TERMINATED"
+    assert payload["reason"] == "Source answered 500"
+
+
+async def test_duplicate_delivery_stores_once_and_resumes_once(receiver: TestClient) -> None:
+    body = envelope("TransferProcessCompleted", TP)
+    task = asyncio.ensure_future(first_event(make_trigger()))
+    await until_subscribed()
+    for _ in range(3):  # EDC re-POSTs the same envelope after a read timeout
+        await asyncio.to_thread(post, receiver, body)
+    payload = await asyncio.wait_for(task, 10)
+    assert len(payload["timeline"]) == 1
+    assert [e.envelope_id for e in get_store().events(process_id=TP)] == [body["id"]]
+    # two copies of the trigger (HA) produce the same payload, which Airflow deduplicates
+    other = await first_event(make_trigger())
+    assert other == payload
+
+
+async def test_events_of_other_transfers_are_ignored(receiver: TestClient) -> None:
+    post(receiver, envelope("TransferProcessCompleted", "tp-of-an-earlier-try"))
+    task = asyncio.ensure_future(first_event(make_trigger()))
+    await until_subscribed()
+    done, _ = await asyncio.wait({task}, timeout=0.3)
+    assert not done, "an event of another transfer process resumed the trigger"
+    await asyncio.to_thread(post, receiver, envelope("TransferProcessCompleted", TP))
+    payload = await asyncio.wait_for(task, 10)
+    assert [t["type"] for t in payload["timeline"]] == ["TransferProcessCompleted"]
+
+
+def _start_trigger_process(env: dict[str, str]) -> subprocess.Popen[str]:
+    classpath, kwargs = make_trigger().serialize()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.run_trigger", classpath, json.dumps(kwargs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:  # log lines come first; READY once it waits on the listener
+        if line.strip() == "READY":
+            return proc
+    raise AssertionError(f"trigger process exited with {proc.wait()} before waiting")
+
+
+def test_triggerer_restart_while_waiting_still_resumes(receiver: TestClient) -> None:
+    env = dict(os.environ)
+    first = _start_trigger_process(env)
+    post(receiver, envelope("TransferProcessStarted", TP))
+    os.killpg(first.pid, signal.SIGKILL)  # the triggerer dies while the trigger waits
+    first.wait(timeout=10)
+    post(receiver, envelope("TransferProcessCompleted", TP))  # arrives while no trigger runs
+    second = _start_trigger_process(env)  # the trigger is re-created from its serialized kwargs
+    out, _ = second.communicate(timeout=30)
+    payload = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    assert payload["status"] == "success"
+    assert [t["type"] for t in payload["timeline"]] == ["TransferProcessStarted", "TransferProcessCompleted"]
