@@ -48,9 +48,7 @@ def test_valid_callback_is_stored_then_duplicate(client: TestClient, store: Even
 
 def test_edc_content_type_with_charset_accepted(client: TestClient, store: EventStore) -> None:
     body = envelope()
-    response = client.post(
-        url(), content=json.dumps(body), headers={"Content-Type": "application/json; charset=utf-8"}
-    )
+    response = client.post(url(), content=json.dumps(body), headers={"Content-Type": "application/json; charset=utf-8"})
     assert response.status_code == 200
     assert len(store.events()) == 1
 
@@ -67,7 +65,10 @@ BAD_INPUT = [
     pytest.param(url(), {"json": {**envelope(), "payload": {"assetId": "a"}}}, 422, id="no-process-id"),
     pytest.param(
         url(),
-        {"content": json.dumps({**envelope(), "pad": "x" * (2 * 1024 * 1024)}), "headers": {"Content-Type": "application/json"}},
+        {
+            "content": json.dumps({**envelope(), "pad": "x" * (2 * 1024 * 1024)}),
+            "headers": {"Content-Type": "application/json"},
+        },
         413,
         id="too-large",
     ),
@@ -107,9 +108,7 @@ def test_chunked_body_over_limit_rejected(auth_client: TestClient, store: EventS
         for i in range(0, len(payload), 512):
             yield payload[i : i + 512]
 
-    response = auth_client.post(
-        url(), content=chunks(), headers={AUTH[0]: AUTH[1], "Content-Type": "application/json"}
-    )
+    response = auth_client.post(url(), content=chunks(), headers={AUTH[0]: AUTH[1], "Content-Type": "application/json"})
     assert response.status_code == 413
     assert store.events() == []
 
@@ -131,7 +130,9 @@ def test_openapi_document(client: TestClient) -> None:
     doc = client.get("/openapi.json").json()
     assert set(doc["paths"]) == {"/callbacks/{token}", "/health"}
     post = doc["paths"]["/callbacks/{token}"]["post"]
-    assert post["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/EventEnvelope"}
+    assert post["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/EventEnvelope"
+    }
     assert {"401", "404", "413", "415", "422", "503"} <= set(post["responses"])
     assert "EventEnvelope" in doc["components"]["schemas"]
     assert client.get("/docs").status_code == 404

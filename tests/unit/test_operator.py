@@ -1,0 +1,108 @@
+"""EdcTransferOperator's input checks and resume logic (its start-and-defer path runs on real
+connectors in tests/e2e)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from airflow_edc_callbacks.exceptions import EdcTransferFailed, TriggerEventError
+from airflow_edc_callbacks.operators import EdcTransferOperator
+
+CONN = json.dumps({"conn_type": "edc", "host": "http://consumer.example:29193/management", "password": "key"})
+
+
+@pytest.fixture(autouse=True)
+def edc_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_EDC_DEFAULT", CONN)
+
+
+def operator(**kwargs: Any) -> EdcTransferOperator:
+    defaults: dict[str, Any] = {
+        "task_id": "transfer",
+        "contract_id": "contract-1",
+        "counter_party_address": "http://provider.example/protocol/2025-1",
+    }
+    defaults.update(kwargs)
+    return EdcTransferOperator(**defaults)
+
+
+def event(**overrides: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "status": "success",
+        "transfer_process_id": "tp-1",
+        "correlation_id": "c1",
+        "state": "COMPLETED",
+        "event_type": "TransferProcessCompleted",
+        "reason": None,
+        "source": "callback",
+        "asset_id": "demo-asset",
+        "contract_id": "contract-1",
+        "timeline": [
+            {"type": "TransferProcessStarted", "at": 1_700_000_000_000, "received_at": 1_700_000_000_010},
+            {"type": "TransferProcessCompleted", "at": 1_700_000_001_000, "received_at": 1_700_000_001_010},
+        ],
+    }
+    payload.update(overrides)
+    return payload
+
+
+def test_template_fields_cover_request() -> None:
+    assert set(EdcTransferOperator.template_fields) == {
+        "contract_id",
+        "counter_party_address",
+        "transfer_type",
+        "data_destination",
+        "protocol",
+        "asset_id",
+        "private_properties",
+        "wait_for",
+        "edc_conn_id",
+    }
+
+
+def test_success_returns_result_and_logs_timeline(capsys: pytest.CaptureFixture[str]) -> None:
+    result = operator().execute_complete({}, event())
+    assert result == {
+        "transfer_process_id": "tp-1",
+        "state": "COMPLETED",
+        "asset_id": "demo-asset",
+        "contract_id": "contract-1",
+        "event_type": "TransferProcessCompleted",
+        "source": "callback",
+        "correlation_id": "c1",
+        "timeline": event()["timeline"],
+    }
+    logged = capsys.readouterr().out  # Airflow's structlog writes task logs to stdout here
+    assert "tp-1: TransferProcessStarted at 2023-11-14T22:13:20.000+00:00 (received 2023-11-14T22:13:20.010" in logged
+    assert "tp-1: TransferProcessCompleted at 2023-11-14T22:13:21.000+00:00" in logged
+
+
+def test_terminated_raises_with_reason_id_and_connector() -> None:
+    with pytest.raises(EdcTransferFailed) as info:
+        operator().execute_complete({}, event(status="failed", state="TERMINATED", reason="HTTP source answered 500"))
+    err = info.value
+    assert (err.transfer_process_id, err.state, err.reason) == ("tp-1", "TERMINATED", "HTTP source answered 500")
+    assert err.connector_url == "http://consumer.example:29193/management"
+    assert str(err) == (
+        "EDC transfer process tp-1 on http://consumer.example:29193/management ended TERMINATED: "
+        "HTTP source answered 500"
+    )
+
+
+@pytest.mark.parametrize("bad", [None, {}, {"status": "maybe", "transfer_process_id": "x"}])
+def test_unknown_event_rejected(bad: dict[str, Any] | None) -> None:
+    with pytest.raises(TriggerEventError):
+        operator().execute_complete({}, bad)
+
+
+def test_bad_wait_for_fails_before_any_request() -> None:
+    op = operator(wait_for="whenever", edc_conn_id="does_not_exist")
+    with pytest.raises(ValueError, match="wait_for must be one of"):
+        op.execute({"ti": None})  # type: ignore[arg-type]
+
+
+def test_numeric_timeout_is_seconds() -> None:
+    assert operator(timeout=90).timeout.total_seconds() == 90
