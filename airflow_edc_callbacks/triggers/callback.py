@@ -135,17 +135,17 @@ class EdcCallbackTrigger(BaseTrigger):
         )
 
     async def _state_check(self, timeline: list[dict[str, Any]]) -> dict[str, Any] | None:
-        hook = self.hook or EdcManagementHook(self.conn_id)
-        self.hook = hook
-        state = await hook.aget_transfer_state(self.transfer_process_id)
+        """One ``GET /v3/transferprocesses/{id}`` (state, errorDetail, asset and contract in one request)."""
+        self.hook = self.hook or EdcManagementHook(self.conn_id)
+        process = await self.hook.aget_transfer_process(self.transfer_process_id)
+        state = str(jsonld_get(process, "state", "")).upper()
         self.log.info("Connector reports transfer process %s in state %s", self.transfer_process_id, state)
         outcome = state_outcome(state, self.wait_for)
         if outcome is None:
             return None
-        process = await hook.aget_transfer_process(self.transfer_process_id)
         return self._payload(
             status=outcome,
-            state=state.upper(),
+            state=state,
             event_type=None,
             reason=jsonld_get(process, "errorDetail"),
             source="state_check",

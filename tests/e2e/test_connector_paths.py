@@ -1,0 +1,203 @@
+"""The hook, the trigger's state-check fallback and the worker-side wait against the real connectors,
+without Airflow's scheduler (the DAG-level tests are in test_dag_runs.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+
+from airflow_edc_callbacks.exceptions import EdcApiError, EdcTransferFailed
+from airflow_edc_callbacks.hooks import EdcManagementHook
+from airflow_edc_callbacks.operators import EdcTransferOperator
+from airflow_edc_callbacks.store import EventStore
+from airflow_edc_callbacks.triggers import EdcCallbackTrigger
+from demo import connectors as edc
+from demo.data_server import source_bytes
+from tests.e2e.conftest import EdcEnvironment
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.e2e
+
+RECEIVER_PORT = 28099
+
+
+@pytest.fixture
+def edc_conn(edc_env: EdcEnvironment, monkeypatch: pytest.MonkeyPatch, edc_config: str) -> EdcManagementHook:
+    monkeypatch.setenv("AIRFLOW_CONN_EDC_DEFAULT", edc_env.connection_json())
+    return EdcManagementHook()
+
+
+@pytest.fixture
+def standalone_receiver(edc_config: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """``airflow-edc-callbacks serve`` in its own process, writing to the test's store."""
+    base = f"http://127.0.0.1:{RECEIVER_PORT}"
+    monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__CALLBACK_BASE_URL", base)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "airflow_edc_callbacks.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(RECEIVER_PORT),
+            "--store-url",
+            edc_config,
+            "--log-level",
+            "warning",
+        ],
+        env=dict(os.environ),
+    )
+    try:
+        wait_until(lambda: _answers(f"{base}/health"), 30, "the standalone receiver")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_hook_reads_states_and_reports_connector_errors(edc_env: EdcEnvironment, edc_conn: EdcManagementHook) -> None:
+    with pytest.raises(EdcApiError) as info:
+        edc_conn.get_transfer_state("no-such-transfer")
+    assert info.value.status_code == 404
+    assert "no-such-transfer" in str(info.value)
+    assert edc_env.proxied_management_url in str(info.value)
+    with pytest.raises(ValueError, match="contract_id must not be empty"):
+        edc_conn.build_transfer_request(
+            counter_party_address=edc_env.connectors.provider_dsp_address, contract_id="", transfer_type="HttpData-PUSH"
+        )
+    ok, message = edc_conn.test_connection()
+    assert ok, message
+
+
+def test_state_check_fallback_when_callbacks_are_lost(edc_env: EdcEnvironment, edc_conn: EdcManagementHook) -> None:
+    """The receiver is down (answers 500 like a failing gateway; EDC drops the callback and never
+    re-delivers). After fallback_check_interval the trigger asks the connector once and resumes."""
+    lost_callbacks = f"{edc_env.data_server.url}/sink-fail/receiver-down"
+    request = edc_conn.build_transfer_request(
+        counter_party_address=edc_env.connectors.provider_dsp_address,
+        contract_id=edc_env.agreements[edc.DEMO_ASSET],
+        transfer_type="HttpData-PUSH",
+        data_destination={"type": "HttpData", "baseUrl": f"{edc_env.data_server.url}/sink/fallback"},
+        callback_addresses=[edc_conn.callback_address(lost_callbacks)],
+    )
+    transfer_id = edc_conn.start_transfer(request)
+    wait_until(
+        lambda: any(r["path"].startswith("/sink-fail/receiver-down") for r in edc_env.data_server.received()),
+        60,
+        "the connector's (lost) callbacks",
+    )
+    before = len(edc_env.proxy.requests_for(transfer_id))
+    trigger = EdcCallbackTrigger(
+        correlation_id="fallback-" + uuid.uuid4().hex[:8],
+        transfer_process_id=transfer_id,
+        wait_for="completed",
+        fallback_check_interval=1.0,
+    )
+
+    async def first() -> dict:
+        events = trigger.run()
+        try:
+            return dict((await asyncio.wait_for(events.__anext__(), 120)).payload)
+        finally:
+            await events.aclose()
+
+    payload = asyncio.run(first())
+    assert payload["source"] == "state_check"
+    assert payload["status"] == "success"
+    assert payload["state"] == "COMPLETED"
+    assert payload["asset_id"] == edc.DEMO_ASSET
+    requests = edc_env.proxy.requests_for(transfer_id)[before:]
+    assert [(method, path) for _, method, path in requests][:1] == [
+        ("GET", f"{edc.CONSUMER.management_path}/v3/transferprocesses/{transfer_id}")
+    ]
+
+
+def test_operator_waits_in_worker_when_not_deferrable(
+    edc_env: EdcEnvironment, edc_conn: EdcManagementHook, standalone_receiver: str, edc_config: str
+) -> None:
+    run_id = f"manual__{uuid.uuid4().hex}"
+    ti = SimpleNamespace(dag_id="worker_mode", run_id=run_id, task_id="push", map_index=-1)
+    operator = EdcTransferOperator(
+        task_id="push",
+        contract_id=edc_env.agreements[edc.DEMO_ASSET],
+        counter_party_address=edc_env.connectors.provider_dsp_address,
+        data_destination={"type": "HttpData", "baseUrl": f"{edc_env.data_server.url}/sink/worker-{run_id}"},
+        deferrable=False,
+        timeout=120,
+        fallback_check_interval=600,
+    )
+    started = time.monotonic()
+    result = operator.execute({"ti": ti})  # type: ignore[arg-type]
+    assert time.monotonic() - started < 60
+    assert result["state"] == "COMPLETED"
+    assert result["source"] == "callback"
+    stored = EventStore(edc_config).events(process_id=result["transfer_process_id"])
+    assert stored[-1].event_type == "TransferProcessCompleted"
+    assert edc_env.proxy.requests_for(result["transfer_process_id"]) == []
+    arrived = [r for r in edc_env.data_server.received() if f"worker-{run_id}" in r["path"]]
+    assert Path(arrived[0]["file"]).read_bytes() == source_bytes(edc.DEMO_ASSET)
+
+    # another try of the same task instance: the earlier transfer is finished, so a new one starts
+    broken = EdcTransferOperator(
+        task_id="push",
+        contract_id=edc_env.agreements[edc.BROKEN_ASSET],
+        counter_party_address=edc_env.connectors.provider_dsp_address,
+        data_destination={"type": "HttpData", "baseUrl": f"{edc_env.data_server.url}/sink/never"},
+        deferrable=False,
+        timeout=120,
+        fallback_check_interval=600,
+    )
+    with pytest.raises(EdcTransferFailed) as info:
+        broken.execute({"ti": ti})  # type: ignore[arg-type]
+    assert info.value.transfer_process_id != result["transfer_process_id"]
+    assert info.value.state == "TERMINATED"
+    assert info.value.reason
+
+
+def test_retry_after_worker_crash_waits_for_the_running_transfer(
+    edc_env: EdcEnvironment, edc_conn: EdcManagementHook, edc_config: str, standalone_receiver: str
+) -> None:
+    """Guarantee 8: try 1 started a transfer and its worker died after deferring; try 2 must not start
+    a second transfer while the first still runs."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    agreement = edc_env.slow_agreement()
+    ti = SimpleNamespace(dag_id="crash", run_id=f"manual__{uuid.uuid4().hex}", task_id="push", map_index=-1)
+
+    def operator() -> EdcTransferOperator:
+        return EdcTransferOperator(
+            task_id="push",
+            contract_id=agreement,
+            counter_party_address=edc_env.connectors.provider_dsp_address,
+            data_destination={"type": "HttpData", "baseUrl": f"{edc_env.data_server.url}/sink/slow"},
+        )
+
+    posts_before = len([r for r in edc_env.proxy.requests if r[1] == "POST"])
+    with pytest.raises(TaskDeferred) as first:
+        operator().execute({"ti": ti})  # type: ignore[arg-type]
+    transfer_id = first.value.trigger.transfer_process_id
+    store = EventStore(edc_config)
+    wait_until(lambda: store.events(process_id=transfer_id), 30, "the first callback of try 1")
+    with pytest.raises(TaskDeferred) as second:  # try 2 of the same task instance
+        operator().execute({"ti": ti})  # type: ignore[arg-type]
+    assert second.value.trigger.transfer_process_id == transfer_id
+    assert len([r for r in edc_env.proxy.requests if r[1] == "POST"]) - posts_before == 1

@@ -1,0 +1,115 @@
+"""The main job end to end: example DAGs on `airflow standalone` against two real EDC connectors."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_edc_callbacks.store import EventStore
+from demo import connectors as edc
+from demo.airflow_env import AirflowStandalone
+from demo.data_server import source_bytes
+from tests.e2e.conftest import EdcEnvironment
+
+pytestmark = pytest.mark.e2e
+
+PUSH_DAG = "example_edc_push_transfer"
+TERMINATED_DAG = "example_edc_terminated_transfer"
+
+
+def conf(env: EdcEnvironment, asset: str) -> dict[str, Any]:
+    return {
+        "contract_id": env.agreements[asset],
+        "counter_party_address": env.connectors.provider_dsp_address,
+        "sink_base_url": f"{env.data_server.url}/sink",
+    }
+
+
+def observe_deferral(af: AirflowStandalone, dag_id: str, run_id: str, task_id: str, timeout: float = 120) -> list[str]:
+    """Poll the task's state every 50 ms until it is final; return the distinct states seen, in order."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = af.task_instance(dag_id, run_id, task_id).get("state") or "none"
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        if state in {"success", "failed", "upstream_failed", "skipped"}:
+            return seen
+        time.sleep(0.05)
+    raise TimeoutError(f"{dag_id}/{run_id}/{task_id} still {seen[-1] if seen else None}; states seen {seen}")
+
+
+def store_of(af: AirflowStandalone) -> EventStore:
+    return EventStore(f"sqlite:///{af.home / 'edc_callbacks.db'}")
+
+
+def connector_state(env: EdcEnvironment, transfer_id: str) -> str:
+    with env.connectors.client("consumer") as client:  # directly, not through the counting proxy
+        return str(client.get(f"/v3/transferprocesses/{transfer_id}/state").json()["state"])
+
+
+def test_push_transfer_dag_resumes_on_callback(edc_env: EdcEnvironment, airflow: AirflowStandalone) -> None:
+    airflow.wait_for_dag(PUSH_DAG)
+    posts_before = len([r for r in edc_env.proxy.requests if r[1] == "POST"])
+    run_id = airflow.trigger_dag(PUSH_DAG, conf=conf(edc_env, edc.DEMO_ASSET))
+    states = observe_deferral(airflow, PUSH_DAG, run_id, "push_transfer")
+    assert "deferred" in states, states
+    assert states[-1] == "success", states
+    assert airflow.wait_for_run(PUSH_DAG, run_id, 120) == "success"
+
+    result = airflow.xcom(PUSH_DAG, run_id, "push_transfer")
+    transfer_id = result["transfer_process_id"]
+    assert result["state"] == "COMPLETED"
+    assert result["source"] == "callback"
+    assert result["asset_id"] == edc.DEMO_ASSET
+    assert result["contract_id"] == edc_env.agreements[edc.DEMO_ASSET]
+    assert "authorization" not in str(result).lower()
+
+    # the receiver stored the connector's real callbacks for this transfer
+    stored = store_of(airflow).events(process_id=transfer_id)
+    types = [e.event_type for e in stored]
+    assert "TransferProcessStarted" in types
+    assert types[-1] == "TransferProcessCompleted"
+    assert all(e.routes == ("dynamic",) for e in stored)
+    assert [t["type"] for t in result["timeline"]] == types
+
+    # the connector agrees, and the data arrived byte for byte
+    assert connector_state(edc_env, transfer_id) == "COMPLETED"
+    report = airflow.xcom(PUSH_DAG, run_id, "report")
+    sink_path = report["sink_url"].split("/sink/", 1)[1]
+    arrived = [r for r in edc_env.data_server.received() if sink_path in r["path"]]
+    assert len(arrived) == 1, edc_env.data_server.received()
+    assert Path(arrived[0]["file"]).read_bytes() == source_bytes(edc.DEMO_ASSET)
+
+    # the connector was never asked about this transfer: one POST started it, nothing else
+    assert edc_env.proxy.requests_for(transfer_id) == []
+    posts = [r for r in edc_env.proxy.requests if r[1] == "POST"]
+    assert len(posts) - posts_before == 1
+
+    log = airflow.task_log(PUSH_DAG, run_id, "push_transfer", try_number=1)
+    assert f"Callback TransferProcessCompleted for transfer process {transfer_id}" in log
+
+
+def test_terminated_transfer_dag_fails_with_connector_reason(
+    edc_env: EdcEnvironment, airflow: AirflowStandalone
+) -> None:
+    airflow.wait_for_dag(TERMINATED_DAG)
+    run_id = airflow.trigger_dag(TERMINATED_DAG, conf=conf(edc_env, edc.BROKEN_ASSET))
+    task_id = "transfer_from_broken_source"
+    states = observe_deferral(airflow, TERMINATED_DAG, run_id, task_id)
+    assert "deferred" in states, states
+    assert states[-1] == "failed", states
+    assert airflow.wait_for_run(TERMINATED_DAG, run_id, 120) == "failed"
+
+    terminated = [e for e in store_of(airflow).events() if e.event_type == "TransferProcessTerminated"]
+    transfer_ids = {e.process_id for e in terminated}
+    log = airflow.task_log(TERMINATED_DAG, run_id, task_id, try_number=1)
+    transfer_id = next(t for t in transfer_ids if t and t in log)
+    reason = next(e.payload.get("reason") for e in terminated if e.process_id == transfer_id)
+    assert reason
+    assert connector_state(edc_env, transfer_id) == "TERMINATED"
+    assert f"EDC transfer process {transfer_id} on {edc_env.proxied_management_url} ended TERMINATED: {reason}" in log
+    assert edc_env.proxy.requests_for(transfer_id) == []
