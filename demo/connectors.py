@@ -1,0 +1,642 @@
+"""Two real Eclipse Dataspace Components (EDC) connectors on one machine, for the demo and the tests.
+
+The runtime is assembled by Maven from published ``org.eclipse.edc`` artifacts (``demo/edc/pom.xml``,
+EDC 0.15.1: the newest version the reachable Maven Central serves) into ``demo/edc/target/lib``. The
+provider and the consumer are two JVMs on that one classpath, configured by
+``demo/edc/provider.properties`` and ``demo/edc/consumer.properties`` (ports 191xx and 291xx).
+
+Typical use::
+
+    from demo import connectors
+    connectors.build()
+    with connectors.start(workdir, data_server_url) as c:      # reuses running connectors if healthy
+        agreement = connectors.negotiate(c, "demo-asset")
+        tp_id = connectors.start_push_transfer(c, agreement, sink_url, callback_uri)
+
+CLI::
+
+    python -m demo.connectors build
+    python -m demo.connectors up --workdir D --data-server-url U
+
+Standard library + httpx only. Talks only to 127.0.0.1/localhost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = [
+    "CONSUMER",
+    "DSP_PROTOCOL",
+    "EDC_DIR",
+    "EDC_NS",
+    "LIB_DIR",
+    "MAIN_CLASS",
+    "PROVIDER",
+    "BuildError",
+    "ConnectorError",
+    "ConnectorSide",
+    "Connectors",
+    "build",
+    "main",
+    "negotiate",
+    "seed_provider",
+    "start",
+    "start_push_transfer",
+    "wait_transfer_state",
+]
+
+EDC_DIR: Path = Path(__file__).resolve().parent / "edc"
+"""Directory with ``pom.xml`` and the two properties files."""
+LIB_DIR: Path = EDC_DIR / "target" / "lib"
+"""Where :func:`build` puts the runtime jars (gitignored)."""
+_MARKER: Path = EDC_DIR / "target" / "lib.pom.sha256"
+_BUILD_LOG: Path = EDC_DIR / "target" / "maven-build.log"
+
+EDC_NS = "https://w3id.org/edc/v0.0.1/ns/"
+ODRL_NS = "http://www.w3.org/ns/odrl/2/"
+DSP_PROTOCOL = "dataspace-protocol-http:2025-1"
+DSP_PATH_SUFFIX = "/2025-1"
+MAIN_CLASS = "org.eclipse.edc.boot.system.runtime.BaseRuntime"
+DEFAULT_JVM_OPTS: tuple[str, ...] = ("-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
+
+DEMO_ASSET = "demo-asset"
+BROKEN_ASSET = "broken-asset"
+POLICY_ID = "allow-all"
+CONTRACT_DEFINITION_ID = "all-assets"
+
+
+class ConnectorError(RuntimeError):
+    """A connector could not be built, started, seeded or driven."""
+
+
+class BuildError(ConnectorError):
+    """Maven failed; the message carries the tail of the build log."""
+
+
+def _read_properties(path: Path) -> dict[str, str]:
+    """Parse a simple Java ``.properties`` file (``key=value`` lines, ``#`` comments)."""
+    props: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", "!")):
+            continue
+        key, _, value = line.partition("=")
+        props[key.strip()] = value.strip()
+    return props
+
+
+@dataclass(frozen=True)
+class ConnectorSide:
+    """Static facts about one connector, read from its properties file."""
+
+    name: str
+    properties_file: Path
+    participant_id: str
+    api_key: str
+    default_port: int
+    default_path: str
+    management_port: int
+    management_path: str
+    protocol_port: int
+    protocol_path: str
+    control_port: int
+
+    @classmethod
+    def from_properties(cls, name: str, path: Path) -> ConnectorSide:
+        """Build a side description from ``demo/edc/<name>.properties``."""
+        p = _read_properties(path)
+        return cls(
+            name=name,
+            properties_file=path,
+            participant_id=p["edc.participant.id"],
+            api_key=p["web.http.management.auth.key"],
+            default_port=int(p["web.http.port"]),
+            default_path=p["web.http.path"],
+            management_port=int(p["web.http.management.port"]),
+            management_path=p["web.http.management.path"],
+            protocol_port=int(p["web.http.protocol.port"]),
+            protocol_path=p["web.http.protocol.path"],
+            control_port=int(p["web.http.control.port"]),
+        )
+
+    @property
+    def health_url(self) -> str:
+        """Readiness endpoint (``GET``, no auth): ``http://127.0.0.1:<port>/api/check/health``."""
+        return f"http://127.0.0.1:{self.default_port}{self.default_path}/check/health"
+
+    @property
+    def management_url(self) -> str:
+        """Management API base, e.g. ``http://127.0.0.1:29193/management`` (append ``/v3/...``)."""
+        return f"http://127.0.0.1:{self.management_port}{self.management_path}"
+
+    @property
+    def dsp_address(self) -> str:
+        """DSP 2025-1 address of this connector, as a counterparty uses it."""
+        return f"http://localhost:{self.protocol_port}{self.protocol_path}{DSP_PATH_SUFFIX}"
+
+
+PROVIDER = ConnectorSide.from_properties("provider", EDC_DIR / "provider.properties")
+CONSUMER = ConnectorSide.from_properties("consumer", EDC_DIR / "consumer.properties")
+
+
+@dataclass
+class Connectors:
+    """Handle on the running provider + consumer pair (the result of :func:`start`).
+
+    ``owned`` is True when this handle started the JVMs (then :meth:`stop` kills their process groups);
+    False when already running connectors were reused (then :meth:`stop` leaves them alone).
+    """
+
+    provider_management_url: str
+    consumer_management_url: str
+    provider_api_key: str
+    consumer_api_key: str
+    provider_dsp_address: str
+    provider_id: str
+    consumer_id: str
+    provider_health_url: str
+    consumer_health_url: str
+    data_server_url: str
+    workdir: Path
+    owned: bool = False
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
+
+    def client(self, side: str, timeout: float = 30.0) -> httpx.Client:
+        """An ``httpx.Client`` for the ``"provider"`` or ``"consumer"`` Management API (key set)."""
+        if side == "provider":
+            return httpx.Client(
+                base_url=self.provider_management_url, timeout=timeout, headers={"X-Api-Key": self.provider_api_key}
+            )
+        if side == "consumer":
+            return httpx.Client(
+                base_url=self.consumer_management_url, timeout=timeout, headers={"X-Api-Key": self.consumer_api_key}
+            )
+        raise ValueError(f"unknown side {side!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary (no process objects)."""
+        return {
+            "provider_management_url": self.provider_management_url,
+            "consumer_management_url": self.consumer_management_url,
+            "provider_api_key": self.provider_api_key,
+            "consumer_api_key": self.consumer_api_key,
+            "provider_dsp_address": self.provider_dsp_address,
+            "provider_id": self.provider_id,
+            "consumer_id": self.consumer_id,
+            "provider_health_url": self.provider_health_url,
+            "consumer_health_url": self.consumer_health_url,
+            "data_server_url": self.data_server_url,
+            "workdir": str(self.workdir),
+            "owned": self.owned,
+            "protocol": DSP_PROTOCOL,
+        }
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Kill the JVMs' process groups (TERM, then KILL after ``timeout``), if this handle owns them."""
+        for proc in self.processes.values():
+            _kill_group(proc, timeout)
+        self.processes.clear()
+
+    def __enter__(self) -> Connectors:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _kill_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"<no log: {exc}>"
+
+
+def _pom_hash() -> str:
+    return hashlib.sha256((EDC_DIR / "pom.xml").read_bytes()).hexdigest()
+
+
+def build(force: bool = False) -> Path:
+    """Assemble the EDC runtime classpath with Maven and return the lib directory.
+
+    Runs ``mvn -B dependency:copy-dependencies`` only when ``target/lib`` is missing or ``pom.xml``
+    changed since the last successful build (sha256 marker), or when ``force`` is set. Maven's output
+    goes to ``demo/edc/target/maven-build.log``. Raises :class:`BuildError` with the log tail on failure.
+    The Maven executable can be overridden with ``$EDC_DEMO_MVN``.
+    """
+    digest = _pom_hash()
+    if not force and LIB_DIR.is_dir() and _MARKER.is_file() and _MARKER.read_text().strip() == digest:
+        return LIB_DIR
+    mvn = os.environ.get("EDC_DEMO_MVN") or shutil.which("mvn")
+    if not mvn:
+        raise BuildError("Maven (mvn) not found on PATH; install it (e.g. apt-get install maven)")
+    _BUILD_LOG.parent.mkdir(parents=True, exist_ok=True)
+    staging = LIB_DIR.with_name("lib.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    cmd = [
+        mvn,
+        "-B",
+        "-f",
+        str(EDC_DIR / "pom.xml"),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={staging}",
+        "-DincludeScope=runtime",
+    ]
+    with _BUILD_LOG.open("wb") as log:
+        log.write((" ".join(cmd) + "\n").encode())
+        log.flush()
+        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if rc != 0 or not any(staging.glob("*.jar")):
+        raise BuildError(f"Maven build failed (exit {rc}); log {_BUILD_LOG}:\n{_tail(_BUILD_LOG)}")
+    shutil.rmtree(LIB_DIR, ignore_errors=True)
+    staging.rename(LIB_DIR)
+    _MARKER.write_text(digest + "\n")
+    return LIB_DIR
+
+
+def _healthy(url: str, timeout: float = 2.0) -> bool:
+    try:
+        r = httpx.get(url, timeout=timeout)
+        return r.status_code == 200 and bool(r.json().get("isSystemHealthy"))
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _spawn(side: ConnectorSide, lib_dir: Path, workdir: Path, jvm_opts: tuple[str, ...]) -> subprocess.Popen[bytes]:
+    java_home = os.environ.get("JAVA_HOME")
+    java = shutil.which("java", path=os.path.join(java_home, "bin")) if java_home else None
+    java = java or shutil.which("java")
+    if not java:
+        raise ConnectorError("java not found (need Java 17+)")
+    cmd = [java, *jvm_opts, f"-Dedc.fs.config={side.properties_file}", "-cp", f"{lib_dir}/*", MAIN_CLASS]
+    log = (workdir / f"{side.name}.log").open("ab")
+    try:
+        return subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir, start_new_session=True
+        )
+    finally:
+        log.close()
+
+
+def _handle(
+    workdir: Path, data_server_url: str, owned: bool, processes: dict[str, subprocess.Popen[bytes]] | None = None
+) -> Connectors:
+    return Connectors(
+        provider_management_url=PROVIDER.management_url,
+        consumer_management_url=CONSUMER.management_url,
+        provider_api_key=PROVIDER.api_key,
+        consumer_api_key=CONSUMER.api_key,
+        provider_dsp_address=PROVIDER.dsp_address,
+        provider_id=PROVIDER.participant_id,
+        consumer_id=CONSUMER.participant_id,
+        provider_health_url=PROVIDER.health_url,
+        consumer_health_url=CONSUMER.health_url,
+        data_server_url=data_server_url.rstrip("/"),
+        workdir=workdir,
+        owned=owned,
+        processes=processes if processes is not None else {},
+    )
+
+
+def start(
+    workdir: Path,
+    data_server_url: str,
+    *,
+    timeout: float = 120.0,
+    reuse: bool = True,
+    seed: bool = True,
+    jvm_opts: tuple[str, ...] = DEFAULT_JVM_OPTS,
+) -> Connectors:
+    """Start (or reuse) the provider and consumer connectors, wait until ready and seed the provider.
+
+    - If ``reuse`` and both health endpoints already answer healthy, nothing is started and the returned
+      handle has ``owned=False`` (its :meth:`Connectors.stop` is a no-op).
+    - Otherwise both JVMs are started (each in its own process group, log in ``workdir/<side>.log``) and
+      this waits up to ``timeout`` seconds for ``GET /api/check/health``; an exiting JVM or the deadline
+      raises :class:`ConnectorError` with the log tail (and the JVMs already started are killed).
+    - Seeding (idempotent, updates existing entries): assets ``demo-asset`` (source
+      ``{data_server_url}/source/demo-asset``) and ``broken-asset`` (``{data_server_url}/source/broken``),
+      policy ``allow-all`` and contract definition ``all-assets``.
+    """
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    if reuse and _healthy(PROVIDER.health_url) and _healthy(CONSUMER.health_url):
+        conns = _handle(workdir, data_server_url, owned=False)
+    else:
+        busy = [
+            p
+            for s in (PROVIDER, CONSUMER)
+            for p in (s.default_port, s.control_port, s.management_port, s.protocol_port)
+            if _port_open(p)
+        ]
+        if busy:
+            raise ConnectorError(f"ports already in use but connectors not healthy: {busy}")
+        lib_dir = build()
+        procs: dict[str, subprocess.Popen[bytes]] = {}
+        conns = _handle(workdir, data_server_url, owned=True, processes=procs)
+        try:
+            for side in (PROVIDER, CONSUMER):
+                procs[side.name] = _spawn(side, lib_dir, workdir, jvm_opts)
+            deadline = time.monotonic() + timeout
+            for side in (PROVIDER, CONSUMER):
+                while not _healthy(side.health_url, timeout=1.0):
+                    proc = procs[side.name]
+                    if proc.poll() is not None:
+                        raise ConnectorError(
+                            f"{side.name} JVM exited with {proc.returncode}; "
+                            f"log {workdir / (side.name + '.log')}:\n"
+                            f"{_tail(workdir / (side.name + '.log'))}"
+                        )
+                    if time.monotonic() > deadline:
+                        raise ConnectorError(
+                            f"{side.name} not healthy after {timeout}s at {side.health_url}; "
+                            f"log tail:\n{_tail(workdir / (side.name + '.log'))}"
+                        )
+                    time.sleep(0.2)
+        except BaseException:
+            conns.stop()
+            raise
+    if seed:
+        try:
+            seed_provider(conns)
+        except BaseException:
+            conns.stop()
+            raise
+    return conns
+
+
+def _ctx() -> dict[str, str]:
+    return {"@vocab": EDC_NS, "odrl": ODRL_NS}
+
+
+def _upsert(client: httpx.Client, path: str, body: dict[str, Any], put_path: str | None = None) -> None:
+    """POST a new entity; on 409 (exists, e.g. reused connectors) update it with PUT."""
+    r = client.post(path, json=body)
+    if r.status_code == 409:
+        r = client.put(put_path or path, json=body)
+    if r.status_code >= 300:
+        raise ConnectorError(f"seeding {path} {body.get('@id')}: HTTP {r.status_code} {r.text}")
+
+
+def seed_provider(conns: Connectors) -> None:
+    """Create or update the provider's demo assets, the allow-all policy and the contract definition."""
+    base = conns.data_server_url
+    with conns.client("provider") as c:
+        for asset_id, source in ((DEMO_ASSET, f"{base}/source/{DEMO_ASSET}"), (BROKEN_ASSET, f"{base}/source/broken")):
+            _upsert(
+                c,
+                "/v3/assets",
+                {
+                    "@context": _ctx(),
+                    "@id": asset_id,
+                    "properties": {"name": asset_id, "contenttype": "application/json"},
+                    "dataAddress": {
+                        "@type": "DataAddress",
+                        "type": "HttpData",
+                        "baseUrl": source,
+                        "proxyPath": "false",
+                    },
+                },
+            )
+        _upsert(
+            c,
+            "/v3/policydefinitions",
+            {
+                "@context": _ctx(),
+                "@id": POLICY_ID,
+                "policy": {
+                    "@context": "http://www.w3.org/ns/odrl.jsonld",
+                    "@type": "Set",
+                    "permission": [],
+                    "prohibition": [],
+                    "obligation": [],
+                },
+            },
+            put_path=f"/v3/policydefinitions/{POLICY_ID}",
+        )
+        _upsert(
+            c,
+            "/v3/contractdefinitions",
+            {
+                "@context": _ctx(),
+                "@id": CONTRACT_DEFINITION_ID,
+                "accessPolicyId": POLICY_ID,
+                "contractPolicyId": POLICY_ID,
+                "assetsSelector": [],
+            },
+        )
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _get(obj: dict[str, Any], *keys: str) -> Any:
+    for k in keys:
+        if k in obj:
+            return obj[k]
+    return None
+
+
+def negotiate(conns: Connectors, asset_id: str, timeout: float = 60.0) -> str:
+    """Negotiate a contract for ``asset_id`` on the consumer and return the contract agreement id.
+
+    Requests the provider's catalog through the consumer (``POST /v3/catalog/request``), takes the first
+    offer of the dataset ``asset_id``, starts ``POST /v3/contractnegotiations`` and polls
+    ``GET /v3/contractnegotiations/{id}`` until ``FINALIZED`` (raises on ``TERMINATED`` or timeout).
+    """
+    with conns.client("consumer") as c:
+        r = c.post(
+            "/v3/catalog/request",
+            json={
+                "@context": _ctx(),
+                "@type": "CatalogRequest",
+                "counterPartyAddress": conns.provider_dsp_address,
+                "counterPartyId": conns.provider_id,
+                "protocol": DSP_PROTOCOL,
+                "querySpec": {
+                    "filterExpression": [{"operandLeft": f"{EDC_NS}id", "operator": "=", "operandRight": asset_id}]
+                },
+            },
+        )
+        if r.status_code != 200:
+            raise ConnectorError(f"catalog request failed: HTTP {r.status_code} {r.text}")
+        catalog = r.json()
+        datasets = [d for d in _as_list(_get(catalog, "dcat:dataset", "dataset")) if d.get("@id") == asset_id]
+        if not datasets:
+            raise ConnectorError(f"asset {asset_id!r} not in the provider catalog: {json.dumps(catalog)[:2000]}")
+        offers = _as_list(_get(datasets[0], "odrl:hasPolicy", "hasPolicy"))
+        if not offers:
+            raise ConnectorError(f"no offer for {asset_id!r}: {json.dumps(datasets[0])[:2000]}")
+        # The v3 catalog answer is compacted with the DSP 2025-1 context, whose ODRL terms have the same
+        # names as in odrl.jsonld; re-send the offer under the ODRL context plus assigner and target.
+        offer = {k: v for k, v in offers[0].items() if k != "@context"}
+        policy = {
+            **offer,
+            "@context": "http://www.w3.org/ns/odrl.jsonld",
+            "@type": "Offer",
+            "assigner": conns.provider_id,
+            "target": asset_id,
+        }
+        r = c.post(
+            "/v3/contractnegotiations",
+            json={
+                "@context": _ctx(),
+                "@type": "ContractRequest",
+                "counterPartyAddress": conns.provider_dsp_address,
+                "protocol": DSP_PROTOCOL,
+                "policy": policy,
+            },
+        )
+        if r.status_code != 200:
+            raise ConnectorError(f"contract request failed: HTTP {r.status_code} {r.text}")
+        negotiation_id = r.json()["@id"]
+        deadline = time.monotonic() + timeout
+        while True:
+            n = c.get(f"/v3/contractnegotiations/{negotiation_id}").json()
+            state = n.get("state")
+            if state == "FINALIZED":
+                return str(n["contractAgreementId"])
+            if state == "TERMINATED":
+                raise ConnectorError(f"negotiation {negotiation_id} TERMINATED: {n.get('errorDetail')}")
+            if time.monotonic() > deadline:
+                raise ConnectorError(f"negotiation {negotiation_id} still {state} after {timeout}s")
+            time.sleep(0.1)
+
+
+def start_push_transfer(
+    conns: Connectors,
+    contract_id: str,
+    sink_url: str,
+    callback_uri: str | None = None,
+    events: tuple[str, ...] = ("transfer.process",),
+    transactional: bool = False,
+) -> str:
+    """Start an ``HttpData-PUSH`` transfer on the consumer into ``sink_url``; return the transfer id.
+
+    With ``callback_uri``, one ``CallbackAddress`` for ``events`` is attached (dynamic callback).
+    """
+    body: dict[str, Any] = {
+        "@context": _ctx(),
+        "@type": "TransferRequest",
+        "protocol": DSP_PROTOCOL,
+        "counterPartyAddress": conns.provider_dsp_address,
+        "contractId": contract_id,
+        "transferType": "HttpData-PUSH",
+        "dataDestination": {"type": "HttpData", "baseUrl": sink_url},
+    }
+    if callback_uri:
+        body["callbackAddresses"] = [
+            {"@type": "CallbackAddress", "uri": callback_uri, "events": list(events), "transactional": transactional}
+        ]
+    with conns.client("consumer") as c:
+        r = c.post("/v3/transferprocesses", json=body)
+    if r.status_code != 200:
+        raise ConnectorError(f"transfer request failed: HTTP {r.status_code} {r.text}")
+    return str(r.json()["@id"])
+
+
+def wait_transfer_state(
+    conns: Connectors, transfer_id: str, states: tuple[str, ...] = ("COMPLETED", "TERMINATED"), timeout: float = 60.0
+) -> str:
+    """Poll ``GET /v3/transferprocesses/{id}/state`` on the consumer until one of ``states``; return it."""
+    deadline = time.monotonic() + timeout
+    with conns.client("consumer") as c:
+        while True:
+            state = c.get(f"/v3/transferprocesses/{transfer_id}/state").json().get("state")
+            if state in states:
+                return str(state)
+            if time.monotonic() > deadline:
+                raise ConnectorError(f"transfer {transfer_id} still {state} after {timeout}s")
+            time.sleep(0.1)
+
+
+def _stop_event() -> threading.Event:
+    """An event set by SIGINT/SIGTERM."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    return stop
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: ``build`` or ``up`` (see module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m demo.connectors", description="EDC demo connectors")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="assemble demo/edc/target/lib with Maven")
+    b.add_argument("--force", action="store_true")
+    up = sub.add_parser("up", help="build, start, seed, negotiate; run until SIGINT/SIGTERM")
+    up.add_argument("--workdir", type=Path, required=True)
+    up.add_argument("--data-server-url", required=True)
+    up.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args(argv)
+
+    if args.cmd == "build":
+        t0 = time.monotonic()
+        lib = build(force=args.force)
+        print(
+            json.dumps(
+                {"lib_dir": str(lib), "jars": len(list(lib.glob("*.jar"))), "seconds": round(time.monotonic() - t0, 1)}
+            )
+        )
+        return 0
+
+    stop = _stop_event()  # installed before the JVMs start, so a SIGTERM during start still cleans up
+    build()
+    t0 = time.monotonic()
+    conns = start(args.workdir, args.data_server_url, timeout=args.timeout)
+    try:
+        ready = time.monotonic() - t0
+        agreements = {a: negotiate(conns, a) for a in (DEMO_ASSET, BROKEN_ASSET)}
+        print(
+            json.dumps({**conns.as_dict(), "ready_seconds": round(ready, 1), "agreements": agreements}, indent=2),
+            flush=True,
+        )
+        stop.wait()
+    finally:
+        conns.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

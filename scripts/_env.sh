@@ -1,0 +1,14 @@
+# Sourced by demo.sh and test.sh: a virtual environment in .venv with this package installed.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e ".[test]"
+export PATH="$ROOT/.venv/bin:$PATH"
+for tool in java mvn; do
+  command -v "$tool" >/dev/null || { echo "$tool is required (Java 17 and Maven assemble the EDC connectors)" >&2; exit 1; }
+done
