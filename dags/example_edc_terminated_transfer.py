@@ -1,10 +1,12 @@
-"""Example: a transfer the connector terminates (its data source answers 500); the task fails with the
-connector's reason and the transfer process id in the log.
+"""Example: a transfer the consumer connector terminates; the task fails with the connector's reason and
+the transfer process id in its log.
 
-Trigger it with the contract agreement id of ``broken-asset``::
+By default the request goes to a counter-party address where no provider listens, so the consumer
+connector terminates the transfer process with its reason (e.g. "Failed to connect to ..."). With the
+agreement of ``broken-asset`` (a data source that answers 500) and the real provider address, the
+provider terminates it instead; EDC 0.15 consumers then report no reason (``reason: null``)::
 
-    {"contract_id": "<agreement id>", "counter_party_address": "http://localhost:19194/protocol/2025-1",
-     "sink_base_url": "http://127.0.0.1:18080/sink"}
+    {"contract_id": "<agreement id>", "counter_party_address": "http://localhost:19999/protocol/2025-1"}
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ with DAG(
     tags=["edc", "example"],
     params={
         "contract_id": Param("", type="string", description="Contract agreement id for broken-asset"),
-        "counter_party_address": Param("http://localhost:19194/protocol/2025-1", type="string"),
+        "counter_party_address": Param("http://localhost:19999/protocol/2025-1", type="string"),
         "sink_base_url": Param("http://127.0.0.1:18080/sink", type="string"),
     },
     doc_md=__doc__,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,13 @@ CORRELATION_PROPERTY = "airflowCorrelationId"
 """``privateProperties`` key carrying the correlation id, to find the transfer from the connector's side."""
 
 _TERMINAL_EVENTS = frozenset({TransferEventType.COMPLETED.value, TransferEventType.TERMINATED.value})
+
+
+def _worker_exit_seconds() -> float:
+    """Seconds a worker may take to report a deferral: ``[workers] min_heartbeat_interval`` (5) + 1."""
+    from airflow.configuration import conf
+
+    return conf.getfloat("workers", "min_heartbeat_interval", fallback=5.0) + 1.0
 
 
 class EdcTransferOperator(BaseOperator):
@@ -163,6 +171,7 @@ class EdcTransferOperator(BaseOperator):
             fallback_check_interval=self.fallback_check_interval,
         )
         if self.deferrable:
+            trigger.not_before = time.time() + _worker_exit_seconds()
             self.defer(trigger=trigger, method_name="execute_complete", timeout=self.timeout)
         trigger.hook = hook
         event = asyncio.run(self._wait_in_worker(trigger))

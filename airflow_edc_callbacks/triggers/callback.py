@@ -59,6 +59,10 @@ class EdcCallbackTrigger(BaseTrigger):
     :param conn_id: the ``edc`` connection, used only for the state-check fallback.
     :param fallback_check_interval: seconds without a callback before asking the connector once;
         ``None`` takes ``[edc_callbacks] fallback_check_interval`` (default 300).
+    :param not_before: epoch seconds before which the event is held back. The operator sets it to the
+        time of deferral plus the deferring worker's exit time (``[workers] min_heartbeat_interval`` + 1 s):
+        Airflow 3.3 marks a task FAILED when its trigger fires before the worker that deferred it has
+        reported (apache/airflow#71580, #72716), and a callback can arrive within a second.
 
     The event payload: ``status`` (``success`` | ``failed``), ``transfer_process_id``, ``state``
     (``STARTED``, ``COMPLETED``, ``TERMINATED``...), ``event_type``, ``reason`` (the connector's, for a
@@ -74,6 +78,7 @@ class EdcCallbackTrigger(BaseTrigger):
         wait_for: str = WaitFor.COMPLETED.value,
         conn_id: str = DEFAULT_CONN_ID,
         fallback_check_interval: float | None = None,
+        not_before: float | None = None,
     ) -> None:
         super().__init__()
         if not correlation_id or not transfer_process_id:
@@ -85,6 +90,7 @@ class EdcCallbackTrigger(BaseTrigger):
             raise ValueError("wait_for must be resolved to 'started' or 'completed' before deferring")
         self.conn_id = conn_id
         self.fallback_check_interval = fallback_check_interval
+        self.not_before = not_before
         self.hook: EdcManagementHook | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -96,6 +102,7 @@ class EdcCallbackTrigger(BaseTrigger):
                 "wait_for": self.wait_for.value,
                 "conn_id": self.conn_id,
                 "fallback_check_interval": self.fallback_check_interval,
+                "not_before": self.not_before,
             },
         )
 
@@ -235,6 +242,10 @@ class EdcCallbackTrigger(BaseTrigger):
                     result = self._consume(events, seen, timeline)
                     if len(timeline) > before:
                         last_activity = time.monotonic()
+            hold = (self.not_before or 0) - time.time()
+            if hold > 0:
+                self.log.info("Holding the event %.1f s until the worker that deferred the task has exited", hold)
+                await asyncio.sleep(hold)
             yield TriggerEvent(result)
         finally:
             subscription.close()

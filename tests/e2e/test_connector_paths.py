@@ -170,7 +170,7 @@ def test_operator_waits_in_worker_when_not_deferrable(
         broken.execute({"ti": ti})  # type: ignore[arg-type]
     assert info.value.transfer_process_id != result["transfer_process_id"]
     assert info.value.state == "TERMINATED"
-    assert info.value.reason
+    assert info.value.transfer_process_id in str(info.value)  # EDC 0.15 consumers give no reason here
 
 
 def test_retry_after_worker_crash_waits_for_the_running_transfer(

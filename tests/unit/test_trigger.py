@@ -77,6 +77,7 @@ def test_serialize_round_trip_holds_no_secret(edc_config: str) -> None:
         "wait_for": "completed",
         "conn_id": "edc_unused",
         "fallback_check_interval": 3600,
+        "not_before": None,
     }
     assert EdcCallbackTrigger(**kwargs).serialize() == (classpath, kwargs)
     flat = json.dumps(kwargs)
@@ -168,18 +169,36 @@ def _start_trigger_process(env: dict[str, str]) -> subprocess.Popen[str]:
     for line in proc.stdout:  # log lines come first; READY once it waits on the listener
         if line.strip() == "READY":
             return proc
+    proc.kill()
     raise AssertionError(f"trigger process exited with {proc.wait()} before waiting")
 
 
 def test_triggerer_restart_while_waiting_still_resumes(receiver: TestClient) -> None:
     env = dict(os.environ)
     first = _start_trigger_process(env)
-    post(receiver, envelope("TransferProcessStarted", TP))
-    os.killpg(first.pid, signal.SIGKILL)  # the triggerer dies while the trigger waits
-    first.wait(timeout=10)
-    post(receiver, envelope("TransferProcessCompleted", TP))  # arrives while no trigger runs
-    second = _start_trigger_process(env)  # the trigger is re-created from its serialized kwargs
-    out, _ = second.communicate(timeout=30)
+    second = None
+    try:
+        post(receiver, envelope("TransferProcessStarted", TP))
+        os.killpg(first.pid, signal.SIGKILL)  # the triggerer dies while the trigger waits
+        first.wait(timeout=10)
+        post(receiver, envelope("TransferProcessCompleted", TP))  # arrives while no trigger runs
+        second = _start_trigger_process(env)  # the trigger is re-created from its serialized kwargs
+        out, _ = second.communicate(timeout=30)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
     payload = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
     assert payload["status"] == "success"
     assert [t["type"] for t in payload["timeline"]] == ["TransferProcessStarted", "TransferProcessCompleted"]
+
+async def test_event_held_until_not_before(receiver: TestClient) -> None:
+    """The event waits until the deferring worker has exited (Airflow marks early resumes FAILED)."""
+    import time
+
+    post(receiver, envelope("TransferProcessCompleted", TP))
+    not_before = time.time() + 0.5
+    payload = await first_event(make_trigger(not_before=not_before))
+    assert time.time() >= not_before
+    assert payload["status"] == "success"
