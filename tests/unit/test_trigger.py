@@ -193,6 +193,7 @@ def test_triggerer_restart_while_waiting_still_resumes(receiver: TestClient) -> 
     assert payload["status"] == "success"
     assert [t["type"] for t in payload["timeline"]] == ["TransferProcessStarted", "TransferProcessCompleted"]
 
+
 async def test_event_held_until_not_before(receiver: TestClient) -> None:
     """The event waits until the deferring worker has exited (Airflow marks early resumes FAILED)."""
     import time
