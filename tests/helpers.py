@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -47,3 +48,13 @@ def wait_until(condition: Callable[[], T | None], timeout: float, what: str, int
         if time.monotonic() > deadline:
             raise TimeoutError(f"Timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+async def first_trigger_event(trigger: Any, timeout: float = 10) -> dict[str, Any]:
+    """Run a trigger until its first event (with a deadline) and return the event's payload."""
+    events = trigger.run()
+    try:
+        event = await asyncio.wait_for(events.__anext__(), timeout)
+    finally:
+        await events.aclose()
+    return dict(event.payload)

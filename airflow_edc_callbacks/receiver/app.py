@@ -52,7 +52,9 @@ class ReceiverSettings:
 
     :ivar store_url: the event store URL.
     :ivar signing_key: the callback token signing key.
-    :ivar auth: ``(header name, expected value)`` or ``None`` for no auth header check.
+    :ivar auth: ``(header name, expected value)``, or ``None``: then, while ``auth_from_config`` is true,
+        it is read from ``callback_auth_secret`` / ``callback_auth_header``, else no header is checked.
+    :ivar auth_from_config: whether a ``None`` ``auth`` is read from the configuration.
     :ivar max_body_bytes: the largest accepted body, in bytes.
     """
 

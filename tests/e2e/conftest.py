@@ -54,6 +54,11 @@ class EdcEnvironment:
             self.agreements["slow-asset"] = edc.negotiate(self.connectors, "slow-asset")
         return self.agreements["slow-asset"]
 
+    def consumer_state(self, transfer_id: str) -> str:
+        """The consumer's state of a transfer, asked directly (not through the counting proxy)."""
+        with self.connectors.client("consumer") as client:
+            return str(client.get(f"/v3/transferprocesses/{transfer_id}/state").json()["state"])
+
     def connection_json(self) -> str:
         """An ``edc`` connection to the consumer, through the counting proxy."""
         return json.dumps(

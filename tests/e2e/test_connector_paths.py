@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from airflow_edc_callbacks.triggers import EdcCallbackTrigger
 from demo import connectors as edc
 from demo.data_server import source_bytes
 from tests.e2e.conftest import EdcEnvironment
-from tests.helpers import wait_until
+from tests.helpers import first_trigger_event, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -88,23 +89,69 @@ def test_hook_reads_states_and_reports_connector_errors(edc_env: EdcEnvironment,
     assert ok, message
 
 
+def test_hook_reads_negotiation_and_agreement(edc_env: EdcEnvironment, edc_conn: EdcManagementHook) -> None:
+    agreement_id = edc_env.agreements[edc.DEMO_ASSET]
+    with edc_env.connectors.client("consumer") as client:
+        negotiations = client.post("/v3/contractnegotiations/request", json={"@context": {"@vocab": edc.EDC_NS}}).json()
+    negotiation_id = next(n["@id"] for n in negotiations if n.get("contractAgreementId") == agreement_id)
+    negotiation = edc_conn.get_negotiation(negotiation_id)
+    assert negotiation["state"] == "FINALIZED"
+    assert negotiation["contractAgreementId"] == agreement_id
+    agreement = edc_conn.get_agreement(negotiation_id)
+    assert agreement["@id"] == agreement_id
+    assert agreement["assetId"] == edc.DEMO_ASSET
+
+
+def test_terminate_reaches_the_waiting_trigger_with_reason(
+    edc_env: EdcEnvironment, edc_conn: EdcManagementHook, standalone_receiver: str, edc_config: str
+) -> None:
+    from airflow_edc_callbacks.config import get_signing_key
+    from airflow_edc_callbacks.tokens import make_token
+
+    correlation_id = "terminate-" + uuid.uuid4().hex[:8]
+    callback = f"{standalone_receiver}/callbacks/{make_token(get_signing_key(), correlation_id)}"
+    request = edc_conn.build_transfer_request(
+        counter_party_address=edc_env.connectors.provider_dsp_address,
+        contract_id=edc_env.slow_agreement(),
+        transfer_type="HttpData-PUSH",
+        data_destination={"type": "HttpData", "baseUrl": f"{edc_env.data_server.url}/sink/terminated"},
+        callback_addresses=[edc_conn.callback_address(callback)],
+    )
+    transfer_id = edc_conn.start_transfer(request)
+    store = EventStore(edc_config)
+    wait_until(
+        lambda: any(e.event_type == "TransferProcessStarted" for e in store.events(process_id=transfer_id)),
+        30,
+        "TransferProcessStarted",
+    )
+    edc_conn.terminate_transfer(transfer_id, "stopped by the pipeline owner")
+    trigger = EdcCallbackTrigger(
+        correlation_id=correlation_id, transfer_process_id=transfer_id, fallback_check_interval=600
+    )
+    payload = asyncio.run(first_trigger_event(trigger, 120))
+    assert payload["status"] == "failed"
+    assert payload["source"] == "callback"
+    assert payload["reason"] == "stopped by the pipeline owner"
+    with pytest.raises(EdcApiError) as info:  # a second terminate: 409 with the connector's message
+        edc_conn.terminate_transfer(transfer_id, "again")
+    assert info.value.status_code == 409
+
+
 def test_state_check_fallback_when_callbacks_are_lost(edc_env: EdcEnvironment, edc_conn: EdcManagementHook) -> None:
-    """The receiver is down (answers 500 like a failing gateway; EDC drops the callback and never
-    re-delivers). After fallback_check_interval the trigger asks the connector once and resumes."""
-    lost_callbacks = f"{edc_env.data_server.url}/sink-fail/receiver-down"
+    """The receiver is down (nothing listens on its port): EDC retries, gives up and never re-delivers.
+    After fallback_check_interval the trigger asks the connector once and resumes."""
+    with socket.socket() as sock:  # a port with nothing behind it
+        sock.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{sock.getsockname()[1]}/edc-callbacks/callbacks/lost"
     request = edc_conn.build_transfer_request(
         counter_party_address=edc_env.connectors.provider_dsp_address,
         contract_id=edc_env.agreements[edc.DEMO_ASSET],
         transfer_type="HttpData-PUSH",
         data_destination={"type": "HttpData", "baseUrl": f"{edc_env.data_server.url}/sink/fallback"},
-        callback_addresses=[edc_conn.callback_address(lost_callbacks)],
+        callback_addresses=[edc_conn.callback_address(down)],
     )
     transfer_id = edc_conn.start_transfer(request)
-    wait_until(
-        lambda: any(r["path"].startswith("/sink-fail/receiver-down") for r in edc_env.data_server.received()),
-        60,
-        "the connector's (lost) callbacks",
-    )
+    wait_until(lambda: edc_env.consumer_state(transfer_id) == "COMPLETED", 60, "the transfer to complete")
     before = len(edc_env.proxy.requests_for(transfer_id))
     trigger = EdcCallbackTrigger(
         correlation_id="fallback-" + uuid.uuid4().hex[:8],
@@ -112,23 +159,14 @@ def test_state_check_fallback_when_callbacks_are_lost(edc_env: EdcEnvironment, e
         wait_for="completed",
         fallback_check_interval=1.0,
     )
-
-    async def first() -> dict:
-        events = trigger.run()
-        try:
-            return dict((await asyncio.wait_for(events.__anext__(), 120)).payload)
-        finally:
-            await events.aclose()
-
-    payload = asyncio.run(first())
+    payload = asyncio.run(first_trigger_event(trigger, 120))
     assert payload["source"] == "state_check"
     assert payload["status"] == "success"
     assert payload["state"] == "COMPLETED"
     assert payload["asset_id"] == edc.DEMO_ASSET
     requests = edc_env.proxy.requests_for(transfer_id)[before:]
-    assert [(method, path) for _, method, path in requests][:1] == [
-        ("GET", f"{edc.CONSUMER.management_path}/v3/transferprocesses/{transfer_id}")
-    ]
+    expected = ("GET", f"{edc.CONSUMER.management_path}/v3/transferprocesses/{transfer_id}")
+    assert [(method, path) for _, method, path in requests] == [expected]  # one request: the state check
 
 
 def test_operator_waits_in_worker_when_not_deferrable(

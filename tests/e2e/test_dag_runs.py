@@ -46,11 +46,6 @@ def store_of(af: AirflowStandalone) -> EventStore:
     return EventStore(f"sqlite:///{af.home / 'edc_callbacks.db'}")
 
 
-def connector_state(env: EdcEnvironment, transfer_id: str) -> str:
-    with env.connectors.client("consumer") as client:  # directly, not through the counting proxy
-        return str(client.get(f"/v3/transferprocesses/{transfer_id}/state").json()["state"])
-
-
 def test_push_transfer_dag_resumes_on_callback(edc_env: EdcEnvironment, airflow: AirflowStandalone) -> None:
     airflow.wait_for_dag(PUSH_DAG)
     posts_before = len([r for r in edc_env.proxy.requests if r[1] == "POST"])
@@ -78,7 +73,7 @@ def test_push_transfer_dag_resumes_on_callback(edc_env: EdcEnvironment, airflow:
     assert [t["type"] for t in result["timeline"]] == types[: types.index("TransferProcessCompleted") + 1]
 
     # the connector agrees, and the data arrived byte for byte
-    assert connector_state(edc_env, transfer_id) == "COMPLETED"
+    assert edc_env.consumer_state(transfer_id) == "COMPLETED"
     report = airflow.xcom(PUSH_DAG, run_id, "report")
     sink_path = report["sink_url"].split("/sink/", 1)[1]
     arrived = [r for r in edc_env.data_server.received() if sink_path in r["path"]]
@@ -112,6 +107,6 @@ def test_terminated_transfer_dag_fails_with_connector_reason(
     transfer_id = next(t for t in transfer_ids if t and t in log)
     reason = next(e.payload.get("reason") for e in terminated if e.process_id == transfer_id)
     assert "19999" in reason  # the consumer connector's own words: it could not reach the counter-party
-    assert connector_state(edc_env, transfer_id) == "TERMINATED"
+    assert edc_env.consumer_state(transfer_id) == "TERMINATED"
     assert f"EDC transfer process {transfer_id} on {edc_env.proxied_management_url} ended TERMINATED: {reason}" in log
     assert edc_env.proxy.requests_for(transfer_id) == []

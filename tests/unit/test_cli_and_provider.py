@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from importlib.metadata import entry_points
@@ -10,6 +11,7 @@ import airflow
 import jsonschema
 import pytest
 
+from airflow_edc_callbacks import __version__
 from airflow_edc_callbacks.cli import main
 from airflow_edc_callbacks.get_provider_info import get_provider_info
 from airflow_edc_callbacks.models import EventEnvelope
@@ -95,3 +97,18 @@ def test_bad_duration_is_a_usage_error(store_url: str) -> None:
     with pytest.raises(SystemExit) as info:
         main(["purge", "--older-than", "forever", "--store-url", store_url])
     assert info.value.code == 2
+
+
+def test_airflow_lists_the_provider_and_the_plugin(tmp_path: Path) -> None:
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
+    airflow_cli = str(Path(sys.executable).parent / "airflow")
+    providers = subprocess.run(
+        [airflow_cli, "providers", "list", "-o", "json"], capture_output=True, text=True, check=True, env=env
+    )
+    listed = {p["package_name"]: p for p in json.loads(providers.stdout)}
+    assert listed["airflow-edc-callbacks"]["version"] == __version__
+    plugins = subprocess.run(
+        [airflow_cli, "plugins", "-o", "json"], capture_output=True, text=True, check=True, env=env
+    )
+    names = {p["name"] for p in json.loads(plugins.stdout)}
+    assert "edc_callbacks" in names

@@ -20,7 +20,7 @@ from airflow_edc_callbacks.store import get_listener, get_store
 from airflow_edc_callbacks.tokens import make_token
 from airflow_edc_callbacks.triggers import EdcCallbackTrigger
 from tests.conftest import SIGNING_KEY
-from tests.helpers import envelope
+from tests.helpers import envelope, first_trigger_event
 
 CORRELATION = "corr-trigger"
 TP = "tp-trigger"
@@ -48,15 +48,6 @@ def make_trigger(**overrides: Any) -> EdcCallbackTrigger:
     }
     kwargs.update(overrides)
     return EdcCallbackTrigger(**kwargs)
-
-
-async def first_event(trigger: EdcCallbackTrigger, timeout: float = 10) -> dict[str, Any]:
-    events = trigger.run()
-    try:
-        event = await asyncio.wait_for(events.__anext__(), timeout)
-    finally:
-        await events.aclose()
-    return dict(event.payload)
 
 
 async def until_subscribed(count: int = 1, timeout: float = 5) -> None:
@@ -93,7 +84,7 @@ def test_auto_is_rejected() -> None:
 async def test_event_stored_before_trigger_starts(receiver: TestClient) -> None:
     post(receiver, envelope("TransferProcessStarted", TP))
     post(receiver, envelope("TransferProcessCompleted", TP, envelope_id="done-1", at=1_700_000_000_000))
-    payload = await first_event(make_trigger())
+    payload = await first_trigger_event(make_trigger())
     assert payload["status"] == "success"
     assert payload["state"] == "COMPLETED"
     assert payload["source"] == "callback"
@@ -105,7 +96,7 @@ async def test_event_stored_before_trigger_starts(receiver: TestClient) -> None:
 
 
 async def test_waits_on_listener_then_resumes(receiver: TestClient) -> None:
-    task = asyncio.ensure_future(first_event(make_trigger()))
+    task = asyncio.ensure_future(first_trigger_event(make_trigger()))
     await until_subscribed()
     await asyncio.to_thread(post, receiver, envelope("TransferProcessStarted", TP))
     await asyncio.to_thread(post, receiver, envelope("TransferProcessCompleted", TP))
@@ -117,14 +108,14 @@ async def test_waits_on_listener_then_resumes(receiver: TestClient) -> None:
 async def test_pull_resumes_on_started_without_edr_in_payload(receiver: TestClient) -> None:
     edr = {"properties": {"https://w3id.org/edc/v0.0.1/ns/authorization": "secret-token"}}
     post(receiver, envelope("TransferProcessStarted", TP, dataAddress=edr))
-    payload = await first_event(make_trigger(wait_for="started"))
+    payload = await first_trigger_event(make_trigger(wait_for="started"))
     assert payload["state"] == "STARTED"
     assert "secret-token" not in json.dumps(payload)
 
 
 async def test_terminated_carries_connector_reason(receiver: TestClient) -> None:
     post(receiver, envelope("TransferProcessTerminated", TP, reason="Source answered 500"))
-    payload = await first_event(make_trigger())
+    payload = await first_trigger_event(make_trigger())
     assert payload["status"] == "failed"
     assert payload["state"] == "TERMINATED"
     assert payload["reason"] == "Source answered 500"
@@ -132,7 +123,7 @@ async def test_terminated_carries_connector_reason(receiver: TestClient) -> None
 
 async def test_duplicate_delivery_stores_once_and_resumes_once(receiver: TestClient) -> None:
     body = envelope("TransferProcessCompleted", TP)
-    task = asyncio.ensure_future(first_event(make_trigger()))
+    task = asyncio.ensure_future(first_trigger_event(make_trigger()))
     await until_subscribed()
     for _ in range(3):  # EDC re-POSTs the same envelope after a read timeout
         await asyncio.to_thread(post, receiver, body)
@@ -140,13 +131,13 @@ async def test_duplicate_delivery_stores_once_and_resumes_once(receiver: TestCli
     assert len(payload["timeline"]) == 1
     assert [e.envelope_id for e in get_store().events(process_id=TP)] == [body["id"]]
     # two copies of the trigger (HA) produce the same payload, which Airflow deduplicates
-    other = await first_event(make_trigger())
+    other = await first_trigger_event(make_trigger())
     assert other == payload
 
 
 async def test_events_of_other_transfers_are_ignored(receiver: TestClient) -> None:
     post(receiver, envelope("TransferProcessCompleted", "tp-of-an-earlier-try"))
-    task = asyncio.ensure_future(first_event(make_trigger()))
+    task = asyncio.ensure_future(first_trigger_event(make_trigger()))
     await until_subscribed()
     done, _ = await asyncio.wait({task}, timeout=0.3)
     assert not done, "an event of another transfer process resumed the trigger"
@@ -200,6 +191,6 @@ async def test_event_held_until_not_before(receiver: TestClient) -> None:
 
     post(receiver, envelope("TransferProcessCompleted", TP))
     not_before = time.time() + 0.5
-    payload = await first_event(make_trigger(not_before=not_before))
+    payload = await first_trigger_event(make_trigger(not_before=not_before))
     assert time.time() >= not_before
     assert payload["status"] == "success"
