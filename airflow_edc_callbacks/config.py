@@ -6,14 +6,8 @@ Every getter reads the configuration when called (never at import), so a value s
 
 from __future__ import annotations
 
-import logging
-import os
-import secrets
-import time
 from datetime import timedelta
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 SECTION = "edc_callbacks"
 DEFAULT_CONN_ID = "edc_default"
@@ -22,7 +16,6 @@ DEFAULT_FALLBACK_CHECK_INTERVAL = 300.0
 DEFAULT_RETENTION = timedelta(days=7)
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_AUTH_HEADER = "X-Edc-Callback-Auth"
-SIGNING_KEY_FILE = "edc_callbacks_signing.key"
 
 __all__ = [
     "API_SERVER_PREFIX",
@@ -31,13 +24,18 @@ __all__ = [
     "airflow_home",
     "get_callback_auth",
     "get_callback_base_url",
+    "get_configured_signing_key",
     "get_fallback_check_interval",
     "get_max_body_bytes",
     "get_retention",
-    "get_signing_key",
     "get_store_url",
     "parse_duration",
 ]
+
+
+def get_configured_signing_key() -> str | None:
+    """``[edc_callbacks] callback_signing_key``, or ``None`` when unset."""
+    return _conf_get("callback_signing_key")
 
 
 def _conf_get(option: str) -> str | None:
@@ -106,46 +104,6 @@ def get_callback_auth() -> tuple[str, str] | None:
     if not secret:
         return None
     return (_conf_get("callback_auth_header") or DEFAULT_AUTH_HEADER, secret)
-
-
-def get_signing_key() -> bytes:
-    """The key that signs callback tokens.
-
-    ``[edc_callbacks] callback_signing_key`` when set. Otherwise a random key generated once and kept in
-    ``AIRFLOW_HOME/edc_callbacks_signing.key`` (mode 0600); that only works when the api-server, the
-    workers and the triggerer share ``AIRFLOW_HOME``, so a warning says that several hosts must share one
-    configured key.
-    """
-    value = _conf_get("callback_signing_key")
-    if value:
-        return value.encode()
-    path = airflow_home() / SIGNING_KEY_FILE
-    try:
-        return _read_key(path)
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process won the race; use its key
-        return _read_key(path)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_urlsafe(48))
-    log.warning(
-        "[edc_callbacks] callback_signing_key is not set: generated a key in %s. Every host that runs "
-        "the api-server, workers or triggerers must share one key; set callback_signing_key there.",
-        path,
-    )
-    return _read_key(path)
-
-
-def _read_key(path: Path) -> bytes:
-    for _ in range(50):  # the creator may not have written it yet
-        data = path.read_text().strip()
-        if data:
-            return data.encode()
-        time.sleep(0.01)
-    raise RuntimeError(f"Signing key file {path} is empty; delete it to have a new key generated")
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

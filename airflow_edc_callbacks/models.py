@@ -13,12 +13,12 @@ EDC facts used here come from the EDC connector sources (v0.18.0):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 EDC_NAMESPACE = "https://w3id.org/edc/v0.0.1/ns/"
 """The EDC JSON-LD vocabulary (``@vocab`` of Management API v3 requests)."""
@@ -54,6 +54,11 @@ class TransferEventType(str, Enum):
     COMPLETED = "TransferProcessCompleted"
     TERMINATED = "TransferProcessTerminated"
 
+
+TRANSFER_EVENT_PREFIX = "TransferProcess"
+"""Envelope ``type`` prefix of every transfer process event."""
+
+TERMINAL_TRANSFER_EVENTS = frozenset({TransferEventType.COMPLETED.value, TransferEventType.TERMINATED.value})
 
 TERMINAL_TRANSFER_STATES = frozenset({"COMPLETED", "TERMINATED", "DEPROVISIONED"})
 """Final transfer process states (``TransferProcessStates.isFinal`` in EDC 0.18)."""
@@ -100,15 +105,29 @@ def terminal_outcome(event_type: str, wait_for: WaitFor) -> str | None:
 
 
 def state_outcome(state: str, wait_for: WaitFor) -> str | None:
-    """Classify a transfer process state read from the Management API, like :func:`terminal_outcome`."""
+    """Classify a transfer process state read from the Management API, like :func:`terminal_outcome`.
+
+    ``DEPROVISIONED`` (EDC up to 0.15 deprovisions completed and terminated transfers alike) is a
+    failure: the state no longer tells whether the data arrived, and a false success is worse.
+    """
     state = state.upper()
-    if state == "TERMINATED":
+    if state in ("TERMINATED", "DEPROVISIONED"):
         return "failed"
-    if state in ("COMPLETED", "DEPROVISIONED"):
+    if state == "COMPLETED":
         return "success"
     if state == "STARTED" and wait_for is WaitFor.STARTED:
         return "success"
     return None
+
+
+def _storable(value: object) -> object:
+    """Reject strings that cannot be stored as UTF-8 (lone surrogates from ``\\ud800`` escapes)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("string is not valid Unicode (lone surrogate)") from None
+    return value
 
 
 class CallbackAddressModel(BaseModel):
@@ -131,8 +150,8 @@ class EventPayload(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    transferProcessId: str | None = None
-    contractNegotiationId: str | None = None
+    transferProcessId: str | None = Field(default=None, min_length=1, max_length=200)
+    contractNegotiationId: str | None = Field(default=None, min_length=1, max_length=200)
     assetId: str | None = None
     contractId: str | None = None
     type: str | None = Field(default=None, description="CONSUMER or PROVIDER")
@@ -140,6 +159,11 @@ class EventPayload(BaseModel):
     protocol: str | None = None
     reason: str | None = None
     callbackAddresses: list[CallbackAddressModel] | None = None
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def storable_strings(cls, value: object) -> object:
+        return _storable(value)
 
     @property
     def process_id(self) -> str | None:
@@ -156,9 +180,14 @@ class EventEnvelope(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: str = Field(min_length=1, max_length=200)
-    at: int
+    at: int = Field(strict=True, ge=0, lt=2**63, description="epoch milliseconds")
     type: str = Field(min_length=1, max_length=200)
     payload: EventPayload
+
+    @field_validator("id", "type", mode="after")
+    @classmethod
+    def storable_strings(cls, value: object) -> object:
+        return _storable(value)
 
 
 def _strip_key(key: str) -> str:
@@ -202,11 +231,6 @@ def jsonld_get(document: Mapping[str, Any], key: str, default: Any = None) -> An
         if candidate in document:
             return normalize_jsonld(document[candidate])
     return default
-
-
-def redact_payload(payload: Mapping[str, Any], keys: Iterable[str] = ("dataAddress",)) -> dict[str, Any]:
-    """Copy an event payload without the fields that can carry credentials (the EDR in ``dataAddress``)."""
-    return {k: v for k, v in payload.items() if k not in set(keys)}
 
 
 def iso_from_epoch_ms(epoch_ms: int) -> str:

@@ -11,9 +11,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
+import os
 import re
+import secrets
+import time
+from pathlib import Path
 
-__all__ = ["correlation_id_for", "make_token", "verify_token"]
+from airflow_edc_callbacks.config import airflow_home, get_configured_signing_key
+from airflow_edc_callbacks.exceptions import EdcCallbacksError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SIGNING_KEY_FILE", "correlation_id_for", "get_signing_key", "make_token", "verify_token"]
+
+SIGNING_KEY_FILE = "edc_callbacks_signing.key"
 
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _DOMAIN = b"airflow-edc-callbacks/token/v1:"
@@ -52,3 +64,45 @@ def correlation_id_for(dag_id: str, run_id: str, task_id: str, map_index: int = 
     """
     key = "\x1f".join((dag_id, run_id, task_id, str(map_index)))
     return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def get_signing_key() -> bytes:
+    """The key that signs callback tokens.
+
+    ``[edc_callbacks] callback_signing_key`` when set. Otherwise a random key generated once and kept in
+    ``AIRFLOW_HOME/edc_callbacks_signing.key`` (mode 0600); that only works when the api-server, the
+    workers and the triggerer share ``AIRFLOW_HOME``, so a warning says that several hosts must share one
+    configured key.
+
+    :raises EdcCallbacksError: the key file exists but stays empty.
+    """
+    value = get_configured_signing_key()
+    if value:
+        return value.encode()
+    path = airflow_home() / SIGNING_KEY_FILE
+    try:
+        return _read_key(path)
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race; use its key
+        return _read_key(path)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(48))
+    log.warning(
+        "[edc_callbacks] callback_signing_key is not set: generated a key in %s. Every host that runs "
+        "the api-server, workers or triggerers must share one key; set callback_signing_key there.",
+        path,
+    )
+    return _read_key(path)
+
+
+def _read_key(path: Path) -> bytes:
+    for _ in range(50):  # the creator may not have written it yet
+        data = path.read_text().strip()
+        if data:
+            return data.encode()
+        time.sleep(0.01)
+    raise EdcCallbacksError(f"Signing key file {path} is empty; delete it to have a new key generated")

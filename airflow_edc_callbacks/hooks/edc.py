@@ -8,7 +8,7 @@ bodies are arrays of ``ApiErrorDetail`` (``message``, ``type``, ``path``, ``inva
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,7 +25,7 @@ __all__ = ["DEFAULT_PROTOCOL", "EdcConnectionSettings", "EdcManagementHook"]
 DEFAULT_PROTOCOL = "dataspace-protocol-http:2025-1"
 """The DSP protocol id of EDC 0.16 and later."""
 
-_RETRY_STATUS = frozenset({429, 502, 503, 504})
+_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class EdcConnectionSettings:
     """
 
     base_url: str
-    api_key: str | None
+    api_key: str | None = field(repr=False)
     api_version: str = "v3"
     protocol: str = DEFAULT_PROTOCOL
     callback_auth_key: str | None = None
@@ -114,14 +114,18 @@ def _should_retry(idempotent: bool) -> Any:
 class EdcManagementHook(BaseHook):
     """Client of an EDC connector's Management API, with a sync (operators) and an async (triggers) path.
 
-    Retries connection errors and, for idempotent calls, timeouts, 429 and 502/503/504 with exponential
-    backoff. A POST that may have reached the connector is not retried, so a transfer is never started
+    Retries connection errors and, for idempotent calls (GET), timeouts, 429 and 500/502/503/504 with
+    exponential backoff. A POST that may have reached the connector is not retried, so a transfer is never started
     twice by a retry.
 
     :param edc_conn_id: Airflow connection of type ``edc`` (default ``edc_default``).
     :param timeout: seconds per HTTP request.
     :param retries: extra attempts after the first.
     :param retry_wait: first backoff in seconds (doubles, at most 10 s).
+
+    Every request method raises :class:`~airflow_edc_callbacks.exceptions.EdcApiError` when the connector
+    answers an error status (with its ``ApiErrorDetail`` messages, e.g. 404 ``ObjectNotFound``) and
+    :class:`~airflow_edc_callbacks.exceptions.EdcTransportError` when it cannot be reached.
     """
 
     conn_name_attr = "edc_conn_id"
@@ -178,7 +182,15 @@ class EdcManagementHook(BaseHook):
         if response.is_success:
             if response.status_code == 204 or not response.content:
                 return None
-            return response.json()
+            try:
+                return response.json()
+            except ValueError:
+                raise EdcApiError(
+                    response.status_code,
+                    response.request.method,
+                    str(response.request.url),
+                    [f"not JSON: {response.text[:200]!r}"],
+                ) from None
         raise EdcApiError(
             response.status_code,
             response.request.method,

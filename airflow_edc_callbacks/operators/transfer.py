@@ -10,17 +10,18 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_edc_callbacks.config import DEFAULT_CONN_ID, get_callback_base_url, get_signing_key
+from airflow_edc_callbacks.config import DEFAULT_CONN_ID, get_callback_base_url
 from airflow_edc_callbacks.exceptions import EdcCallbacksError, EdcTransferFailed, TriggerEventError
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.models import (
+    TERMINAL_TRANSFER_EVENTS,
     TERMINAL_TRANSFER_STATES,
-    TransferEventType,
+    TRANSFER_EVENT_PREFIX,
     iso_from_epoch_ms,
     resolve_wait_for,
 )
 from airflow_edc_callbacks.store import get_store
-from airflow_edc_callbacks.tokens import correlation_id_for, make_token
+from airflow_edc_callbacks.tokens import correlation_id_for, get_signing_key, make_token
 from airflow_edc_callbacks.triggers.callback import EdcCallbackTrigger
 
 if TYPE_CHECKING:
@@ -30,8 +31,6 @@ __all__ = ["EdcTransferOperator"]
 
 CORRELATION_PROPERTY = "airflowCorrelationId"
 """``privateProperties`` key carrying the correlation id, to find the transfer from the connector's side."""
-
-_TERMINAL_EVENTS = frozenset({TransferEventType.COMPLETED.value, TransferEventType.TERMINATED.value})
 
 
 def _worker_exit_seconds() -> float:
@@ -183,9 +182,9 @@ class EdcTransferOperator(BaseOperator):
         finished: set[str] = set()
         candidates: list[str] = []
         for stored in events:
-            if stored.process_id is None or not stored.event_type.startswith("TransferProcess"):
+            if stored.process_id is None or not stored.event_type.startswith(TRANSFER_EVENT_PREFIX):
                 continue
-            if stored.event_type in _TERMINAL_EVENTS:
+            if stored.event_type in TERMINAL_TRANSFER_EVENTS:
                 finished.add(stored.process_id)
             elif stored.process_id not in candidates:
                 candidates.append(stored.process_id)

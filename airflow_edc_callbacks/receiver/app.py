@@ -33,13 +33,12 @@ from starlette.concurrency import run_in_threadpool
 from airflow_edc_callbacks.config import (
     get_callback_auth,
     get_max_body_bytes,
-    get_signing_key,
     get_store_url,
 )
 from airflow_edc_callbacks.exceptions import StoreUnavailableError
 from airflow_edc_callbacks.models import EventEnvelope
 from airflow_edc_callbacks.store import EventStore, get_store
-from airflow_edc_callbacks.tokens import verify_token
+from airflow_edc_callbacks.tokens import get_signing_key, verify_token
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +179,8 @@ def create_app(settings: ReceiverSettings | None = None) -> FastAPI:
             body = json.loads(raw)
         except (UnicodeDecodeError, ValueError):
             return _error(415, "Body is not valid JSON")
+        except RecursionError:
+            return _error(422, "JSON nested too deeply for an EDC EventEnvelope")
         if not isinstance(body, dict):
             return _error(422, "Body must be a JSON object (an EDC EventEnvelope)")
         try:
@@ -198,6 +199,9 @@ def create_app(settings: ReceiverSettings | None = None) -> FastAPI:
         except StoreUnavailableError as err:
             log.error("Callback %s (%s) not stored: %s", envelope.id, envelope.type, err)
             return _error(503, "Event store unavailable", {"Retry-After": "5"})
+        except (ValueError, OverflowError, RecursionError) as err:  # the database refused a value
+            log.warning("Callback %s (%s) not storable: %s", envelope.id, envelope.type, type(err).__name__)
+            return _error(422, "Event envelope has values the store cannot hold")
         log.info(
             "Callback %s %s for %s (%s)",
             envelope.type,

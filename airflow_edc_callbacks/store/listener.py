@@ -5,12 +5,16 @@ checks for changes (SQLite: ``PRAGMA data_version``, which changes when another 
 query of nothing but an integer), fetches only the rows stored since its cursor, and hands each row to
 the subscriptions whose correlation id or process id it matches. No query runs per waiting trigger.
 
-Ordering argument (why no event is lost): the listener fetches and dispatches under a lock that
-:meth:`StoreListener.subscribe` also takes. A subscriber subscribes first and reads the store after
-that. An event committed before that read is in the read; one committed after it has a ``seq`` above
-the listener's cursor at subscription time (SQLite serialises writes, so ``seq`` follows commit order),
-so the listener's next fetch dispatches it to the subscription. Duplicates between the two paths are
-dropped by the subscriber on ``seq``.
+Why no event is lost: a subscriber subscribes first and reads the store after that. The listener
+fetches new rows, then dispatches them (under a lock) to the subscriptions registered at that moment.
+A subscription registered after a fetch reads the store after it, so it sees every row that fetch saw;
+rows committed after the fetch are above the cursor and come with the next fetch. Rows seen both ways
+are dropped by the subscriber on ``seq``.
+
+On SQLite writes are serialised, so ``seq`` follows commit order and a cursor on ``seq`` is exact (the
+table uses AUTOINCREMENT, so purged ids are never reused). Other databases hand out ids before commit,
+so there the listener re-reads the last :data:`LOOKBACK_MS` of ``received_at`` on every change and skips
+rows it already dispatched.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ import asyncio
 import logging
 import os
 import threading
-from collections import deque
+import time
 from collections.abc import Iterable
+from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import Connection, select, text
 
 from airflow_edc_callbacks.store.repository import EventStore, StoredEvent, get_store
 from airflow_edc_callbacks.store.tables import CallbackEventRow
@@ -34,30 +39,25 @@ __all__ = ["StoreListener", "Subscription", "get_listener"]
 DEFAULT_POLL_INTERVAL = 0.05
 """Seconds between two change checks (one ``PRAGMA data_version`` on one connection)."""
 
+LOOKBACK_MS = 60_000
+"""Non-SQLite stores: how far back (receiver clock, milliseconds) each fetch looks for late commits."""
+
 
 class Subscription:
-    """Events for one correlation id and/or process id, delivered by the listener to an asyncio loop."""
+    """Events for one correlation id and/or process ids, delivered by the listener to an asyncio loop."""
 
-    def __init__(
-        self,
-        listener: StoreListener,
-        correlation_id: str | None,
-        process_ids: Iterable[str],
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
+    def __init__(self, listener: StoreListener, correlation_id: str | None, loop: asyncio.AbstractEventLoop) -> None:
         self.listener = listener
         self.correlation_id = correlation_id
-        self.process_ids = set(process_ids)
+        self.process_ids: set[str] = set()
         self._loop = loop
-        self._queue: deque[StoredEvent] = deque()
-        self._ready = asyncio.Event()
+        self._queue: asyncio.Queue[StoredEvent] = asyncio.Queue()
         self.closed = False
 
     def _deliver(self, stored: StoredEvent) -> None:
         """Called on the listener thread."""
-        self._queue.append(stored)
         try:
-            self._loop.call_soon_threadsafe(self._ready.set)
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, stored)
         except RuntimeError:  # the loop is closed: nobody waits any more
             self.close()
 
@@ -68,20 +68,17 @@ class Subscription:
     def drain(self) -> list[StoredEvent]:
         """Take the events delivered so far, oldest first."""
         items: list[StoredEvent] = []
-        while self._queue:
-            items.append(self._queue.popleft())
+        while not self._queue.empty():
+            items.append(self._queue.get_nowait())
         return items
 
     async def wait(self, timeout: float | None) -> list[StoredEvent]:
         """Wait up to ``timeout`` seconds (``None``: forever) for events; returns them, or ``[]``."""
-        if not self._queue:
-            self._ready.clear()
-            if not self._queue:
-                try:
-                    await asyncio.wait_for(self._ready.wait(), timeout)
-                except asyncio.TimeoutError:
-                    return []
-        return self.drain()
+        try:
+            first = await asyncio.wait_for(self._queue.get(), timeout)
+        except asyncio.TimeoutError:
+            return []
+        return [first, *self.drain()]
 
     def close(self) -> None:
         """Stop receiving events."""
@@ -101,27 +98,49 @@ class StoreListener:
 
     :param store: the store to watch.
     :param poll_interval: seconds between change checks.
+    :param exact_cursor: follow ``seq`` exactly (default: only for SQLite, see the module docstring).
     """
 
-    def __init__(self, store: EventStore, poll_interval: float = DEFAULT_POLL_INTERVAL) -> None:
+    def __init__(
+        self, store: EventStore, poll_interval: float = DEFAULT_POLL_INTERVAL, exact_cursor: bool | None = None
+    ) -> None:
         self.store = store
         self.poll_interval = poll_interval
+        self.exact_cursor = store.is_sqlite if exact_cursor is None else exact_cursor
         self._lock = threading.RLock()  # re-entered when a closed loop unsubscribes during dispatch
         self._by_correlation: dict[str, set[Subscription]] = {}
         self._by_process: dict[str, set[Subscription]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._cursor = 0
+        self._recent: dict[int, int] = {}  # seq -> received_at, non-exact mode only
         self.wakeups = 0
 
     # -- subscriptions -------------------------------------------------------------------------
+    def start(self) -> StoreListener:
+        """Start watching (idempotent). Blocking: call it from a thread in async code.
+
+        :raises StoreUnavailableError: the store cannot be read.
+        """
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return self
+            self._cursor = self.store.max_seq()
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="edc-callbacks-listener", daemon=True)
+            self._thread.start()
+        return self
+
     def subscribe(self, *, correlation_id: str | None = None, process_ids: Iterable[str] = ()) -> Subscription:
-        """Register interest; call from inside the running asyncio loop that will wait on it.
+        """Register interest; call from inside the running asyncio loop that will wait on it. No I/O.
 
         Read the store for earlier events AFTER subscribing (see the module docstring).
+
+        :raises RuntimeError: :meth:`start` was not called.
         """
-        self._ensure_started()
-        sub = Subscription(self, correlation_id, (), asyncio.get_running_loop())
+        if self._thread is None or not self._thread.is_alive():
+            raise RuntimeError("StoreListener.start() must be called before subscribe()")
+        sub = Subscription(self, correlation_id, asyncio.get_running_loop())
         with self._lock:
             if correlation_id is not None:
                 self._by_correlation.setdefault(correlation_id, set()).add(sub)
@@ -156,15 +175,6 @@ class StoreListener:
             return len({s for subs in (*self._by_correlation.values(), *self._by_process.values()) for s in subs})
 
     # -- the watching thread -------------------------------------------------------------------
-    def _ensure_started(self) -> None:
-        with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return
-            self._cursor = self.store.max_seq()
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="edc-callbacks-listener", daemon=True)
-            self._thread.start()
-
     def stop(self) -> None:
         """Stop the thread (used by tests and at shutdown)."""
         self._stop.set()
@@ -173,7 +183,7 @@ class StoreListener:
 
     def _run(self) -> None:
         last_version: int | None = None
-        connection = None
+        connection: Connection | None = None
         while not self._stop.is_set():
             try:
                 if connection is None:
@@ -185,7 +195,7 @@ class StoreListener:
                 else:
                     changed = True
                 if changed:
-                    self._fetch_and_dispatch(connection)
+                    self._dispatch(self._fetch(connection))
             except Exception:  # keep listening through database hiccups
                 log.exception("Callback event listener failed; reconnecting")
                 if connection is not None:
@@ -196,16 +206,25 @@ class StoreListener:
         if connection is not None:
             connection.close()
 
-    def _fetch_and_dispatch(self, connection: object) -> None:
+    def _fetch(self, connection: Connection) -> list[StoredEvent]:
+        table = CallbackEventRow.__table__
+        if self.exact_cursor:
+            stmt = select(table).where(table.c.seq > self._cursor)
+        else:
+            since = int(time.time() * 1000) - LOOKBACK_MS
+            self._recent = {seq: at for seq, at in self._recent.items() if at >= since}
+            stmt = select(table).where(table.c.received_at >= since)
+        rows: list[Any] = list(connection.execute(stmt.order_by(table.c.seq)).all())
+        events = [StoredEvent.from_row(row) for row in rows if row.seq not in self._recent]
+        for stored in events:
+            self._cursor = max(self._cursor, stored.seq)
+            if not self.exact_cursor:
+                self._recent[stored.seq] = stored.received_at
+        return events
+
+    def _dispatch(self, events: list[StoredEvent]) -> None:
         with self._lock:
-            rows = connection.execute(  # type: ignore[attr-defined]
-                select(CallbackEventRow.__table__)
-                .where(CallbackEventRow.seq > self._cursor)
-                .order_by(CallbackEventRow.seq)
-            ).all()
-            for row in rows:
-                stored = StoredEvent.from_row(row)
-                self._cursor = max(self._cursor, stored.seq)
+            for stored in events:
                 targets: set[Subscription] = set()
                 if stored.correlation_id is not None:
                     targets |= self._by_correlation.get(stored.correlation_id, set())
@@ -221,7 +240,10 @@ _listeners_lock = threading.Lock()
 
 
 def get_listener(store: EventStore | None = None) -> StoreListener:
-    """The process-wide listener of ``store`` (default: the configured store); re-created after a fork."""
+    """The process-wide listener of ``store`` (default: the configured store); re-created after a fork.
+
+    Not started: call :meth:`StoreListener.start` (in a thread from async code) before subscribing.
+    """
     store = store or get_store()
     key = (os.getpid(), store.url)
     with _listeners_lock:

@@ -93,7 +93,8 @@ class EventStore:
         try:
             if self.is_sqlite and parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            self.engine: Engine = create_engine(url, pool_pre_ping=not self.is_sqlite)
+            # hide_parameters: errors must not carry event bodies (EDR tokens) into logs
+            self.engine: Engine = create_engine(url, pool_pre_ping=not self.is_sqlite, hide_parameters=True)
             if self.is_sqlite:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             Base.metadata.create_all(self.engine, checkfirst=True)
@@ -194,26 +195,35 @@ class EventStore:
             raise StoreUnavailableError(f"Cannot read the callback event store: {err}") from err
 
     def max_seq(self) -> int:
-        """The ``seq`` of the newest stored event, 0 when empty."""
-        with self._sessions() as session:
-            return int(session.scalar(select(func.coalesce(func.max(CallbackEventRow.seq), 0))) or 0)
+        """The ``seq`` of the newest stored event, 0 when empty.
+
+        :raises StoreUnavailableError: the read failed.
+        """
+        try:
+            with self._sessions() as session:
+                return int(session.scalar(select(func.coalesce(func.max(CallbackEventRow.seq), 0))) or 0)
+        except SQLAlchemyError as err:
+            raise StoreUnavailableError(f"Cannot read the callback event store: {err}") from err
 
     def purge(self, older_than: timedelta) -> int:
-        """Delete events received more than ``older_than`` ago; returns how many were deleted."""
+        """Delete events received more than ``older_than`` ago; returns how many were deleted.
+
+        :raises StoreUnavailableError: the delete failed.
+        """
         cutoff = int((time.time() - older_than.total_seconds()) * 1000)
-        with self._sessions.begin() as session:
-            result = session.execute(delete(CallbackEventRow).where(CallbackEventRow.received_at < cutoff))
-            return int(getattr(result, "rowcount", 0) or 0)
+        try:
+            with self._sessions.begin() as session:
+                result = session.execute(delete(CallbackEventRow).where(CallbackEventRow.received_at < cutoff))
+                return int(getattr(result, "rowcount", 0) or 0)
+        except SQLAlchemyError as err:
+            raise StoreUnavailableError(f"Cannot purge the callback event store: {err}") from err
 
     def ping(self) -> None:
         """Check the database answers.
 
         :raises StoreUnavailableError: it does not.
         """
-        try:
-            self.max_seq()
-        except SQLAlchemyError as err:
-            raise StoreUnavailableError(f"Callback event store unavailable: {err}") from err
+        self.max_seq()
 
     def dispose(self) -> None:
         """Close the pooled connections."""

@@ -43,4 +43,5 @@ class CallbackEventRow(Base):
     routes: Mapped[str] = mapped_column(String(1000), nullable=False)
     body: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
 
-    __table_args__ = (Index("ix_edc_callback_event_received_at", "received_at"),)
+    # AUTOINCREMENT: SQLite never reuses a purged seq, so a listener's cursor stays valid
+    __table_args__ = (Index("ix_edc_callback_event_received_at", "received_at"), {"sqlite_autoincrement": True})

@@ -20,6 +20,7 @@ from airflow_edc_callbacks.config import DEFAULT_CONN_ID, get_fallback_check_int
 from airflow_edc_callbacks.exceptions import EdcCallbacksError
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.models import (
+    TRANSFER_EVENT_PREFIX,
     WaitFor,
     iso_from_epoch_ms,
     jsonld_get,
@@ -31,7 +32,6 @@ from airflow_edc_callbacks.store import StoredEvent, get_listener, get_store
 __all__ = ["EdcCallbackTrigger"]
 
 _STORE_RETRY_SECONDS = 5.0
-_EVENT_PREFIX = "TransferProcess"
 
 
 def timeline_entry(stored: StoredEvent) -> dict[str, Any]:
@@ -89,6 +89,8 @@ class EdcCallbackTrigger(BaseTrigger):
         if self.wait_for is WaitFor.AUTO:
             raise ValueError("wait_for must be resolved to 'started' or 'completed' before deferring")
         self.conn_id = conn_id
+        if fallback_check_interval is not None and fallback_check_interval <= 0:
+            raise ValueError(f"fallback_check_interval must be positive seconds, got {fallback_check_interval}")
         self.fallback_check_interval = fallback_check_interval
         self.not_before = not_before
         self.hook: EdcManagementHook | None = None
@@ -108,7 +110,16 @@ class EdcCallbackTrigger(BaseTrigger):
 
     # -- helpers ---------------------------------------------------------------------------------
     def _relevant(self, stored: StoredEvent) -> bool:
-        return stored.process_id == self.transfer_process_id and stored.event_type.startswith(_EVENT_PREFIX)
+        """This transfer's event, arrived on this task's token or on no token (static callbacks).
+
+        An event posted with another valid token (another task's, or one from ``callback-url``) is not
+        accepted for this transfer: a token only vouches for its own correlation id.
+        """
+        return (
+            stored.process_id == self.transfer_process_id
+            and stored.event_type.startswith(TRANSFER_EVENT_PREFIX)
+            and stored.correlation_id in (None, self.correlation_id)
+        )
 
     def _payload(
         self,
@@ -182,7 +193,7 @@ class EdcCallbackTrigger(BaseTrigger):
                 payload = stored.payload
                 return self._payload(
                     status=outcome,
-                    state=stored.event_type[len(_EVENT_PREFIX) :].upper(),
+                    state=stored.event_type[len(TRANSFER_EVENT_PREFIX) :].upper(),
                     event_type=stored.event_type,
                     reason=payload.get("reason"),
                     source="callback",
@@ -194,6 +205,11 @@ class EdcCallbackTrigger(BaseTrigger):
 
     # -- the trigger -----------------------------------------------------------------------------
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Yield one event (see the class docstring) when the transfer reaches the awaited state.
+
+        Store outages are retried every 5 s and failed state checks are logged and retried after the
+        next interval, so neither fails the task; the task's ``timeout`` bounds the wait.
+        """
         interval = self.fallback_check_interval
         if interval is None:
             interval = await asyncio.to_thread(get_fallback_check_interval)
@@ -209,7 +225,7 @@ class EdcCallbackTrigger(BaseTrigger):
         result: dict[str, Any] | None = None
         while subscription is None:
             try:
-                listener = get_listener(await asyncio.to_thread(get_store))
+                listener = await asyncio.to_thread(lambda: get_listener(get_store()).start())
                 subscription = listener.subscribe(
                     correlation_id=self.correlation_id, process_ids=[self.transfer_process_id]
                 )

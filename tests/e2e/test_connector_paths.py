@@ -105,8 +105,7 @@ def test_hook_reads_negotiation_and_agreement(edc_env: EdcEnvironment, edc_conn:
 def test_terminate_reaches_the_waiting_trigger_with_reason(
     edc_env: EdcEnvironment, edc_conn: EdcManagementHook, standalone_receiver: str, edc_config: str
 ) -> None:
-    from airflow_edc_callbacks.config import get_signing_key
-    from airflow_edc_callbacks.tokens import make_token
+    from airflow_edc_callbacks.tokens import get_signing_key, make_token
 
     correlation_id = "terminate-" + uuid.uuid4().hex[:8]
     callback = f"{standalone_receiver}/callbacks/{make_token(get_signing_key(), correlation_id)}"

@@ -89,3 +89,4 @@ def test_terminal_rules() -> None:
     assert state_outcome("started", WaitFor.STARTED) == "success"
     assert state_outcome("STARTED", WaitFor.COMPLETED) is None
     assert state_outcome("TERMINATED", WaitFor.COMPLETED) == "failed"
+    assert state_outcome("DEPROVISIONED", WaitFor.COMPLETED) == "failed"  # cannot tell; never a false success

@@ -63,6 +63,24 @@ BAD_INPUT = [
     pytest.param(url(), {"json": {"id": "x", "at": 1}}, 422, id="no-type-payload"),
     pytest.param(url(), {"json": {**envelope(), "at": "yesterday"}}, 422, id="bad-at"),
     pytest.param(url(), {"json": {**envelope(), "payload": {"assetId": "a"}}}, 422, id="no-process-id"),
+    pytest.param(url(), {"json": {**envelope(), "at": True}}, 422, id="bool-at"),
+    pytest.param(url(), {"json": {**envelope(), "at": 2**64}}, 422, id="huge-at"),
+    pytest.param(url(), {"json": {**envelope(), "at": -1}}, 422, id="negative-at"),
+    pytest.param(
+        url(),
+        {
+            "content": '{"id": "x", "at": 1, "type": "T", "payload": {"transferProcessId": "\\ud800"}}',
+            "headers": {"Content-Type": "application/json"},
+        },
+        422,
+        id="lone-surrogate",
+    ),
+    pytest.param(
+        url(),
+        {"content": "[" * 100_000 + "]" * 100_000, "headers": {"Content-Type": "application/json"}},
+        422,
+        id="deeply-nested",
+    ),
     pytest.param(
         url(),
         {

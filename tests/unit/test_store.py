@@ -61,7 +61,7 @@ def test_purge_deletes_only_old_events(store: EventStore) -> None:
 async def test_listener_wakes_subscribers_from_one_connection(store_url: str) -> None:
     writer = EventStore(store_url)  # another process's connection pool, as the receiver would have
     reader = EventStore(store_url)
-    listener = StoreListener(reader, poll_interval=0.02)
+    listener = StoreListener(reader, poll_interval=0.02).start()
     try:
         subs = [listener.subscribe(correlation_id=f"c{i}", process_ids=[f"tp-{i}"]) for i in range(200)]
         assert listener.subscription_count == 200
@@ -83,7 +83,7 @@ async def test_listener_wakes_subscribers_from_one_connection(store_url: str) ->
 
 
 async def test_listener_subscription_learns_process_id_later(store: EventStore) -> None:
-    listener = StoreListener(store, poll_interval=0.02)
+    listener = StoreListener(store, poll_interval=0.02).start()
     try:
         sub = listener.subscribe(correlation_id="c1")
         sub.add_process_id("tp-late")
@@ -101,3 +101,39 @@ def test_store_rejects_unreachable_database(tmp_path) -> None:
     not_a_dir.write_text("")
     with pytest.raises(StoreUnavailableError, match="Cannot open the callback event store"):
         EventStore(f"sqlite:///{not_a_dir}/events.db")
+
+
+async def test_listener_keeps_dispatching_after_a_purge(store: EventStore) -> None:
+    """Purged ids are never reused (AUTOINCREMENT), so the listener's cursor stays valid."""
+    for i in range(3):
+        _record(store, envelope(process_id=f"old-{i}"))
+    listener = StoreListener(store, poll_interval=0.02).start()
+    try:
+        assert store.purge(timedelta(0)) == 3
+        sub = listener.subscribe(process_ids=["tp-new"])
+        await asyncio.to_thread(_record, store, envelope("TransferProcessCompleted", "tp-new"), None)
+        got = await sub.wait(timeout=5)
+        assert [e.process_id for e in got] == ["tp-new"]
+        assert got[0].seq == 4
+    finally:
+        listener.stop()
+
+
+async def test_lookback_mode_dispatches_each_event_once(store: EventStore) -> None:
+    """The mode for databases whose ids are not in commit order (PostgreSQL): re-read a time window."""
+    listener = StoreListener(store, poll_interval=0.02, exact_cursor=False).start()
+    try:
+        sub = listener.subscribe(process_ids=["tp-w"])
+        await asyncio.to_thread(_record, store, envelope("TransferProcessStarted", "tp-w"), None)
+        first = await sub.wait(timeout=5)
+        await asyncio.to_thread(_record, store, envelope("TransferProcessCompleted", "tp-w"), None)
+        second = await sub.wait(timeout=5)
+        assert [e.event_type for e in first + second] == ["TransferProcessStarted", "TransferProcessCompleted"]
+        assert await sub.wait(timeout=0.2) == []  # the window is re-read, but nothing is delivered twice
+    finally:
+        listener.stop()
+
+
+async def test_subscribe_requires_a_started_listener(store: EventStore) -> None:
+    with pytest.raises(RuntimeError, match="start"):
+        StoreListener(store).subscribe(process_ids=["x"])

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_edc_callbacks.config import SIGNING_KEY_FILE, get_signing_key, parse_duration
-from airflow_edc_callbacks.tokens import correlation_id_for, make_token, verify_token
+from airflow_edc_callbacks.config import parse_duration
+from airflow_edc_callbacks.tokens import SIGNING_KEY_FILE, correlation_id_for, get_signing_key, make_token, verify_token
 
 KEY = b"k" * 32
 
@@ -42,7 +42,7 @@ def test_correlation_id_rules() -> None:
 
 def test_signing_key_generated_once_in_airflow_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("AIRFLOW__EDC_CALLBACKS__CALLBACK_SIGNING_KEY", raising=False)
-    monkeypatch.setattr("airflow_edc_callbacks.config.airflow_home", lambda: tmp_path)
+    monkeypatch.setattr("airflow_edc_callbacks.tokens.airflow_home", lambda: tmp_path)
     first = get_signing_key()
     assert first == get_signing_key()
     path = tmp_path / SIGNING_KEY_FILE

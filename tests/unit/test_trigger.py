@@ -76,9 +76,25 @@ def test_serialize_round_trip_holds_no_secret(edc_config: str) -> None:
     assert SIGNING_KEY.decode() not in flat
 
 
-def test_auto_is_rejected() -> None:
+def test_bad_arguments_are_rejected() -> None:
     with pytest.raises(ValueError, match="resolved"):
         make_trigger(wait_for="auto")
+    with pytest.raises(ValueError, match="fallback_check_interval must be positive"):
+        make_trigger(fallback_check_interval=0)
+
+
+async def test_another_tokens_event_cannot_finish_this_transfer(receiver: TestClient) -> None:
+    """A valid token vouches only for its own correlation id: a forged event for this transfer posted
+    with someone else's token (e.g. one printed by `callback-url`) is ignored."""
+    post(receiver, envelope("TransferProcessTerminated", TP, reason="forged"), correlation="someone-else")
+    task = asyncio.ensure_future(first_trigger_event(make_trigger()))
+    await until_subscribed()
+    done, _ = await asyncio.wait({task}, timeout=0.3)
+    assert not done, "an event posted with another token resumed the trigger"
+    await asyncio.to_thread(post, receiver, envelope("TransferProcessCompleted", TP))
+    payload = await asyncio.wait_for(task, 10)
+    assert payload["status"] == "success"
+    assert [t["type"] for t in payload["timeline"]] == ["TransferProcessCompleted"]
 
 
 async def test_event_stored_before_trigger_starts(receiver: TestClient) -> None:
