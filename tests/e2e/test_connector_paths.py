@@ -229,9 +229,17 @@ def test_retry_after_worker_crash_waits_for_the_running_transfer(
         )
 
     posts_before = len([r for r in edc_env.proxy.requests if r[1] == "POST"])
+    deferred_at = time.time()
     with pytest.raises(TaskDeferred) as first:
         operator().execute({"ti": ti})  # type: ignore[arg-type]
     transfer_id = first.value.trigger.transfer_process_id
+    assert first.value.method_name == "execute_complete"
+    assert first.value.timeout.total_seconds() == 24 * 3600
+    _, kwargs = first.value.trigger.serialize()
+    assert kwargs["wait_for"] == "completed"
+    # held until the deferring worker has exited: [workers] min_heartbeat_interval (default 5) + 1 s
+    assert 5.5 < kwargs["not_before"] - deferred_at < 7.5
+    assert edc_env.connectors.consumer_api_key not in str(kwargs)
     store = EventStore(edc_config)
     wait_until(lambda: store.events(process_id=transfer_id), 30, "the first callback of try 1")
     with pytest.raises(TaskDeferred) as second:  # try 2 of the same task instance
