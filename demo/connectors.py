@@ -284,12 +284,18 @@ def build(force: bool = False) -> Path:
     return LIB_DIR
 
 
-def _healthy(url: str, timeout: float = 2.0) -> bool:
+def _health(url: str, timeout: float = 2.0) -> tuple[bool, str]:
+    """``(healthy, what the endpoint said)``; the text goes into start-up errors."""
     try:
         r = httpx.get(url, timeout=timeout)
-        return r.status_code == 200 and bool(r.json().get("isSystemHealthy"))
-    except (httpx.HTTPError, ValueError):
-        return False
+        healthy = r.status_code == 200 and bool(r.json().get("isSystemHealthy"))
+        return healthy, f"HTTP {r.status_code} {r.text[:500]}"
+    except (httpx.HTTPError, ValueError) as err:
+        return False, repr(err)
+
+
+def _healthy(url: str, timeout: float = 2.0) -> bool:
+    return _health(url, timeout)[0]
 
 
 def _port_open(port: int) -> bool:
@@ -336,11 +342,31 @@ def _handle(
     )
 
 
+def _wait_healthy(procs: dict[str, subprocess.Popen[bytes]], workdir: Path, timeout: float) -> None:
+    """Wait until both health endpoints say healthy; raise :class:`ConnectorError` with details."""
+    deadline = time.monotonic() + timeout
+    for side in (PROVIDER, CONSUMER):
+        while True:
+            healthy, said = _health(side.health_url, timeout=1.0)
+            if healthy:
+                break
+            proc = procs[side.name]
+            log = workdir / f"{side.name}.log"
+            if proc.poll() is not None:
+                raise ConnectorError(f"{side.name} JVM exited with {proc.returncode}; log {log}:\n{_tail(log)}")
+            if time.monotonic() > deadline:
+                raise ConnectorError(
+                    f"{side.name} not healthy after {timeout}s at {side.health_url} (last answer: {said}); "
+                    f"log tail:\n{_tail(log)}"
+                )
+            time.sleep(0.2)
+
+
 def start(
     workdir: Path,
     data_server_url: str,
     *,
-    timeout: float = 120.0,
+    timeout: float = 60.0,
     reuse: bool = True,
     seed: bool = True,
     jvm_opts: tuple[str, ...] = DEFAULT_JVM_OPTS,
@@ -370,30 +396,23 @@ def start(
         if busy:
             raise ConnectorError(f"ports already in use but connectors not healthy: {busy}")
         lib_dir = build()
-        procs: dict[str, subprocess.Popen[bytes]] = {}
-        conns = _handle(workdir, data_server_url, owned=True, processes=procs)
-        try:
-            for side in (PROVIDER, CONSUMER):
-                procs[side.name] = _spawn(side, lib_dir, workdir, jvm_opts)
-            deadline = time.monotonic() + timeout
-            for side in (PROVIDER, CONSUMER):
-                while not _healthy(side.health_url, timeout=1.0):
-                    proc = procs[side.name]
-                    if proc.poll() is not None:
-                        raise ConnectorError(
-                            f"{side.name} JVM exited with {proc.returncode}; "
-                            f"log {workdir / (side.name + '.log')}:\n"
-                            f"{_tail(workdir / (side.name + '.log'))}"
-                        )
-                    if time.monotonic() > deadline:
-                        raise ConnectorError(
-                            f"{side.name} not healthy after {timeout}s at {side.health_url}; "
-                            f"log tail:\n{_tail(workdir / (side.name + '.log'))}"
-                        )
-                    time.sleep(0.2)
-        except BaseException:
-            conns.stop()
-            raise
+        attempts = 2  # one restart: a JVM pair that never turns healthy was seen once in many starts
+        for attempt in range(1, attempts + 1):
+            procs: dict[str, subprocess.Popen[bytes]] = {}
+            conns = _handle(workdir, data_server_url, owned=True, processes=procs)
+            try:
+                for side in (PROVIDER, CONSUMER):
+                    procs[side.name] = _spawn(side, lib_dir, workdir, jvm_opts)
+                _wait_healthy(procs, workdir, timeout)
+                break
+            except ConnectorError as err:
+                conns.stop()
+                if attempt == attempts or "exited" in str(err):
+                    raise
+                print(f"[connectors] restarting the connectors once: {err}", file=sys.stderr, flush=True)
+            except BaseException:
+                conns.stop()
+                raise
     if seed:
         try:
             seed_provider(conns)
