@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                 "AIRFLOW_CONN_EDC_DEFAULT": json.dumps(connection),
                 "AIRFLOW__EDC_CALLBACKS__CALLBACK_BASE_URL": f"http://127.0.0.1:{args.airflow_port}/edc-callbacks",
             }
-            _say("Starting airflow standalone (api-server with the receiver plugin, scheduler, dag-processor, triggerer)...")
+            _say("Starting airflow standalone (api-server with the receiver, scheduler, dag-processor, triggerer)...")
             with AirflowStandalone(workdir / "airflow", REPO / "dags", port=args.airflow_port, extra_env=env) as af:
                 af.wait_for_dag(DAG_ID, deadline_s=120)
                 conf = {
