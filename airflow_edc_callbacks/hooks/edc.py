@@ -18,7 +18,7 @@ from airflow.sdk import BaseHook
 
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
 from airflow_edc_callbacks.exceptions import EdcApiError, EdcTransportError
-from airflow_edc_callbacks.models import EDC_CONTEXT, jsonld_get, normalize_jsonld
+from airflow_edc_callbacks.models import EDC_CONTEXT, EDC_NAMESPACE, as_list, jsonld_get, normalize_jsonld
 
 __all__ = ["DEFAULT_PROTOCOL", "EdcConnectionSettings", "EdcManagementHook"]
 
@@ -315,6 +315,37 @@ class EdcManagementHook(BaseHook):
         """Async :meth:`get_transfer_state`."""
         body = await self._asend("GET", f"/v3/transferprocesses/{transfer_process_id}/state")
         return str(jsonld_get(body or {}, "state", ""))
+
+    def query_transfer_processes(
+        self, filter_expression: Sequence[Mapping[str, Any]] = (), limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """``POST /v3/transferprocesses/request`` with a ``QuerySpec``; normalised processes.
+
+        :param filter_expression: EDC criteria, e.g.
+            ``[{"operandLeft": "contractId", "operator": "=", "operandRight": "..."}]``.
+        :param limit: at most this many processes.
+        """
+        query = {
+            "@context": EDC_CONTEXT,
+            "@type": "QuerySpec",
+            "limit": limit,
+            "filterExpression": [dict(f) for f in filter_expression],
+        }
+        body = self._send("POST", "/v3/transferprocesses/request", query)
+        return [dict(normalize_jsonld(p)) for p in as_list(body)]
+
+    def find_transfer_processes(self, private_property: str, value: str) -> list[dict[str, Any]]:
+        """Transfer processes whose ``privateProperties`` hold ``private_property`` = ``value``.
+
+        The key is matched in the EDC namespace (``privateProperties.'<EDC IRI><key>'``, the quoted form
+        EDC's query resolver needs for keys with dots).
+        """
+        criterion = {
+            "operandLeft": f"privateProperties.'{EDC_NAMESPACE}{private_property}'",
+            "operator": "=",
+            "operandRight": value,
+        }
+        return self.query_transfer_processes([criterion])
 
     def terminate_transfer(self, transfer_process_id: str, reason: str) -> None:
         """``POST /v3/transferprocesses/{id}/terminate`` with ``reason`` (mandatory in EDC).

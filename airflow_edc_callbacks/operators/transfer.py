@@ -14,13 +14,11 @@ from airflow_edc_callbacks.config import DEFAULT_CONN_ID, get_callback_base_url
 from airflow_edc_callbacks.exceptions import EdcCallbacksError, EdcTransferFailed, TriggerEventError
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.models import (
-    TERMINAL_TRANSFER_EVENTS,
     TERMINAL_TRANSFER_STATES,
-    TRANSFER_EVENT_PREFIX,
     iso_from_epoch_ms,
+    jsonld_get,
     resolve_wait_for,
 )
-from airflow_edc_callbacks.store import get_store
 from airflow_edc_callbacks.tokens import correlation_id_for, get_signing_key, make_token
 from airflow_edc_callbacks.triggers.callback import EdcCallbackTrigger
 
@@ -49,9 +47,9 @@ class EdcTransferOperator(BaseOperator):
     event: ``TransferProcessCompleted`` (PUSH), ``TransferProcessStarted`` (PULL, the EDR is ready) or
     ``TransferProcessTerminated`` (the task fails with the connector's reason and the transfer id).
 
-    A retry of the same task instance first looks for a transfer process an earlier try started that
-    is not finished (in the event store, confirmed by one state request) and waits for it instead of
-    starting a second one.
+    A retry of the same task instance (try 2 and later) first asks the connector, in one query, for a
+    transfer process an earlier try started that is not finished, and waits for it instead of starting
+    a second one.
 
     :param contract_id: the contract agreement id (templated).
     :param counter_party_address: the provider's DSP address, e.g. ``http://provider:19194/protocol/2025-1``
@@ -138,7 +136,8 @@ class EdcTransferOperator(BaseOperator):
             ti.dag_id, ti.run_id, ti.task_id, ti.map_index if ti.map_index is not None else -1
         )
         hook = self._hook()
-        transfer_id = self._find_unfinished_transfer(hook, correlation_id) if self.reattach else None
+        earlier_try = self.reattach and (getattr(ti, "try_number", 1) or 1) > 1
+        transfer_id = self._find_unfinished_transfer(hook, correlation_id) if earlier_try else None
         if transfer_id is None:
             callback_base = get_callback_base_url()
             token = make_token(get_signing_key(), correlation_id)
@@ -177,30 +176,23 @@ class EdcTransferOperator(BaseOperator):
         return self.execute_complete(context, event)
 
     def _find_unfinished_transfer(self, hook: EdcManagementHook, correlation_id: str) -> str | None:
-        """The transfer process an earlier try of this task instance started and that is still running."""
-        events = get_store().events(correlation_id=correlation_id)
-        finished: set[str] = set()
-        candidates: list[str] = []
-        for stored in events:
-            if stored.process_id is None or not stored.event_type.startswith(TRANSFER_EVENT_PREFIX):
-                continue
-            if stored.event_type in TERMINAL_TRANSFER_EVENTS:
-                finished.add(stored.process_id)
-            elif stored.process_id not in candidates:
-                candidates.append(stored.process_id)
-        for process_id in reversed(candidates):
-            if process_id in finished:
-                continue
-            state = hook.get_transfer_state(process_id)
-            if state and state.upper() not in TERMINAL_TRANSFER_STATES:
-                self.log.info(
-                    "Waiting for transfer process %s (state %s) that an earlier try started, instead of "
-                    "starting a second one",
-                    process_id,
-                    state,
-                )
-                return process_id
-        return None
+        """The transfer process an earlier try of this task instance started and that is still running.
+
+        One query to the connector, on the ``privateProperties`` entry every transfer this operator
+        starts carries, so it also finds a transfer whose callbacks never reached the receiver.
+        """
+        processes = hook.find_transfer_processes(CORRELATION_PROPERTY, correlation_id)
+        running = [p for p in processes if str(jsonld_get(p, "state", "")).upper() not in TERMINAL_TRANSFER_STATES]
+        if not running:
+            return None
+        latest = max(running, key=lambda p: int(jsonld_get(p, "stateTimestamp", 0) or 0))
+        process_id = str(jsonld_get(latest, "@id"))
+        self.log.info(
+            "Waiting for transfer process %s (state %s) that an earlier try started, instead of starting a second one",
+            process_id,
+            jsonld_get(latest, "state"),
+        )
+        return process_id
 
     async def _wait_in_worker(self, trigger: EdcCallbackTrigger) -> dict[str, Any]:
         events: Any = trigger.run()
