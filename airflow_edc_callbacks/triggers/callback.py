@@ -2,9 +2,10 @@
 
 It reads the event store first (callbacks can arrive before the task defers, or while the triggerer
 restarts), then waits on the process-wide store listener. After ``fallback_check_interval`` seconds
-without any callback for the transfer it asks the connector for the state once (EDC never re-delivers a
-callback that failed), and says so in the event (``source = "state_check"``). While callbacks flow the
-connector is not asked.
+without any callback for the transfer it asks the connector for the state, once (EDC never re-delivers
+a callback that failed); if the transfer is not finished yet it waits another interval of silence
+before asking again. A result found that way says so (``source = "state_check"``). While callbacks flow
+the connector is not asked.
 """
 
 from __future__ import annotations

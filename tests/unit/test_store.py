@@ -59,8 +59,16 @@ def test_purge_deletes_only_old_events(store: EventStore) -> None:
 
 
 async def test_listener_wakes_subscribers_from_one_connection(store_url: str) -> None:
+    from sqlalchemy import event
+
     writer = EventStore(store_url)  # another process's connection pool, as the receiver would have
     reader = EventStore(store_url)
+    fetches: list[str] = []
+    event.listen(
+        reader.engine,
+        "before_cursor_execute",
+        lambda _c, _cur, statement, *_: fetches.append(statement) if "FROM edc_callback_event" in statement else None,
+    )
     listener = StoreListener(reader, poll_interval=0.02).start()
     try:
         subs = [listener.subscribe(correlation_id=f"c{i}", process_ids=[f"tp-{i}"]) for i in range(200)]
@@ -73,6 +81,9 @@ async def test_listener_wakes_subscribers_from_one_connection(store_url: str) ->
         assert [e.correlation_id for e in got9] == ["c9"]
         assert subs[8].drain() == []
         assert listener.wakeups == 2
+        # 200 waiting subscriptions cost one connection and one fetch per change, not one per subscription
+        assert reader.engine.pool.checkedout() == 1
+        assert 1 <= len(fetches) <= 4, fetches
         for sub in subs:
             sub.close()
         assert listener.subscription_count == 0
