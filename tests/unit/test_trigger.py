@@ -167,7 +167,7 @@ def _start_trigger_process(env: dict[str, str]) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.run_trigger", classpath, json.dumps(kwargs)],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
         text=True,
         env=env,
         start_new_session=True,
@@ -190,13 +190,17 @@ def test_triggerer_restart_while_waiting_still_resumes(receiver: TestClient) -> 
         first.wait(timeout=10)
         post(receiver, envelope("TransferProcessCompleted", TP))  # arrives while no trigger runs
         second = _start_trigger_process(env)  # the trigger is re-created from its serialized kwargs
-        out, _ = second.communicate(timeout=30)
+        second.wait(timeout=30)  # its output is small; read it from the same buffered pipe afterwards
+        assert second.stdout is not None
+        out = second.stdout.read()
     finally:
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
-    payload = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    payloads = [line for line in out.splitlines() if line.startswith('{"status"')]
+    assert payloads, f"the restarted trigger printed no event:\n{out}"
+    payload = json.loads(payloads[-1])
     assert payload["status"] == "success"
     assert [t["type"] for t in payload["timeline"]] == ["TransferProcessStarted", "TransferProcessCompleted"]
 
