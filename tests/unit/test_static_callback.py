@@ -1,0 +1,127 @@
+"""Static callback registrations (Airflow connections in a real metastore) and the connector settings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from airflow_edc_callbacks.hooks.static_callback import (
+    EdcStaticCallbackHook,
+    StaticCallbackRegistration,
+    check_name,
+    connector_settings,
+    render_settings,
+)
+
+BASE = "http://airflow:8080/edc-callbacks"
+REG = StaticCallbackRegistration(
+    name="cb1", secret="s3cret", events=("transfer.process", "contract.negotiation"), vault_alias="cb1-secret"
+)
+
+
+def test_settings_for_018_and_016_differ_exactly_in_auth_key_names() -> None:
+    new = connector_settings(REG, BASE, "0.18.0")
+    old = connector_settings(REG, BASE, "0.16.1")
+    assert new == {
+        "edc.callback.cb1.uri": "http://airflow:8080/edc-callbacks/callbacks/static/cb1",
+        "edc.callback.cb1.events": "transfer.process,contract.negotiation",
+        "edc.callback.cb1.transactional": "false",
+        "edc.callback.cb1.auth.key": "X-Edc-Callback-Auth",
+        "edc.callback.cb1.auth.codeid": "cb1-secret",
+    }
+    assert set(new) ^ set(old) == {
+        "edc.callback.cb1.auth.key",
+        "edc.callback.cb1.auth.codeid",
+        "edc.callback.cb1.auth-key",
+        "edc.callback.cb1.auth-code-id",
+    }
+    assert {k: v for k, v in new.items() if "auth" not in k} == {k: v for k, v in old.items() if "auth" not in k}
+    assert old["edc.callback.cb1.auth-key"] == new["edc.callback.cb1.auth.key"]
+    assert old["edc.callback.cb1.auth-code-id"] == new["edc.callback.cb1.auth.codeid"]
+
+
+def test_render_properties_and_env() -> None:
+    settings = connector_settings(REG, BASE, "0.18.0")
+    assert render_settings(settings, "properties").splitlines()[0] == (
+        "edc.callback.cb1.uri=http://airflow:8080/edc-callbacks/callbacks/static/cb1"
+    )
+    env = render_settings(settings, "env").splitlines()
+    assert env[0] == "EDC_CALLBACK_CB1_URI=http://airflow:8080/edc-callbacks/callbacks/static/cb1"
+    assert "EDC_CALLBACK_CB1_AUTH_CODEID=cb1-secret" in env
+    with pytest.raises(ValueError, match="no environment-variable form"):
+        render_settings(connector_settings(REG, BASE, "0.16.0"), "env")
+
+
+@pytest.mark.parametrize("name", ["CB1", "cb_1", "cb-1", "cb.1", ""])
+def test_names_must_survive_environment_variables(name: str) -> None:
+    with pytest.raises(ValueError, match="lowercase letters or digits"):
+        check_name(name)
+
+
+def test_secret_is_not_in_repr() -> None:
+    assert "s3cret" not in repr(REG)
+
+
+@pytest.fixture
+def metastore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A real Airflow metastore (SQLite) in a fresh AIRFLOW_HOME, migrated by `airflow db migrate`."""
+    home = tmp_path / "airflow"
+    env = {"AIRFLOW_HOME": str(home), "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db"}
+    airflow_cli = str(Path(sys.executable).parent / "airflow")
+    subprocess.run(
+        [airflow_cli, "db", "migrate"], check=True, capture_output=True, env={**__import__("os").environ, **env}
+    )
+    return home
+
+
+def test_register_rotate_list_unregister_in_the_metastore(metastore: Path) -> None:
+    script = r"""
+import json
+from airflow_edc_callbacks.hooks.static_callback import EdcStaticCallbackHook
+hook = EdcStaticCallbackHook()
+first = hook.register("cb1", ["transfer.process"])
+again = hook.register("cb1", ["transfer.process", "contract.negotiation"])
+rotated = hook.register("cb1", ["transfer.process"], rotate=True)
+read = hook.get_registration("cb1")
+print(json.dumps({
+    "same_secret_on_update": first.secret == again.secret,
+    "new_secret_on_rotate": rotated.secret != again.secret,
+    "read_back": read is not None and read.secret == rotated.secret and read.events == ("transfer.process",),
+    "listed": hook.list_registrations(),
+    "unknown": hook.get_registration("nope") is None,
+    "deleted": hook.unregister("cb1"),
+    "gone": hook.get_registration("cb1") is None,
+}))
+"""
+    env = {
+        **__import__("os").environ,
+        "AIRFLOW_HOME": str(metastore),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{metastore}/airflow.db",
+    }
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, env=env).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result == {
+        "same_secret_on_update": True,
+        "new_secret_on_rotate": True,
+        "read_back": True,
+        "listed": ["cb1"],
+        "unknown": True,
+        "deleted": True,
+        "gone": True,
+    }
+
+
+def test_registration_from_an_environment_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = {"conn_type": "edc_static_callback", "password": "envsecret", "extra": {"events": ["transfer.process"]}}
+    monkeypatch.setenv("AIRFLOW_CONN_EDC_STATIC_CALLBACK_CB2", json.dumps(conn))
+    registration = EdcStaticCallbackHook().get_registration("cb2")
+    assert registration is not None
+    assert (registration.secret, registration.events, registration.vault_alias) == (
+        "envsecret",
+        ("transfer.process",),
+        "edc-static-callback-cb2",
+    )
