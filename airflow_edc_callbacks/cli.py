@@ -81,6 +81,39 @@ def _purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _static_config(args: argparse.Namespace) -> int:
+    from airflow_edc_callbacks.hooks.static_callback import (
+        EdcStaticCallbackHook,
+        connector_settings,
+        render_settings,
+    )
+
+    hook = EdcStaticCallbackHook()
+    if args.events:
+        events = [e.strip() for item in args.events for e in item.split(",") if e.strip()]
+        registration = hook.register(
+            args.name, events, auth_header=args.auth_header, vault_alias=args.vault_alias, rotate=args.rotate
+        )
+    else:
+        found = hook.get_registration(args.name)
+        if found is None:
+            raise ValueError(f"No static callback {args.name!r} is registered; pass --events to register it")
+        registration = found
+    base = (args.base_url or get_callback_base_url()).rstrip("/")
+    settings = connector_settings(registration, base, args.connector_version)
+    sys.stdout.write(render_settings(settings, args.format))
+    secret_note = (
+        registration.secret
+        if args.show_secret
+        else f"see `airflow connections get {registration.conn_id}` (password), or pass --show-secret"
+    )
+    print(
+        f"# Store the secret in the connector's vault under alias {registration.vault_alias!r}: {secret_note}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (every subcommand has ``--help``)."""
     parser = argparse.ArgumentParser(
@@ -109,6 +142,27 @@ def build_parser() -> argparse.ArgumentParser:
     url.add_argument("--correlation-id", help="Correlation id to sign (default: a new random one).")
     url.add_argument("--base-url", help="Receiver base URL (default [edc_callbacks] callback_base_url).")
     url.set_defaults(func=_callback_url)
+
+    static = sub.add_parser(
+        "static-config",
+        help="Register a static callback (or read its registration) and print the connector settings for it.",
+    )
+    static.add_argument("name", help="Callback name: lowercase letters and digits (edc.callback.<name>.*).")
+    static.add_argument(
+        "--events",
+        nargs="+",
+        help="Event prefixes, e.g. transfer.process contract.negotiation (registers or updates the callback).",
+    )
+    static.add_argument(
+        "--connector-version", default="0.18.0", help="EDC version of the connector (auth key names; default 0.18.0)."
+    )
+    static.add_argument("--format", choices=["properties", "env"], default="properties", help="Output format.")
+    static.add_argument("--rotate", action="store_true", help="Generate a new secret.")
+    static.add_argument("--auth-header", default="X-Edc-Callback-Auth", help="Header carrying the secret.")
+    static.add_argument("--vault-alias", help="Vault alias of the secret (default edc-static-callback-<name>).")
+    static.add_argument("--base-url", help="Receiver base URL (default [edc_callbacks] callback_base_url).")
+    static.add_argument("--show-secret", action="store_true", help="Print the secret (on standard error).")
+    static.set_defaults(func=_static_config)
 
     purge = sub.add_parser("purge", help="Delete events older than a duration.")
     purge.add_argument("--older-than", help="e.g. 7d, 12h, 30m (default [edc_callbacks] retention, 7d).")

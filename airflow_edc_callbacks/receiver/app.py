@@ -1,5 +1,9 @@
 """The callback receiver: a FastAPI app that verifies, validates and durably stores EDC callback events.
 
+Routes: ``POST /callbacks/{token}`` (dynamic callbacks; the signed token names the task),
+``POST /callbacks/static/{name}`` (static callbacks; the registration's header and secret are required,
+events are routed by their process id), ``GET /health``.
+
 Mounted on the Airflow api-server at ``/edc-callbacks`` by the provider's plugin, or served standalone
 by ``airflow-edc-callbacks serve``. It answers 2xx only after the event is committed to the store, and
 4xx (never 5xx) to bad input, storing nothing:
@@ -8,8 +12,8 @@ by ``airflow-edc-callbacks serve``. It answers 2xx only after the event is commi
 status  when
 ======  =====================================================================
 200     stored (``{"status": "stored"}``) or already stored (``"duplicate"``)
-401     an auth header is configured and the request lacks it or it is wrong
-404     the token's signature does not verify
+401     the auth header (configured, or the static registration's) is missing or wrong
+404     the token's signature does not verify, or no static callback has that name
 413     the body is larger than ``[edc_callbacks] max_body_size`` (1 MiB)
 415     the body is not JSON (content type or content)
 422     the JSON is not an EDC event envelope
@@ -22,7 +26,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -36,6 +42,7 @@ from airflow_edc_callbacks.config import (
     get_store_url,
 )
 from airflow_edc_callbacks.exceptions import StoreUnavailableError
+from airflow_edc_callbacks.hooks.static_callback import EdcStaticCallbackHook, StaticCallbackRegistration, check_name
 from airflow_edc_callbacks.models import EventEnvelope
 from airflow_edc_callbacks.store import EventStore, get_store
 from airflow_edc_callbacks.tokens import get_signing_key, verify_token
@@ -55,6 +62,9 @@ class ReceiverSettings:
         it is read from ``callback_auth_secret`` / ``callback_auth_header``, else no header is checked.
     :ivar auth_from_config: whether a ``None`` ``auth`` is read from the configuration.
     :ivar max_body_bytes: the largest accepted body, in bytes.
+    :ivar static_lookup: finds a static callback registration by name (default: the registration
+        connections, see :class:`~airflow_edc_callbacks.hooks.static_callback.EdcStaticCallbackHook`).
+    :ivar static_cache_seconds: how long a lookup (found or not) is reused.
     """
 
     store_url: str | None = None
@@ -62,7 +72,10 @@ class ReceiverSettings:
     auth: tuple[str, str] | None = None
     auth_from_config: bool = True
     max_body_bytes: int | None = None
+    static_lookup: Callable[[str], StaticCallbackRegistration | None] | None = None
+    static_cache_seconds: float = 30.0
     _store: EventStore | None = None
+    _static_cache: dict[str, tuple[float, StaticCallbackRegistration | None]] = field(default_factory=dict)
 
     def resolve(self) -> ReceiverSettings:
         if self.signing_key is None:
@@ -75,6 +88,24 @@ class ReceiverSettings:
         if self.store_url is None:
             self.store_url = get_store_url()
         return self
+
+    def static_registration(self, name: str) -> StaticCallbackRegistration | None:
+        """The static callback registered as ``name`` (cached ``static_cache_seconds``), or ``None``.
+
+        Blocking (a connection lookup): call it from a thread.
+        """
+        now = time.monotonic()
+        cached = self._static_cache.get(name)
+        if cached is not None and now - cached[0] < self.static_cache_seconds:
+            return cached[1]
+        try:
+            check_name(name)
+        except ValueError:
+            return None
+        lookup = self.static_lookup or EdcStaticCallbackHook().get_registration
+        registration = lookup(name)
+        self._static_cache[name] = (now, registration)
+        return registration
 
     @property
     def store(self) -> EventStore:
@@ -113,6 +144,50 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _accept_event(
+    request: Request, cfg: ReceiverSettings, *, correlation_id: str | None, route: str
+) -> JSONResponse:
+    """Validate and store one event (after the route checked who sent it); the shared part of both routes."""
+    if not _is_json_media_type(request.headers.get("content-type")):
+        return _error(415, "Content-Type must be application/json")
+    try:
+        raw = await _read_body(request, cfg.max_body_bytes or 0)
+    except _Rejected as rejected:
+        return rejected.response
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        return _error(415, "Body is not valid JSON")
+    except RecursionError:
+        return _error(422, "JSON nested too deeply for an EDC EventEnvelope")
+    if not isinstance(body, dict):
+        return _error(422, "Body must be a JSON object (an EDC EventEnvelope)")
+    try:
+        envelope = EventEnvelope.model_validate(body)
+    except ValidationError as err:
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in err.errors(include_url=False)]
+        return JSONResponse({"detail": errors}, status_code=422)
+    if envelope.payload.process_id is None:
+        return _error(422, "payload has neither transferProcessId nor contractNegotiationId")
+    try:
+        inserted = await run_in_threadpool(cfg.store.record, envelope, body, correlation_id=correlation_id, route=route)
+    except StoreUnavailableError as err:
+        log.error("Callback %s (%s) not stored: %s", envelope.id, envelope.type, err)
+        return _error(503, "Event store unavailable", {"Retry-After": "5"})
+    except (ValueError, OverflowError, RecursionError) as err:  # the database refused a value
+        log.warning("Callback %s (%s) not storable: %s", envelope.id, envelope.type, type(err).__name__)
+        return _error(422, "Event envelope has values the store cannot hold")
+    log.info(
+        "Callback %s %s for %s via %s (%s)",
+        envelope.type,
+        envelope.id,
+        envelope.payload.process_id,
+        route,
+        "stored" if inserted else "duplicate",
+    )
+    return JSONResponse({"status": "stored" if inserted else "duplicate", "id": envelope.id})
+
+
 def _get_settings(request: Request) -> ReceiverSettings:
     settings: ReceiverSettings = request.app.state.edc_settings
     return settings.resolve()
@@ -134,6 +209,16 @@ _CALLBACK_OPENAPI: dict[str, Any] = {
         "415": {"description": "Body is not JSON"},
         "422": {"description": "Body is not an EDC event envelope"},
         "503": {"description": "Event store unavailable; nothing stored"},
+    },
+}
+
+
+_STATIC_OPENAPI: dict[str, Any] = {
+    **_CALLBACK_OPENAPI,
+    "responses": {
+        **_CALLBACK_OPENAPI["responses"],
+        "401": {"description": "The registration's auth header is missing or wrong"},
+        "404": {"description": "No static callback registered under this name"},
     },
 }
 
@@ -169,47 +254,22 @@ def create_app(settings: ReceiverSettings | None = None) -> FastAPI:
             given = request.headers.get(header, "")
             if not hmac.compare_digest(given.encode(), expected.encode()):
                 return _error(401, f"Missing or wrong {header} header")
-        if not _is_json_media_type(request.headers.get("content-type")):
-            return _error(415, "Content-Type must be application/json")
-        try:
-            raw = await _read_body(request, cfg.max_body_bytes or 0)
-        except _Rejected as rejected:
-            return rejected.response
-        try:
-            body = json.loads(raw)
-        except (UnicodeDecodeError, ValueError):
-            return _error(415, "Body is not valid JSON")
-        except RecursionError:
-            return _error(422, "JSON nested too deeply for an EDC EventEnvelope")
-        if not isinstance(body, dict):
-            return _error(422, "Body must be a JSON object (an EDC EventEnvelope)")
-        try:
-            envelope = EventEnvelope.model_validate(body)
-        except ValidationError as err:
-            errors = [
-                {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in err.errors(include_url=False)
-            ]
-            return JSONResponse({"detail": errors}, status_code=422)
-        if envelope.payload.process_id is None:
-            return _error(422, "payload has neither transferProcessId nor contractNegotiationId")
-        try:
-            inserted = await run_in_threadpool(
-                cfg.store.record, envelope, body, correlation_id=correlation_id, route="dynamic"
-            )
-        except StoreUnavailableError as err:
-            log.error("Callback %s (%s) not stored: %s", envelope.id, envelope.type, err)
-            return _error(503, "Event store unavailable", {"Retry-After": "5"})
-        except (ValueError, OverflowError, RecursionError) as err:  # the database refused a value
-            log.warning("Callback %s (%s) not storable: %s", envelope.id, envelope.type, type(err).__name__)
-            return _error(422, "Event envelope has values the store cannot hold")
-        log.info(
-            "Callback %s %s for %s (%s)",
-            envelope.type,
-            envelope.id,
-            envelope.payload.process_id,
-            "stored" if inserted else "duplicate",
-        )
-        return JSONResponse({"status": "stored" if inserted else "duplicate", "id": envelope.id})
+        return await _accept_event(request, cfg, correlation_id=correlation_id, route="dynamic")
+
+    @router.post(
+        "/callbacks/static/{name}",
+        summary="Receive a static callback event (edc.callback.<name>.* on the connector)",
+        openapi_extra=_STATIC_OPENAPI,
+        responses={200: {"content": {"application/json": {}}}},
+    )
+    async def receive_static_callback(name: str, request: Request, cfg: SettingsDep) -> JSONResponse:
+        registration = await run_in_threadpool(cfg.static_registration, name)
+        if registration is None:
+            return _error(404, "Unknown static callback")
+        given = request.headers.get(registration.auth_header, "")
+        if not hmac.compare_digest(given.encode(), registration.secret.encode()):
+            return _error(401, f"Missing or wrong {registration.auth_header} header")
+        return await _accept_event(request, cfg, correlation_id=None, route=f"static:{name}")
 
     @router.get("/health", summary="Receiver and store health")
     async def health(cfg: SettingsDep) -> JSONResponse:

@@ -146,7 +146,7 @@ def test_store_down_answers_503_not_2xx(tmp_path, store_url: str) -> None:
 
 def test_openapi_document(client: TestClient) -> None:
     doc = client.get("/openapi.json").json()
-    assert set(doc["paths"]) == {"/callbacks/{token}", "/health"}
+    assert set(doc["paths"]) == {"/callbacks/{token}", "/callbacks/static/{name}", "/health"}
     post = doc["paths"]["/callbacks/{token}"]["post"]
     assert post["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/EventEnvelope"
@@ -154,3 +154,54 @@ def test_openapi_document(client: TestClient) -> None:
     assert {"401", "404", "413", "415", "422", "503"} <= set(post["responses"])
     assert "EventEnvelope" in doc["components"]["schemas"]
     assert client.get("/docs").status_code == 404
+
+
+STATIC_SECRET = "static-s3cret"
+
+
+@pytest.fixture
+def static_cb1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A static callback registration `cb1`, kept as an Airflow connection (environment secrets backend)."""
+    conn = {
+        "conn_type": "edc_static_callback",
+        "password": STATIC_SECRET,
+        "extra": {"events": ["transfer.process"], "auth_header": "X-Static-Auth"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_EDC_STATIC_CALLBACK_CB1", json.dumps(conn))
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        pytest.param("/callbacks/static/cb2", {"X-Static-Auth": STATIC_SECRET}, 404, id="unknown-name"),
+        pytest.param("/callbacks/static/CB_1", {"X-Static-Auth": STATIC_SECRET}, 404, id="invalid-name"),
+        pytest.param("/callbacks/static/cb1", {}, 401, id="missing-secret"),
+        pytest.param("/callbacks/static/cb1", {"X-Static-Auth": "wrong"}, 401, id="wrong-secret"),
+        pytest.param("/callbacks/static/cb1", {"X-Edc-Callback-Auth": STATIC_SECRET}, 401, id="secret-in-other-header"),
+    ],
+)
+def test_static_route_rejects_and_stores_nothing(
+    static_cb1: None, client: TestClient, store: EventStore, path: str, headers: dict, status: int
+) -> None:
+    response = client.post(path, json=envelope(), headers=headers)
+    assert response.status_code == status, response.text
+    assert store.events() == []
+
+
+def test_static_route_stores_by_process_id(static_cb1: None, client: TestClient, store: EventStore) -> None:
+    body = envelope("TransferProcessStarted", "tp-static", type="PROVIDER")
+    response = client.post("/callbacks/static/cb1", json=body, headers={"X-Static-Auth": STATIC_SECRET})
+    assert response.json() == {"status": "stored", "id": body["id"]}
+    [stored] = store.events(process_id="tp-static")
+    assert (stored.routes, stored.correlation_id) == (("static:cb1",), None)
+
+
+def test_event_by_both_routes_is_stored_once_with_both_routes(
+    static_cb1: None, client: TestClient, store: EventStore
+) -> None:
+    body = envelope("TransferProcessCompleted", "tp-both")
+    assert client.post("/callbacks/static/cb1", json=body, headers={"X-Static-Auth": STATIC_SECRET}).status_code == 200
+    assert client.post(url("corr-both"), json=body).json()["status"] == "duplicate"
+    [stored] = store.events(process_id="tp-both")
+    assert stored.routes == ("static:cb1", "dynamic")
+    assert stored.correlation_id == "corr-both"

@@ -125,3 +125,51 @@ def test_registration_from_an_environment_connection(monkeypatch: pytest.MonkeyP
         ("transfer.process",),
         "edc-static-callback-cb2",
     )
+
+
+def test_static_config_cli_registers_and_renders(metastore: Path) -> None:
+    env = {
+        **__import__("os").environ,
+        "AIRFLOW_HOME": str(metastore),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{metastore}/airflow.db",
+    }
+    cli = [sys.executable, "-m", "airflow_edc_callbacks.cli", "static-config", "cb9"]
+    first = subprocess.run(
+        [
+            *cli,
+            "--events",
+            "transfer.process",
+            "--connector-version",
+            "0.16.1",
+            "--base-url",
+            "http://af/edc-callbacks",
+            "--show-secret",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert first.stdout.splitlines() == [
+        "edc.callback.cb9.uri=http://af/edc-callbacks/callbacks/static/cb9",
+        "edc.callback.cb9.events=transfer.process",
+        "edc.callback.cb9.transactional=false",
+        "edc.callback.cb9.auth-key=X-Edc-Callback-Auth",
+        "edc.callback.cb9.auth-code-id=edc-static-callback-cb9",
+    ]
+    secret = first.stderr.strip().rsplit(": ", 1)[1]
+    assert len(secret) >= 32
+    again = subprocess.run(  # no --events: renders the stored registration, same secret
+        [*cli, "--format", "env", "--base-url", "http://af/edc-callbacks"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert "EDC_CALLBACK_CB9_AUTH_CODEID=edc-static-callback-cb9" in again.stdout.splitlines()
+    assert secret not in again.stderr  # printed only with --show-secret
+    legacy_env = subprocess.run(
+        [*cli, "--format", "env", "--connector-version", "0.16.0"], capture_output=True, text=True, env=env
+    )
+    assert legacy_env.returncode == 2
+    assert "no environment-variable form" in legacy_env.stderr

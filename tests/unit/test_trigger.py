@@ -214,3 +214,40 @@ async def test_event_held_until_not_before(receiver: TestClient) -> None:
     payload = await first_trigger_event(make_trigger(not_before=not_before))
     assert time.time() >= not_before
     assert payload["status"] == "success"
+
+
+STATIC_CONN = {"conn_type": "edc_static_callback", "password": "st", "extra": {"events": ["transfer.process"]}}
+
+
+def post_static(client: TestClient, body: dict[str, Any]) -> None:
+    response = client.post("/callbacks/static/cb1", json=body, headers={"X-Edc-Callback-Auth": "st"})
+    assert response.status_code == 200, response.text
+
+
+async def test_static_callback_alone_resumes(receiver: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dynamic callback never arrives; the connector's static callback does."""
+    monkeypatch.setenv("AIRFLOW_CONN_EDC_STATIC_CALLBACK_CB1", json.dumps(STATIC_CONN))
+    task = asyncio.ensure_future(first_trigger_event(make_trigger()))
+    await until_subscribed()
+    await asyncio.to_thread(post_static, receiver, envelope("TransferProcessCompleted", TP))
+    payload = await asyncio.wait_for(task, 10)
+    assert payload["status"] == "success"
+    assert payload["timeline"][0]["routes"] == ["static:cb1"]
+
+
+async def test_same_event_by_static_and_dynamic_route_resumes_once(
+    receiver: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_EDC_STATIC_CALLBACK_CB1", json.dumps(STATIC_CONN))
+    started = envelope("TransferProcessStarted", TP)
+    completed = envelope("TransferProcessCompleted", TP)
+    task = asyncio.ensure_future(first_trigger_event(make_trigger()))
+    await until_subscribed()
+    for body in (started, completed):  # EDC calls static callbacks first, then the dynamic ones
+        await asyncio.to_thread(post_static, receiver, body)
+        await asyncio.to_thread(post, receiver, body)
+    payload = await asyncio.wait_for(task, 10)
+    assert [t["type"] for t in payload["timeline"]] == ["TransferProcessStarted", "TransferProcessCompleted"]
+    stored = get_store().events(process_id=TP)
+    assert [e.envelope_id for e in stored] == [started["id"], completed["id"]]
+    assert all(e.routes == ("static:cb1", "dynamic") for e in stored)
