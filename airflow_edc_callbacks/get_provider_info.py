@@ -27,16 +27,22 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_edc_callbacks.operators.transfer"],
             }
         ],
+        "sensors": [
+            {
+                "integration-name": "Eclipse Dataspace Components",
+                "python-modules": ["airflow_edc_callbacks.sensors.transfer"],
+            }
+        ],
         "hooks": [
             {
                 "integration-name": "Eclipse Dataspace Components",
-                "python-modules": ["airflow_edc_callbacks.hooks.edc"],
+                "python-modules": ["airflow_edc_callbacks.hooks.edc", "airflow_edc_callbacks.hooks.static_callback"],
             }
         ],
         "triggers": [
             {
                 "integration-name": "Eclipse Dataspace Components",
-                "python-modules": ["airflow_edc_callbacks.triggers.callback"],
+                "python-modules": ["airflow_edc_callbacks.triggers.callback", "airflow_edc_callbacks.triggers.events"],
             }
         ],
         "connection-types": [

@@ -242,8 +242,16 @@ def _tail(path: Path, lines: int = 40) -> str:
         return f"<no log: {exc}>"
 
 
+SEED_VAULT_DIR: Path = EDC_DIR / "seed-vault"
+"""A tiny EDC extension (Java, built here) that stores ``edc.demo.vault.secrets.<alias>`` in the vault."""
+
+
 def _pom_hash() -> str:
-    return hashlib.sha256((EDC_DIR / "pom.xml").read_bytes()).hexdigest()
+    digest = hashlib.sha256((EDC_DIR / "pom.xml").read_bytes())
+    for path in sorted(p for p in SEED_VAULT_DIR.rglob("*") if p.is_file() and "target" not in p.parts):
+        digest.update(str(path.relative_to(EDC_DIR)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def build(force: bool = False) -> Path:
@@ -272,12 +280,17 @@ def build(force: bool = False) -> Path:
         f"-DoutputDirectory={staging}",
         "-DincludeScope=runtime",
     ]
+    seed_vault = [mvn, "-B", "-f", str(SEED_VAULT_DIR / "pom.xml"), "package"]
     with _BUILD_LOG.open("wb") as log:
-        log.write((" ".join(cmd) + "\n").encode())
-        log.flush()
-        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    if rc != 0 or not any(staging.glob("*.jar")):
+        rc = 0
+        for step in (cmd, seed_vault):
+            log.write((" ".join(step) + "\n").encode())
+            log.flush()
+            rc = rc or subprocess.call(step, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    seed_jar = SEED_VAULT_DIR / "target" / "demo-seed-vault.jar"
+    if rc != 0 or not any(staging.glob("*.jar")) or not seed_jar.is_file():
         raise BuildError(f"Maven build failed (exit {rc}); log {_BUILD_LOG}:\n{_tail(_BUILD_LOG)}")
+    shutil.copy2(seed_jar, staging / seed_jar.name)
     shutil.rmtree(LIB_DIR, ignore_errors=True)
     staging.rename(LIB_DIR)
     _MARKER.write_text(digest + "\n")
@@ -306,13 +319,20 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _spawn(side: ConnectorSide, lib_dir: Path, workdir: Path, jvm_opts: tuple[str, ...]) -> subprocess.Popen[bytes]:
+def _spawn(
+    side: ConnectorSide,
+    lib_dir: Path,
+    workdir: Path,
+    jvm_opts: tuple[str, ...],
+    properties: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
     java_home = os.environ.get("JAVA_HOME")
     java = shutil.which("java", path=os.path.join(java_home, "bin")) if java_home else None
     java = java or shutil.which("java")
     if not java:
         raise ConnectorError("java not found (need Java 17+)")
-    cmd = [java, *jvm_opts, f"-Dedc.fs.config={side.properties_file}", "-cp", f"{lib_dir}/*", MAIN_CLASS]
+    extra = [f"-D{key}={value}" for key, value in (properties or {}).items()]
+    cmd = [java, *jvm_opts, *extra, f"-Dedc.fs.config={side.properties_file}", "-cp", f"{lib_dir}/*", MAIN_CLASS]
     log = (workdir / f"{side.name}.log").open("ab")
     try:
         return subprocess.Popen(
@@ -380,8 +400,13 @@ def start(
     reuse: bool = True,
     seed: bool = True,
     jvm_opts: tuple[str, ...] = DEFAULT_JVM_OPTS,
+    properties: dict[str, dict[str, str]] | None = None,
 ) -> Connectors:
     """Start (or reuse) the provider and consumer connectors, wait until ready and seed the provider.
+
+    ``properties`` adds settings per side (``{"consumer": {"edc.callback.cb1.uri": ...}}``), passed as
+    system properties, which EDC reads over its properties file (e.g. static callbacks and vault
+    secrets through ``edc.demo.vault.secrets.<alias>``). With ``properties`` nothing is reused.
 
     - If ``reuse`` and both health endpoints already answer healthy, nothing is started and the returned
       handle has ``owned=False`` (its :meth:`Connectors.stop` is a no-op).
@@ -394,7 +419,7 @@ def start(
     """
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    if reuse and _healthy(PROVIDER.health_url) and _healthy(CONSUMER.health_url):
+    if reuse and not properties and _healthy(PROVIDER.health_url) and _healthy(CONSUMER.health_url):
         conns = _handle(workdir, data_server_url, owned=False)
     else:
         busy = [
@@ -412,7 +437,7 @@ def start(
             conns = _handle(workdir, data_server_url, owned=True, processes=procs)
             try:
                 for side in (PROVIDER, CONSUMER):
-                    procs[side.name] = _spawn(side, lib_dir, workdir, jvm_opts)
+                    procs[side.name] = _spawn(side, lib_dir, workdir, jvm_opts, (properties or {}).get(side.name))
                 _wait_healthy(procs, workdir, timeout)
                 break
             except ConnectorError as err:

@@ -21,17 +21,18 @@ from airflow_edc_callbacks.models import (
 )
 from airflow_edc_callbacks.tokens import correlation_id_for, get_signing_key, make_token
 from airflow_edc_callbacks.triggers.callback import EdcCallbackTrigger
+from airflow_edc_callbacks.triggers.inline import first_event
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["EdcTransferOperator"]
+__all__ = ["EdcTransferOperator", "complete_transfer", "worker_exit_seconds"]
 
 CORRELATION_PROPERTY = "airflowCorrelationId"
 """``privateProperties`` key carrying the correlation id, to find the transfer from the connector's side."""
 
 
-def _worker_exit_seconds() -> float:
+def worker_exit_seconds() -> float:
     """Seconds a worker may take to report a deferral: ``[workers] min_heartbeat_interval`` (5) + 1."""
     from airflow.configuration import conf
 
@@ -169,10 +170,15 @@ class EdcTransferOperator(BaseOperator):
             fallback_check_interval=self.fallback_check_interval,
         )
         if self.deferrable:
-            trigger.not_before = time.time() + _worker_exit_seconds()
+            trigger.not_before = time.time() + worker_exit_seconds()
             self.defer(trigger=trigger, method_name="execute_complete", timeout=self.timeout)
         trigger.hook = hook
-        event = asyncio.run(self._wait_in_worker(trigger))
+        try:
+            event = asyncio.run(first_event(trigger, self.timeout.total_seconds()))
+        except TimeoutError:
+            raise TimeoutError(
+                f"EDC transfer process {transfer_id} did not reach {wait_for.value} within {self.timeout}"
+            ) from None
         return self.execute_complete(context, event)
 
     def _find_unfinished_transfer(self, hook: EdcManagementHook, correlation_id: str) -> str | None:
@@ -194,19 +200,6 @@ class EdcTransferOperator(BaseOperator):
         )
         return process_id
 
-    async def _wait_in_worker(self, trigger: EdcCallbackTrigger) -> dict[str, Any]:
-        events: Any = trigger.run()
-        try:
-            event = await asyncio.wait_for(events.__anext__(), self.timeout.total_seconds())
-        except asyncio.TimeoutError:
-            raise TimeoutError(
-                f"EDC transfer process {trigger.transfer_process_id} did not reach "
-                f"{trigger.wait_for.value} within {self.timeout}"
-            ) from None
-        finally:
-            await events.aclose()
-        return dict(event.payload)
-
     # -- resume ----------------------------------------------------------------------------------
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: return the result, or raise with the connector's reason.
@@ -214,37 +207,48 @@ class EdcTransferOperator(BaseOperator):
         :raises TriggerEventError: the event is missing or has an unknown status.
         :raises EdcTransferFailed: the transfer was terminated.
         """
-        if not event or event.get("status") not in ("success", "failed"):
-            raise TriggerEventError(f"Unexpected trigger event for {self.task_id}: {event!r}")
-        transfer_id = str(event["transfer_process_id"])
-        for item in event.get("timeline", []):
-            self.log.info(
-                "Transfer process %s: %s at %s (received %s)",
-                transfer_id,
-                item.get("type"),
-                iso_from_epoch_ms(int(item.get("at", 0))),
-                iso_from_epoch_ms(int(item.get("received_at", 0))),
-            )
-        if event.get("source") == "state_check":
-            self.log.warning(
-                "Transfer process %s: the result came from a state check, not a callback "
-                "(callbacks were lost or the receiver was unreachable)",
-                transfer_id,
-            )
-        if event["status"] == "failed":
-            try:
-                connector = self._hook().settings.base_url
-            except (EdcCallbacksError, ValueError, LookupError):
-                connector = f"connection {self.edc_conn_id!r}"
-            raise EdcTransferFailed(transfer_id, connector, str(event.get("state")), event.get("reason"))
-        self.log.info("Transfer process %s is %s", transfer_id, event.get("state"))
-        return {
-            "transfer_process_id": transfer_id,
-            "state": event.get("state"),
-            "asset_id": event.get("asset_id"),
-            "contract_id": event.get("contract_id"),
-            "event_type": event.get("event_type"),
-            "source": event.get("source"),
-            "correlation_id": event.get("correlation_id"),
-            "timeline": event.get("timeline", []),
-        }
+        return complete_transfer(self, event, self.edc_conn_id)
+
+
+def complete_transfer(task: BaseOperator, event: dict[str, Any] | None, edc_conn_id: str) -> dict[str, Any]:
+    """Turn an :class:`~airflow_edc_callbacks.triggers.callback.EdcCallbackTrigger` event into the task's result.
+
+    Logs the timeline; returns the XCom result on success.
+
+    :raises TriggerEventError: the event is missing or has an unknown status.
+    :raises EdcTransferFailed: the transfer was terminated (names the transfer, connector, state, reason).
+    """
+    if not event or event.get("status") not in ("success", "failed"):
+        raise TriggerEventError(f"Unexpected trigger event for {task.task_id}: {event!r}")
+    transfer_id = str(event["transfer_process_id"])
+    for item in event.get("timeline", []):
+        task.log.info(
+            "Transfer process %s: %s at %s (received %s)",
+            transfer_id,
+            item.get("type"),
+            iso_from_epoch_ms(int(item.get("at", 0))),
+            iso_from_epoch_ms(int(item.get("received_at", 0))),
+        )
+    if event.get("source") == "state_check":
+        task.log.warning(
+            "Transfer process %s: the result came from a state check, not a callback "
+            "(callbacks were lost or the receiver was unreachable)",
+            transfer_id,
+        )
+    if event["status"] == "failed":
+        try:
+            connector = EdcManagementHook(edc_conn_id).settings.base_url
+        except (EdcCallbacksError, ValueError, LookupError):
+            connector = f"connection {edc_conn_id!r}"
+        raise EdcTransferFailed(transfer_id, connector, str(event.get("state")), event.get("reason"))
+    task.log.info("Transfer process %s is %s", transfer_id, event.get("state"))
+    return {
+        "transfer_process_id": transfer_id,
+        "state": event.get("state"),
+        "asset_id": event.get("asset_id"),
+        "contract_id": event.get("contract_id"),
+        "event_type": event.get("event_type"),
+        "source": event.get("source"),
+        "correlation_id": event.get("correlation_id"),
+        "timeline": event.get("timeline", []),
+    }

@@ -110,6 +110,7 @@ class StoreListener:
         self._lock = threading.RLock()  # re-entered when a closed loop unsubscribes during dispatch
         self._by_correlation: dict[str, set[Subscription]] = {}
         self._by_process: dict[str, set[Subscription]] = {}
+        self._everything: set[Subscription] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._cursor = 0
@@ -131,8 +132,12 @@ class StoreListener:
             self._thread.start()
         return self
 
-    def subscribe(self, *, correlation_id: str | None = None, process_ids: Iterable[str] = ()) -> Subscription:
+    def subscribe(
+        self, *, correlation_id: str | None = None, process_ids: Iterable[str] = (), everything: bool = False
+    ) -> Subscription:
         """Register interest; call from inside the running asyncio loop that will wait on it. No I/O.
+
+        ``everything`` receives every stored event (event triggers that filter on the payload).
 
         Read the store for earlier events AFTER subscribing (see the module docstring).
 
@@ -142,6 +147,8 @@ class StoreListener:
             raise RuntimeError("StoreListener.start() must be called before subscribe()")
         sub = Subscription(self, correlation_id, asyncio.get_running_loop())
         with self._lock:
+            if everything:
+                self._everything.add(sub)
             if correlation_id is not None:
                 self._by_correlation.setdefault(correlation_id, set()).add(sub)
         self._index(sub, process_ids)
@@ -155,6 +162,7 @@ class StoreListener:
 
     def _unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
+            self._everything.discard(sub)
             if sub.correlation_id is not None:
                 self._discard(self._by_correlation, sub.correlation_id, sub)
             for pid in sub.process_ids:
@@ -172,7 +180,8 @@ class StoreListener:
     def subscription_count(self) -> int:
         """How many subscriptions are registered."""
         with self._lock:
-            return len({s for subs in (*self._by_correlation.values(), *self._by_process.values()) for s in subs})
+            indexes = (*self._by_correlation.values(), *self._by_process.values(), self._everything)
+            return len({s for subs in indexes for s in subs})
 
     # -- the watching thread -------------------------------------------------------------------
     def stop(self) -> None:
@@ -225,7 +234,7 @@ class StoreListener:
     def _dispatch(self, events: list[StoredEvent]) -> None:
         with self._lock:
             for stored in events:
-                targets: set[Subscription] = set()
+                targets: set[Subscription] = set(self._everything)
                 if stored.correlation_id is not None:
                     targets |= self._by_correlation.get(stored.correlation_id, set())
                 if stored.process_id is not None:

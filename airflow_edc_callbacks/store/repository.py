@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from airflow_edc_callbacks.exceptions import StoreUnavailableError
 from airflow_edc_callbacks.models import EventEnvelope
-from airflow_edc_callbacks.store.tables import Base, CallbackEventRow
+from airflow_edc_callbacks.store.tables import Base, CallbackEventRow, TriggerCursorRow, TriggerFiredRow
 
 __all__ = ["EventStore", "StoredEvent", "get_store"]
 
@@ -217,6 +217,49 @@ class EventStore:
                 return int(getattr(result, "rowcount", 0) or 0)
         except SQLAlchemyError as err:
             raise StoreUnavailableError(f"Cannot purge the callback event store: {err}") from err
+
+    def cursor(self, name: str) -> int | None:
+        """The saved cursor (a ``seq``) of the event trigger ``name``, or ``None``.
+
+        :raises StoreUnavailableError: the read failed.
+        """
+        try:
+            with self._sessions() as session:
+                return session.scalar(select(TriggerCursorRow.seq).where(TriggerCursorRow.name == name))
+        except SQLAlchemyError as err:
+            raise StoreUnavailableError(f"Cannot read the callback event store: {err}") from err
+
+    def claim(self, name: str, stored: StoredEvent) -> bool:
+        """Advance the cursor of ``name`` to ``stored`` and claim its (process id, event type) in one commit.
+
+        :returns: ``True`` the first time this (process id, event type) is claimed by ``name``,
+            ``False`` for a repeat (EDC can publish one state change twice, with two envelope ids).
+        :raises StoreUnavailableError: the write failed.
+        """
+        fired = self._insert()(TriggerFiredRow).values(
+            name=name, process_id=stored.process_id or "", event_type=stored.event_type, seq=stored.seq
+        )
+        cursor = self._insert()(TriggerCursorRow).values(name=name, seq=stored.seq)
+        cursor = cursor.on_conflict_do_update(index_elements=["name"], set_={"seq": stored.seq})
+        try:
+            with self._sessions.begin() as session:
+                result: Any = session.execute(fired.on_conflict_do_nothing())
+                session.execute(cursor)
+                return bool(result.rowcount == 1)
+        except SQLAlchemyError as err:
+            raise StoreUnavailableError(f"Cannot write to the callback event store: {err}") from err
+
+    def set_cursor(self, name: str, seq: int) -> None:
+        """Save the cursor of the event trigger ``name``.
+
+        :raises StoreUnavailableError: the write failed.
+        """
+        stmt = self._insert()(TriggerCursorRow).values(name=name, seq=seq)
+        try:
+            with self._sessions.begin() as session:
+                session.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"seq": seq}))
+        except SQLAlchemyError as err:
+            raise StoreUnavailableError(f"Cannot write to the callback event store: {err}") from err
 
     def ping(self) -> None:
         """Check the database answers.

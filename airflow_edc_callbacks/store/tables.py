@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Index, Integer, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "CallbackEventRow"]
+__all__ = ["Base", "CallbackEventRow", "TriggerCursorRow", "TriggerFiredRow"]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_name)s",
@@ -45,3 +45,23 @@ class CallbackEventRow(Base):
 
     # AUTOINCREMENT: SQLite never reuses a purged seq, so a listener's cursor stays valid
     __table_args__ = (Index("ix_edc_callback_event_received_at", "received_at"), {"sqlite_autoincrement": True})
+
+
+class TriggerCursorRow(Base):
+    """How far an event trigger (e.g. an ``AssetWatcher``) has read the events: its last ``seq``."""
+
+    __tablename__ = "edc_trigger_cursor"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class TriggerFiredRow(Base):
+    """An event trigger fired once for this process and event type (EDC may publish an event twice)."""
+
+    __tablename__ = "edc_trigger_fired"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    process_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(200), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, nullable=False)

@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from airflow_edc_callbacks.triggers.callback import EdcCallbackTrigger
+from airflow_edc_callbacks.triggers.events import EdcCallbackEventTrigger
 
-__all__ = ["EdcCallbackTrigger"]
+__all__ = ["EdcCallbackEventTrigger", "EdcCallbackTrigger"]

@@ -54,7 +54,8 @@ class EdcCallbackTrigger(BaseTrigger):
 
     Its kwargs hold no secret: the store URL and the connector's API key are resolved in the triggerer.
 
-    :param correlation_id: the correlation id in the callback token the operator sent.
+    :param correlation_id: the correlation id in the callback token the operator sent; ``None`` for a
+        transfer started elsewhere, which is then followed on token-less (static callback) events only.
     :param transfer_process_id: the consumer's transfer process id.
     :param wait_for: ``started`` or ``completed`` (see :class:`~airflow_edc_callbacks.models.WaitFor`).
     :param conn_id: the ``edc`` connection, used only for the state-check fallback.
@@ -74,7 +75,7 @@ class EdcCallbackTrigger(BaseTrigger):
     def __init__(
         self,
         *,
-        correlation_id: str,
+        correlation_id: str | None,
         transfer_process_id: str,
         wait_for: str = WaitFor.COMPLETED.value,
         conn_id: str = DEFAULT_CONN_ID,
@@ -82,8 +83,8 @@ class EdcCallbackTrigger(BaseTrigger):
         not_before: float | None = None,
     ) -> None:
         super().__init__()
-        if not correlation_id or not transfer_process_id:
-            raise ValueError("correlation_id and transfer_process_id must not be empty")
+        if not transfer_process_id:
+            raise ValueError("transfer_process_id must not be empty")
         self.correlation_id = correlation_id
         self.transfer_process_id = transfer_process_id
         self.wait_for = WaitFor(wait_for)
@@ -226,7 +227,8 @@ class EdcCallbackTrigger(BaseTrigger):
         result: dict[str, Any] | None = None
         while subscription is None:
             try:
-                listener = await asyncio.to_thread(lambda: get_listener(get_store()).start())
+                store = await asyncio.to_thread(get_store)
+                listener = await asyncio.to_thread(get_listener(store).start)
                 subscription = listener.subscribe(
                     correlation_id=self.correlation_id, process_ids=[self.transfer_process_id]
                 )

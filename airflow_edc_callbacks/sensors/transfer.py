@@ -1,0 +1,134 @@
+"""``EdcTransferSensor``: wait for a transfer process that something else started, on static callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator
+
+from airflow_edc_callbacks.config import DEFAULT_CONN_ID
+from airflow_edc_callbacks.exceptions import TriggerEventError
+from airflow_edc_callbacks.models import TRANSFER_EVENT_PREFIX, WaitFor
+from airflow_edc_callbacks.operators.transfer import complete_transfer, worker_exit_seconds
+from airflow_edc_callbacks.triggers.callback import EdcCallbackTrigger
+from airflow_edc_callbacks.triggers.events import EdcCallbackEventTrigger
+from airflow_edc_callbacks.triggers.inline import first_event
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+__all__ = ["EdcTransferSensor"]
+
+
+class EdcTransferSensor(BaseSensorOperator):
+    """Wait until a transfer process started elsewhere (another tool, a plain Management API call) ends.
+
+    The connector must deliver its events to the receiver through a static callback (see
+    :class:`~airflow_edc_callbacks.hooks.static_callback.EdcStaticCallbackHook`). Give either the
+    transfer process id, or an asset id and/or contract id: then the sensor follows the first transfer
+    process of that asset/contract whose events arrive after the sensor started. Same terminal rules,
+    timeout and state-check fallback as :class:`~airflow_edc_callbacks.operators.transfer.EdcTransferOperator`.
+
+    :param transfer_process_id: the transfer process to wait for (templated).
+    :param asset_id: wait for the first new transfer of this asset (templated).
+    :param contract_id: ... of this contract agreement (templated).
+    :param process_type: ``CONSUMER`` (default) or ``PROVIDER``: which side's process to follow.
+    :param wait_for: ``completed`` (default) or ``started`` (templated).
+    :param edc_conn_id: the ``edc`` connection of the connector the process lives on, for the state
+        check (templated).
+    :param fallback_check_interval: seconds without a callback before asking the connector once.
+    :param timeout: seconds (the sensor's usual ``timeout``) until the task fails with a sensor timeout.
+
+    Returns the same XCom result as the operator.
+
+    :raises EdcTransferFailed: the transfer was terminated.
+    """
+
+    template_fields: Sequence[str] = ("transfer_process_id", "asset_id", "contract_id", "wait_for", "edc_conn_id")
+    ui_color = "#c6e2ff"
+
+    def __init__(
+        self,
+        *,
+        transfer_process_id: str | None = None,
+        asset_id: str | None = None,
+        contract_id: str | None = None,
+        process_type: str = "CONSUMER",
+        wait_for: str = WaitFor.COMPLETED.value,
+        edc_conn_id: str = DEFAULT_CONN_ID,
+        fallback_check_interval: float | None = None,
+        deferrable: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("timeout", 24 * 3600)
+        super().__init__(**kwargs)
+        self.transfer_process_id = transfer_process_id
+        self.asset_id = asset_id
+        self.contract_id = contract_id
+        self.process_type = process_type
+        self.wait_for = wait_for
+        self.edc_conn_id = edc_conn_id
+        self.fallback_check_interval = fallback_check_interval
+        self.deferrable = deferrable
+
+    def _callback_trigger(self, transfer_process_id: str) -> EdcCallbackTrigger:
+        wait_for = WaitFor(self.wait_for)
+        if wait_for is WaitFor.AUTO:
+            raise ValueError("EdcTransferSensor needs wait_for 'started' or 'completed'")
+        return EdcCallbackTrigger(
+            correlation_id=None,
+            transfer_process_id=transfer_process_id,
+            wait_for=wait_for.value,
+            conn_id=self.edc_conn_id,
+            fallback_check_interval=self.fallback_check_interval,
+        )
+
+    def execute(self, context: Context) -> Any:
+        if not (self.transfer_process_id or self.asset_id or self.contract_id):
+            raise ValueError("EdcTransferSensor needs transfer_process_id, asset_id or contract_id")
+        if self.transfer_process_id:
+            return self._wait(context, self._callback_trigger(self.transfer_process_id))
+        finder = EdcCallbackEventTrigger(
+            event_types=[TRANSFER_EVENT_PREFIX],
+            process_type=self.process_type,
+            asset_id=self.asset_id,
+            contract_id=self.contract_id,
+            since=int(time.time() * 1000),
+            one_shot=True,
+        )
+        self.log.info(
+            "Waiting for the first %s transfer process of asset %s / contract %s",
+            self.process_type,
+            self.asset_id or "any",
+            self.contract_id or "any",
+        )
+        if self.deferrable:
+            self.defer(trigger=finder, method_name="transfer_found", timeout=self.timeout)
+        return self.transfer_found(context, asyncio.run(first_event(finder, self.timeout)))
+
+    def transfer_found(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """Resume after the first matching transfer was seen: now wait for that transfer's end.
+
+        :raises TriggerEventError: the event carries no process id.
+        """
+        if not event or not event.get("process_id"):
+            raise TriggerEventError(f"Unexpected trigger event for {self.task_id}: {event!r}")
+        self.log.info("Following transfer process %s (first seen as %s)", event["process_id"], event["event_type"])
+        return self._wait(context, self._callback_trigger(str(event["process_id"])))
+
+    def _wait(self, context: Context, trigger: EdcCallbackTrigger) -> Any:
+        if self.deferrable:
+            trigger.not_before = time.time() + worker_exit_seconds()
+            self.defer(trigger=trigger, method_name="execute_complete", timeout=self.timeout)
+        return self.execute_complete(context, asyncio.run(first_event(trigger, self.timeout)))
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the transfer ended; same result and errors as the operator."""
+        return complete_transfer(self, event, self.edc_conn_id)
+
+    def poke(self, context: Context) -> bool:
+        """Not used: the sensor waits on callbacks (deferred, or in the worker), never by poking."""
+        raise NotImplementedError("EdcTransferSensor waits on callbacks; it does not poke")

@@ -1,0 +1,164 @@
+"""``EdcCallbackEventTrigger``: fire on stored callback events that match filters (``AssetWatcher``).
+
+Used in an :class:`airflow.sdk.AssetWatcher` it schedules a DAG run per matching event, for example on
+the provider side whenever one of its assets has been transferred (``TransferProcessCompleted`` events
+of ``PROVIDER`` processes, delivered by the provider connector's static callback). Used once
+(``one_shot``) it finds the first matching transfer for
+:class:`~airflow_edc_callbacks.sensors.transfer.EdcTransferSensor`.
+
+Each (process id, event type) fires at most once per trigger ``name``, also across a triggerer restart:
+the trigger's cursor and what it fired are committed to the event store before the event is yielded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from airflow.triggers.base import BaseEventTrigger, TriggerEvent
+
+from airflow_edc_callbacks.exceptions import EdcCallbacksError
+from airflow_edc_callbacks.store import EventStore, StoredEvent, get_listener, get_store
+
+__all__ = ["EdcCallbackEventTrigger"]
+
+_STORE_RETRY_SECONDS = 5.0
+
+
+class EdcCallbackEventTrigger(BaseEventTrigger):
+    """Yield a :class:`TriggerEvent` for each stored callback event that matches every given filter.
+
+    :param event_types: envelope ``type`` prefixes, e.g. ``["TransferProcessCompleted"]`` or
+        ``["ContractNegotiation"]``; empty matches every event.
+    :param process_type: ``CONSUMER`` or ``PROVIDER`` (the payload's ``type``), or ``None`` for both.
+    :param asset_id: only events whose payload ``assetId`` is this.
+    :param contract_id: only events whose payload ``contractId`` is this.
+    :param since: only events the receiver stored at or after this time (epoch milliseconds).
+    :param name: the name of the cursor kept in the store; default derived from the filters, so two
+        watchers with the same filters share one cursor.
+    :param one_shot: stop after the first event (sensors); an ``AssetWatcher`` keeps it ``False``.
+
+    The event payload: ``envelope_id``, ``event_type``, ``process_id``, ``process_type``, ``asset_id``,
+    ``contract_id``, ``at`` (epoch milliseconds, connector clock), ``received_at`` (epoch milliseconds),
+    ``routes``. No other payload field (an EDR could be one) leaves the store.
+    """
+
+    def __init__(
+        self,
+        *,
+        event_types: Sequence[str] = (),
+        process_type: str | None = None,
+        asset_id: str | None = None,
+        contract_id: str | None = None,
+        since: int | None = None,
+        name: str | None = None,
+        one_shot: bool = False,
+    ) -> None:
+        super().__init__()
+        if process_type is not None and process_type.upper() not in ("CONSUMER", "PROVIDER"):
+            raise ValueError(f"process_type must be CONSUMER, PROVIDER or None, got {process_type!r}")
+        self.event_types = [str(t) for t in event_types]
+        self.process_type = process_type.upper() if process_type else None
+        self.asset_id = asset_id
+        self.contract_id = contract_id
+        self.since = since
+        self.one_shot = one_shot
+        self.name = name or self._default_name()
+
+    def _default_name(self) -> str:
+        filters = json.dumps(
+            [self.event_types, self.process_type, self.asset_id, self.contract_id, self.since, self.one_shot]
+        )
+        return "event-trigger-" + hashlib.sha256(filters.encode()).hexdigest()[:24]
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "airflow_edc_callbacks.triggers.events.EdcCallbackEventTrigger",
+            {
+                "event_types": self.event_types,
+                "process_type": self.process_type,
+                "asset_id": self.asset_id,
+                "contract_id": self.contract_id,
+                "since": self.since,
+                "name": self.name,
+                "one_shot": self.one_shot,
+            },
+        )
+
+    def matches(self, stored: StoredEvent) -> bool:
+        """Whether ``stored`` passes every filter."""
+        payload = stored.payload
+        return (
+            (not self.event_types or any(stored.event_type.startswith(t) for t in self.event_types))
+            and (self.process_type is None or str(payload.get("type", "")).upper() == self.process_type)
+            and (self.asset_id is None or payload.get("assetId") == self.asset_id)
+            and (self.contract_id is None or payload.get("contractId") == self.contract_id)
+            and (self.since is None or stored.received_at >= self.since)
+        )
+
+    @staticmethod
+    def event_payload(stored: StoredEvent) -> dict[str, Any]:
+        payload = stored.payload
+        return {
+            "envelope_id": stored.envelope_id,
+            "event_type": stored.event_type,
+            "process_id": stored.process_id,
+            "process_type": payload.get("type"),
+            "asset_id": payload.get("assetId"),
+            "contract_id": payload.get("contractId"),
+            "at": stored.event_at,
+            "received_at": stored.received_at,
+            "routes": list(stored.routes),
+        }
+
+    async def _start(self, store: EventStore) -> int:
+        cursor = await asyncio.to_thread(store.cursor, self.name)
+        if cursor is None:  # first run: only events from now on (or from `since`)
+            cursor = 0 if self.since is not None else await asyncio.to_thread(store.max_seq)
+            await asyncio.to_thread(store.set_cursor, self.name, cursor)
+        return cursor
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Yield matching events as they are stored, oldest first, each (process, type) once.
+
+        Store outages are logged and retried every 5 s.
+        """
+        while True:
+            try:
+                store = await asyncio.to_thread(get_store)
+                listener = await asyncio.to_thread(get_listener(store).start)
+                subscription = listener.subscribe(everything=True)
+                cursor = await self._start(store)
+                break
+            except EdcCallbacksError as err:
+                self.log.warning("Callback event store unavailable (%s); retrying", err)
+                await asyncio.sleep(_STORE_RETRY_SECONDS)
+        self.log.info("Watching callback events %s after seq %d (cursor %s)", self._describe(), cursor, self.name)
+        try:
+            backlog = await asyncio.to_thread(store.events, after_seq=cursor)
+            pending = backlog
+            while True:
+                for stored in pending:
+                    if stored.seq <= cursor or not self.matches(stored):
+                        continue
+                    cursor = stored.seq
+                    if not await asyncio.to_thread(store.claim, self.name, stored):
+                        self.log.info("Skipping %s for %s: fired already", stored.event_type, stored.process_id)
+                        continue
+                    self.log.info("Callback event %s for %s matches", stored.event_type, stored.process_id)
+                    yield TriggerEvent(self.event_payload(stored))
+                    if self.one_shot:
+                        return
+                pending = await subscription.wait(None)
+        finally:
+            subscription.close()
+
+    def _describe(self) -> str:
+        parts = [f"types={self.event_types or 'any'}"]
+        for label, value in (("process", self.process_type), ("asset", self.asset_id), ("contract", self.contract_id)):
+            if value:
+                parts.append(f"{label}={value}")
+        return " ".join(parts)
