@@ -42,6 +42,8 @@ with DAG(
         transfer_type="HttpData-PUSH",
         data_destination={"type": "HttpData", "baseUrl": SINK_URL},
         timeout=timedelta(minutes=10),
+        retries=2,  # a retry first looks for the earlier try's transfer, so it never starts a second one
+        retry_delay=timedelta(seconds=3),
     )
     # [END howto_operator_edc_transfer_push]
 

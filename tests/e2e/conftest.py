@@ -1,13 +1,22 @@
 """Session fixtures for the end-to-end tests: the real EDC connectors (Maven-assembled, started once),
 the demo data server (provider source and consumer sink), a counting proxy in front of the consumer's
 Management API and a real ``airflow standalone`` with this provider installed. All are started once per
-test session and shared."""
+test session and shared.
+
+Order: Airflow's home is prepared first and a static callback is registered for each connector with
+``airflow-edc-callbacks static-config`` (as a user would); ``airflow standalone`` starts; then the
+connectors start with exactly the settings that command printed (and its secret in their vault), so
+their static callbacks reach a running receiver from their first event. A static callback that fails
+would also stop EDC from calling the dynamic callbacks of the same event.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,15 +24,23 @@ from pathlib import Path
 import pytest
 
 from demo import connectors as edc
-from demo.airflow_env import AirflowStandalone
+from demo.airflow_env import AirflowStandalone, tuned_airflow_env
 from demo.data_server import DataServerHandle, start_data_server
 from tests.e2e.counting_proxy import CountingProxy
+from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 WORK = Path(os.environ.get("EDC_E2E_WORKDIR", REPO / ".work" / "e2e"))
 DATA_SERVER_PORT = 18080
 PROXY_PORT = 29393
 AIRFLOW_PORT = 28080
+RECEIVER_BASE = f"http://127.0.0.1:{AIRFLOW_PORT}/edc-callbacks"
+STATIC_CALLBACKS = {"consumer": "consumercb", "provider": "providercb"}
+CONNECTOR_VERSION = "0.15.1"  # the EDC version Maven Central serves here (see demo/edc/pom.xml)
+ATTEMPTS = 3
+"""EDC 0.15.1 now and then terminates a transfer whose TransferStartMessage overtook the consumer's
+REQUESTED (a 409 inside the connectors, reason null; see demo/edc/provider.properties). Tests that need
+a transfer to complete start another one then, up to this many times."""
 
 
 @dataclass
@@ -59,20 +76,94 @@ class EdcEnvironment:
         with self.connectors.client("consumer") as client:
             return str(client.get(f"/v3/transferprocesses/{transfer_id}/state").json()["state"])
 
+    def final_state(self, transfer_id: str, timeout: float = 60) -> str:
+        """Wait (asking the consumer directly) until the transfer is COMPLETED or TERMINATED."""
+        return wait_until(
+            lambda: (state := self.consumer_state(transfer_id)) in ("COMPLETED", "TERMINATED") and state,
+            timeout,
+            f"transfer {transfer_id} to finish",
+        )
+
     def connection_json(self) -> str:
         """An ``edc`` connection to the consumer, through the counting proxy."""
-        return json.dumps(
-            {"conn_type": "edc", "host": self.proxied_management_url, "password": self.connectors.consumer_api_key}
-        )
+        return consumer_connection_json()
+
+
+def consumer_connection_json() -> str:
+    """An ``edc`` connection to the consumer, through the counting proxy."""
+    host = f"http://127.0.0.1:{PROXY_PORT}{edc.CONSUMER.management_path}"
+    return json.dumps({"conn_type": "edc", "host": host, "password": edc.CONSUMER.api_key})
+
+
+AIRFLOW_ENV = {
+    "AIRFLOW_CONN_EDC_DEFAULT": consumer_connection_json(),
+    "AIRFLOW__EDC_CALLBACKS__CALLBACK_BASE_URL": RECEIVER_BASE,
+    # far beyond a test's length: any request for a transfer's state would be a poll
+    "AIRFLOW__EDC_CALLBACKS__FALLBACK_CHECK_INTERVAL": "900",
+}
+
+
+@dataclass
+class StaticSettings:
+    """What ``static-config`` printed for one connector: its settings and the secret for its vault."""
+
+    settings: dict[str, str]
+    vault_alias: str
+    secret: str
+
+    def jvm_properties(self) -> dict[str, str]:
+        return {**self.settings, f"edc.demo.vault.secrets.{self.vault_alias}": self.secret}
 
 
 @pytest.fixture(scope="session")
-def edc_env() -> Iterator[EdcEnvironment]:
+def airflow_home() -> tuple[Path, dict[str, StaticSettings]]:
+    """A fresh AIRFLOW_HOME with its database and the two static callback registrations."""
+    home = WORK / "airflow"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    env = tuned_airflow_env(home, REPO / "dags", AIRFLOW_PORT, AIRFLOW_ENV)
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([str(bin_dir / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
+    static: dict[str, StaticSettings] = {}
+    for side, name in STATIC_CALLBACKS.items():
+        cmd = [
+            str(bin_dir / "airflow-edc-callbacks"),
+            "static-config",
+            name,
+            "--events",
+            "transfer.process",
+            "--connector-version",
+            CONNECTOR_VERSION,
+            "--show-secret",
+        ]
+        done = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+        settings = dict(line.split("=", 1) for line in done.stdout.splitlines() if line)
+        alias = settings[f"edc.callback.{name}.auth-code-id"]
+        note = next(line for line in done.stderr.splitlines() if line.startswith("# Store the secret"))
+        static[side] = StaticSettings(settings, alias, note.rsplit(": ", 1)[1])
+    return home, static
+
+
+@pytest.fixture(scope="session")
+def airflow(airflow_home: tuple[Path, dict[str, StaticSettings]]) -> Iterator[AirflowStandalone]:
+    home, _ = airflow_home
+    with AirflowStandalone(home, REPO / "dags", port=AIRFLOW_PORT, extra_env=AIRFLOW_ENV) as af:
+        yield af
+
+
+@pytest.fixture(scope="session")
+def static_settings(airflow_home: tuple[Path, dict[str, StaticSettings]]) -> dict[str, StaticSettings]:
+    return airflow_home[1]
+
+
+@pytest.fixture(scope="session")
+def edc_env(airflow: AirflowStandalone, static_settings: dict[str, StaticSettings]) -> Iterator[EdcEnvironment]:
     WORK.mkdir(parents=True, exist_ok=True)
     sink_dir = WORK / "sink"
     shutil.rmtree(sink_dir, ignore_errors=True)
     data_server = start_data_server(DATA_SERVER_PORT, sink_dir)
-    conns = edc.start(WORK / "connectors", data_server.url)
+    properties = {side: s.jvm_properties() for side, s in static_settings.items()}
+    conns = edc.start(WORK / "connectors", data_server.url, properties=properties)
     proxy = CountingProxy(upstream=f"http://127.0.0.1:{edc.CONSUMER.management_port}", port=PROXY_PORT).start()
     try:
         agreements = {asset: edc.negotiate(conns, asset) for asset in (edc.DEMO_ASSET, edc.BROKEN_ASSET)}
@@ -81,18 +172,3 @@ def edc_env() -> Iterator[EdcEnvironment]:
         proxy.stop()
         conns.stop()
         data_server.stop()
-
-
-@pytest.fixture(scope="session")
-def airflow(edc_env: EdcEnvironment) -> Iterator[AirflowStandalone]:
-    home = WORK / "airflow"
-    shutil.rmtree(home, ignore_errors=True)
-    home.mkdir(parents=True)
-    env = {
-        "AIRFLOW_CONN_EDC_DEFAULT": edc_env.connection_json(),
-        "AIRFLOW__EDC_CALLBACKS__CALLBACK_BASE_URL": f"http://127.0.0.1:{AIRFLOW_PORT}/edc-callbacks",
-        # far beyond a test's length: any request for a transfer's state would be a poll
-        "AIRFLOW__EDC_CALLBACKS__FALLBACK_CHECK_INTERVAL": "900",
-    }
-    with AirflowStandalone(home, REPO / "dags", port=AIRFLOW_PORT, extra_env=env) as af:
-        yield af

@@ -48,7 +48,7 @@ def store_of(af: AirflowStandalone) -> EventStore:
 
 def test_push_transfer_dag_resumes_on_callback(edc_env: EdcEnvironment, airflow: AirflowStandalone) -> None:
     airflow.wait_for_dag(PUSH_DAG)
-    posts_before = len([r for r in edc_env.proxy.requests if r[1] == "POST"])
+    posts_before = len(edc_env.proxy.requests)
     run_id = airflow.trigger_dag(PUSH_DAG, conf=conf(edc_env, edc.DEMO_ASSET))
     states = observe_deferral(airflow, PUSH_DAG, run_id, "push_transfer")
     assert "deferred" in states, states
@@ -68,7 +68,9 @@ def test_push_transfer_dag_resumes_on_callback(edc_env: EdcEnvironment, airflow:
     types = [e.event_type for e in stored]
     assert "TransferProcessStarted" in types
     assert types[-1] == "TransferProcessCompleted"
-    assert all(e.routes == ("dynamic",) for e in stored)
+    # each event came by the dynamic callback, and by the consumer's static callback too: stored once
+    assert all("dynamic" in e.routes for e in stored)
+    assert any("static:consumercb" in e.routes for e in stored)
     # the trigger resumed on the first Completed (EDC 0.15 sends Completed twice, with two envelope ids)
     assert [t["type"] for t in result["timeline"]] == types[: types.index("TransferProcessCompleted") + 1]
 
@@ -80,12 +82,15 @@ def test_push_transfer_dag_resumes_on_callback(edc_env: EdcEnvironment, airflow:
     assert len(arrived) == 1, edc_env.data_server.received()
     assert Path(arrived[0]["file"]).read_bytes() == source_bytes(edc.DEMO_ASSET)
 
-    # the connector was never asked about this transfer: one POST started it, nothing else
+    # the connector was never asked about this transfer: one POST started it (one per try: EDC 0.15.1
+    # now and then terminates a transfer by itself, see tests/e2e/conftest.py ATTEMPTS), nothing else
     assert edc_env.proxy.requests_for(transfer_id) == []
-    posts = [r for r in edc_env.proxy.requests if r[1] == "POST"]
-    assert len(posts) - posts_before == 1
+    tries = airflow.task_instance(PUSH_DAG, run_id, "push_transfer")["try_number"]
+    start_path = f"{edc.CONSUMER.management_path}/v3/transferprocesses"
+    starts = [r for r in edc_env.proxy.requests[posts_before:] if r[1:] == ("POST", start_path)]
+    assert len(starts) == tries
 
-    log = airflow.task_log(PUSH_DAG, run_id, "push_transfer", try_number=1)
+    log = airflow.task_log(PUSH_DAG, run_id, "push_transfer", try_number=tries)
     assert f"Callback TransferProcessCompleted for transfer process {transfer_id}" in log
 
 
