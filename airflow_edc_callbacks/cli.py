@@ -102,6 +102,17 @@ def _static_config(args: argparse.Namespace) -> int:
     base = (args.base_url or get_callback_base_url()).rstrip("/")
     settings = connector_settings(registration, base, args.connector_version)
     sys.stdout.write(render_settings(settings, args.format))
+    if args.store_in_connector:
+        from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+
+        edc = EdcManagementHook(args.store_in_connector)
+        if edc.put_secret(registration.vault_alias, registration.secret):
+            print(f"# Stored the secret in the vault of {edc.settings.base_url}", file=sys.stderr)
+        else:
+            print(
+                f"# {edc.settings.base_url} has no Secrets API (/v3/secrets): store the secret in its vault yourself",
+                file=sys.stderr,
+            )
     secret_note = (
         registration.secret
         if args.show_secret
@@ -162,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     static.add_argument("--vault-alias", help="Vault alias of the secret (default edc-static-callback-<name>).")
     static.add_argument("--base-url", help="Receiver base URL (default [edc_callbacks] callback_base_url).")
     static.add_argument("--show-secret", action="store_true", help="Print the secret (on standard error).")
+    static.add_argument(
+        "--store-in-connector",
+        metavar="CONN_ID",
+        help="Also store the secret in that connector's vault through its Secrets API, if it has one.",
+    )
     static.set_defaults(func=_static_config)
 
     purge = sub.add_parser("purge", help="Delete events older than a duration.")

@@ -355,6 +355,28 @@ class EdcManagementHook(BaseHook):
         body = {"@context": EDC_CONTEXT, "@type": "TerminateTransfer", "reason": reason}
         self._send("POST", f"/v3/transferprocesses/{transfer_process_id}/terminate", body)
 
+    # -- secrets ---------------------------------------------------------------------------------
+    def put_secret(self, alias: str, value: str) -> bool:
+        """Store a secret in the connector's vault through the Secrets API (``POST /v3/secrets``).
+
+        The Secrets API is the EDC module ``secrets-api``, which not every connector deploys (it is not
+        part of ``controlplane-base-bom``). An existing alias is updated (``PUT``).
+
+        :returns: ``False`` when the connector has no Secrets API (404 on the route), else ``True``.
+        :raises EdcApiError: the connector refused the secret.
+        """
+        body = {"@context": EDC_CONTEXT, "@type": "Secret", "@id": alias, "value": value}
+        try:
+            self._send("POST", "/v3/secrets", body)
+        except EdcApiError as err:
+            if err.status_code == 409:
+                self._send("PUT", "/v3/secrets", body)
+                return True
+            if err.status_code in (404, 405):
+                return False
+            raise
+        return True
+
     # -- contract negotiations -------------------------------------------------------------------
     def get_negotiation(self, negotiation_id: str) -> dict[str, Any]:
         """``GET /v3/contractnegotiations/{id}``, normalised; ``contractAgreementId`` once finalized."""

@@ -87,6 +87,8 @@ def test_hook_reads_states_and_reports_connector_errors(edc_env: EdcEnvironment,
         )
     ok, message = edc_conn.test_connection()
     assert ok, message
+    # EDC 0.15.1 as served by Maven Central has no Secrets API: the hook says so instead of failing
+    assert edc_conn.put_secret("edc-static-callback-x", "value") is False
 
 
 def test_hook_reads_negotiation_and_agreement(edc_env: EdcEnvironment, edc_conn: EdcManagementHook) -> None:
