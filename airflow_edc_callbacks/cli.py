@@ -82,11 +82,8 @@ def _purge(args: argparse.Namespace) -> int:
 
 
 def _static_config(args: argparse.Namespace) -> int:
-    from airflow_edc_callbacks.hooks.static_callback import (
-        EdcStaticCallbackHook,
-        connector_settings,
-        render_settings,
-    )
+    from airflow_edc_callbacks.hooks.static_callback import EdcStaticCallbackHook
+    from airflow_edc_callbacks.static_callbacks import connector_settings, render_settings
 
     hook = EdcStaticCallbackHook()
     if args.events:
@@ -169,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     static.add_argument("--format", choices=["properties", "env"], default="properties", help="Output format.")
     static.add_argument("--rotate", action="store_true", help="Generate a new secret.")
-    static.add_argument("--auth-header", default="X-Edc-Callback-Auth", help="Header carrying the secret.")
+    static.add_argument(
+        "--auth-header", help="Header carrying the secret (default: as registered, X-Edc-Callback-Auth)."
+    )
     static.add_argument("--vault-alias", help="Vault alias of the secret (default edc-static-callback-<name>).")
     static.add_argument("--base-url", help="Receiver base URL (default [edc_callbacks] callback_base_url).")
     static.add_argument("--show-secret", action="store_true", help="Print the secret (on standard error).")

@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -42,8 +43,8 @@ from airflow_edc_callbacks.config import (
     get_store_url,
 )
 from airflow_edc_callbacks.exceptions import StoreUnavailableError
-from airflow_edc_callbacks.hooks.static_callback import EdcStaticCallbackHook, StaticCallbackRegistration, check_name
 from airflow_edc_callbacks.models import EventEnvelope
+from airflow_edc_callbacks.static_callbacks import StaticCallbackRegistration, check_name, lookup_registration
 from airflow_edc_callbacks.store import EventStore, get_store
 from airflow_edc_callbacks.tokens import get_signing_key, verify_token
 
@@ -63,8 +64,9 @@ class ReceiverSettings:
     :ivar auth_from_config: whether a ``None`` ``auth`` is read from the configuration.
     :ivar max_body_bytes: the largest accepted body, in bytes.
     :ivar static_lookup: finds a static callback registration by name (default: the registration
-        connections, see :class:`~airflow_edc_callbacks.hooks.static_callback.EdcStaticCallbackHook`).
-    :ivar static_cache_seconds: how long a lookup (found or not) is reused.
+        connections, :func:`~airflow_edc_callbacks.static_callbacks.lookup_registration`).
+    :ivar static_cache_seconds: how long a found registration is reused (a rotated secret's old value is
+        accepted that long at most).
     """
 
     store_url: str | None = None
@@ -73,9 +75,9 @@ class ReceiverSettings:
     auth_from_config: bool = True
     max_body_bytes: int | None = None
     static_lookup: Callable[[str], StaticCallbackRegistration | None] | None = None
-    static_cache_seconds: float = 30.0
+    static_cache_seconds: float = 10.0
     _store: EventStore | None = None
-    _static_cache: dict[str, tuple[float, StaticCallbackRegistration | None]] = field(default_factory=dict)
+    _static_cache: dict[str, tuple[float, StaticCallbackRegistration]] = field(default_factory=dict)
 
     def resolve(self) -> ReceiverSettings:
         if self.signing_key is None:
@@ -89,22 +91,28 @@ class ReceiverSettings:
             self.store_url = get_store_url()
         return self
 
-    def static_registration(self, name: str) -> StaticCallbackRegistration | None:
-        """The static callback registered as ``name`` (cached ``static_cache_seconds``), or ``None``.
+    def static_registration(self, name: str, *, fresh: bool = False) -> StaticCallbackRegistration | None:
+        """The static callback registered as ``name``, or ``None``.
 
-        Blocking (a connection lookup): call it from a thread.
+        Found registrations are reused for ``static_cache_seconds``; ``fresh`` skips that (the route asks
+        again before it rejects a callback, so a new registration or a rotated secret is never refused
+        because of the cache). Blocking (a connection lookup): call it from a thread.
+
+        :raises ValueError: the registration's connection is malformed.
         """
-        now = time.monotonic()
-        cached = self._static_cache.get(name)
-        if cached is not None and now - cached[0] < self.static_cache_seconds:
-            return cached[1]
         try:
             check_name(name)
         except ValueError:
             return None
-        lookup = self.static_lookup or EdcStaticCallbackHook().get_registration
-        registration = lookup(name)
-        self._static_cache[name] = (now, registration)
+        now = time.monotonic()
+        cached = self._static_cache.get(name)
+        if not fresh and cached is not None and now - cached[0] < self.static_cache_seconds:
+            return cached[1]
+        registration = (self.static_lookup or lookup_registration)(name)
+        if registration is None:
+            self._static_cache.pop(name, None)
+        else:
+            self._static_cache[name] = (now, registration)
         return registration
 
     @property
@@ -263,11 +271,20 @@ def create_app(settings: ReceiverSettings | None = None) -> FastAPI:
         responses={200: {"content": {"application/json": {}}}},
     )
     async def receive_static_callback(name: str, request: Request, cfg: SettingsDep) -> JSONResponse:
-        registration = await run_in_threadpool(cfg.static_registration, name)
+        def authorised(registration: StaticCallbackRegistration) -> bool:
+            given = request.headers.get(registration.auth_header, "")
+            return hmac.compare_digest(given.encode(), registration.secret.encode())
+
+        try:
+            registration = await run_in_threadpool(cfg.static_registration, name)
+            if registration is None or not authorised(registration):  # ask again before refusing
+                registration = await run_in_threadpool(partial(cfg.static_registration, name, fresh=True))
+        except Exception as err:  # a secrets backend or metastore fault, or a malformed registration
+            log.error("Static callback %s: registration lookup failed: %s", name, type(err).__name__)
+            return _error(503, "Static callback registrations unavailable", {"Retry-After": "5"})
         if registration is None:
             return _error(404, "Unknown static callback")
-        given = request.headers.get(registration.auth_header, "")
-        if not hmac.compare_digest(given.encode(), registration.secret.encode()):
+        if not authorised(registration):
             return _error(401, f"Missing or wrong {registration.auth_header} header")
         return await _accept_event(request, cfg, correlation_id=None, route=f"static:{name}")
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
 from airflow_edc_callbacks.exceptions import TriggerEventError
@@ -105,25 +106,40 @@ class EdcTransferSensor(BaseSensorOperator):
             self.asset_id or "any",
             self.contract_id or "any",
         )
+        started_at = time.time()
         if self.deferrable:
-            self.defer(trigger=finder, method_name="transfer_found", timeout=self.timeout)
-        return self.transfer_found(context, asyncio.run(first_event(finder, self.timeout)))
+            self.defer(
+                trigger=finder, method_name="transfer_found", timeout=self.timeout, kwargs={"started_at": started_at}
+            )
+        event = self._run_inline(finder, self.timeout)
+        return self.transfer_found(context, event, started_at=started_at)
 
-    def transfer_found(self, context: Context, event: dict[str, Any] | None = None) -> Any:
-        """Resume after the first matching transfer was seen: now wait for that transfer's end.
+    def transfer_found(
+        self, context: Context, event: dict[str, Any] | None = None, started_at: float | None = None
+    ) -> Any:
+        """Resume after the first matching transfer was seen: now wait for that transfer's end, within
+        what is left of ``timeout`` (counted from ``started_at``, epoch seconds).
 
         :raises TriggerEventError: the event carries no process id.
         """
         if not event or not event.get("process_id"):
             raise TriggerEventError(f"Unexpected trigger event for {self.task_id}: {event!r}")
         self.log.info("Following transfer process %s (first seen as %s)", event["process_id"], event["event_type"])
-        return self._wait(context, self._callback_trigger(str(event["process_id"])))
+        remaining = self.timeout - (time.time() - started_at) if started_at else self.timeout
+        return self._wait(context, self._callback_trigger(str(event["process_id"])), max(remaining, 1.0))
 
-    def _wait(self, context: Context, trigger: EdcCallbackTrigger) -> Any:
+    def _wait(self, context: Context, trigger: EdcCallbackTrigger, timeout: float | None = None) -> Any:
+        timeout = self.timeout if timeout is None else timeout
         if self.deferrable:
             trigger.not_before = time.time() + worker_exit_seconds()
-            self.defer(trigger=trigger, method_name="execute_complete", timeout=self.timeout)
-        return self.execute_complete(context, asyncio.run(first_event(trigger, self.timeout)))
+            self.defer(trigger=trigger, method_name="execute_complete", timeout=timeout)
+        return self.execute_complete(context, self._run_inline(trigger, timeout))
+
+    def _run_inline(self, trigger: Any, timeout: float) -> dict[str, Any]:
+        try:
+            return asyncio.run(first_event(trigger, timeout))
+        except TimeoutError as err:
+            raise AirflowSensorTimeout(f"{self.task_id}: {err}") from None
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the transfer ended; same result and errors as the operator."""

@@ -171,13 +171,19 @@ class EventStore:
         correlation_id: str | None = None,
         process_id: str | None = None,
         after_seq: int = 0,
+        since: int | None = None,
         limit: int | None = None,
     ) -> list[StoredEvent]:
         """Events matching the correlation id OR the process id (all events if neither), oldest first.
 
+        :param after_seq: only events stored after this ``seq``.
+        :param since: only events received at or after this time (epoch milliseconds).
+
         :raises StoreUnavailableError: the read failed.
         """
         stmt = select(CallbackEventRow).where(CallbackEventRow.seq > after_seq)
+        if since is not None:
+            stmt = stmt.where(CallbackEventRow.received_at >= since)
         filters = []
         if correlation_id is not None:
             filters.append(CallbackEventRow.correlation_id == correlation_id)

@@ -115,12 +115,14 @@ class EdcCallbackTrigger(BaseTrigger):
         """This transfer's event, arrived on this task's token or on no token (static callbacks).
 
         An event posted with another valid token (another task's, or one from ``callback-url``) is not
-        accepted for this transfer: a token only vouches for its own correlation id.
+        accepted for this transfer: a token only vouches for its own correlation id. A trigger without a
+        correlation id (a sensor on a transfer started elsewhere) accepts every event of its transfer,
+        also one that arrived by a dynamic callback first and by the static callback second.
         """
         return (
             stored.process_id == self.transfer_process_id
             and stored.event_type.startswith(TRANSFER_EVENT_PREFIX)
-            and stored.correlation_id in (None, self.correlation_id)
+            and (self.correlation_id is None or stored.correlation_id in (None, self.correlation_id))
         )
 
     def _payload(

@@ -8,6 +8,9 @@ of ``PROVIDER`` processes, delivered by the provider connector's static callback
 
 Each (process id, event type) fires at most once per trigger ``name``, also across a triggerer restart:
 the trigger's cursor and what it fired are committed to the event store before the event is yielded.
+So a triggerer that dies after that commit and before Airflow stored the asset event loses that one
+event (at most once, by design). Its ``seq`` cursor assumes ids in commit order, true for SQLite; the
+PostgreSQL store of issue 5 needs a different cursor.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from airflow_edc_callbacks.exceptions import EdcCallbacksError
-from airflow_edc_callbacks.store import EventStore, StoredEvent, get_listener, get_store
+from airflow_edc_callbacks.store import EventStore, StoredEvent, Subscription, get_listener, get_store
 
 __all__ = ["EdcCallbackEventTrigger"]
 
@@ -124,37 +127,42 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Yield matching events as they are stored, oldest first, each (process, type) once.
 
-        Store outages are logged and retried every 5 s.
+        Store outages are logged and retried every 5 s; then reading resumes from the saved cursor.
         """
-        while True:
-            try:
-                store = await asyncio.to_thread(get_store)
-                listener = await asyncio.to_thread(get_listener(store).start)
-                subscription = listener.subscribe(everything=True)
-                cursor = await self._start(store)
-                break
-            except EdcCallbacksError as err:
-                self.log.warning("Callback event store unavailable (%s); retrying", err)
-                await asyncio.sleep(_STORE_RETRY_SECONDS)
-        self.log.info("Watching callback events %s after seq %d (cursor %s)", self._describe(), cursor, self.name)
+        subscription: Subscription | None = None
+        pending: list[StoredEvent] = []
+        cursor = 0
         try:
-            backlog = await asyncio.to_thread(store.events, after_seq=cursor)
-            pending = backlog
             while True:
-                for stored in pending:
-                    if stored.seq <= cursor or not self.matches(stored):
-                        continue
-                    cursor = stored.seq
-                    if not await asyncio.to_thread(store.claim, self.name, stored):
-                        self.log.info("Skipping %s for %s: fired already", stored.event_type, stored.process_id)
-                        continue
-                    self.log.info("Callback event %s for %s matches", stored.event_type, stored.process_id)
-                    yield TriggerEvent(self.event_payload(stored))
-                    if self.one_shot:
-                        return
-                pending = await subscription.wait(None)
+                try:
+                    if subscription is None:
+                        store = await asyncio.to_thread(get_store)
+                        cursor = await self._start(store)  # the cursor first, then subscribe, then read
+                        listener = await asyncio.to_thread(get_listener(store).start)
+                        subscription = listener.subscribe(everything=True)
+                        self.log.info("Watching callback events %s after seq %d", self._describe(), cursor)
+                        pending = await asyncio.to_thread(store.events, after_seq=cursor, since=self.since)
+                    for stored in pending:
+                        if stored.seq <= cursor or not self.matches(stored):
+                            continue
+                        cursor = stored.seq
+                        if not await asyncio.to_thread(store.claim, self.name, stored):
+                            self.log.info("Skipping %s for %s: fired already", stored.event_type, stored.process_id)
+                            continue
+                        self.log.info("Callback event %s for %s matches", stored.event_type, stored.process_id)
+                        yield TriggerEvent(self.event_payload(stored))
+                        if self.one_shot:
+                            return
+                    pending = await subscription.wait(None)
+                except EdcCallbacksError as err:
+                    self.log.warning("Callback event store unavailable (%s); retrying", err)
+                    if subscription is not None:
+                        subscription.close()
+                        subscription = None
+                    await asyncio.sleep(_STORE_RETRY_SECONDS)
         finally:
-            subscription.close()
+            if subscription is not None:
+                subscription.close()
 
     def _describe(self) -> str:
         parts = [f"types={self.event_types or 'any'}"]

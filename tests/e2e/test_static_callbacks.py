@@ -59,6 +59,16 @@ def test_sensor_waits_for_a_transfer_started_outside_airflow(
     assert edc_env.proxy.requests_for(transfer_id) == []
 
 
+def _asset_events_for(af: AirflowStandalone, transfer_id: str) -> list[dict[str, Any]]:
+    events = af.api("GET", "/assets/events", params={"limit": 1000})["asset_events"]
+    return [
+        e
+        for e in events
+        if e.get("name") == "edc-provider-transfers"
+        and ((e.get("extra") or {}).get("payload") or {}).get("process_id") == transfer_id
+    ]
+
+
 def _runs_for(af: AirflowStandalone, transfer_id: str) -> list[dict[str, Any]]:
     runs = af.api("GET", f"/dags/{WATCHER_DAG}/dagRuns", params={"limit": 100})["dag_runs"]
     found = []
@@ -103,5 +113,9 @@ def test_provider_static_callback_schedules_the_watcher_dag_once_per_transfer(
     assert all(e.routes == (f"static:{STATIC_CALLBACKS['provider']}",) for e in completed)
     # the watcher has read past every Completed event of this transfer (EDC may publish it twice)
     wait_until(lambda: (watcher_cursor() or 0) >= max(e.seq for e in completed), 60, "the watcher's cursor")
+    # exactly one asset event for this transfer (both Completed callbacks are behind the cursor by now),
+    # and the DAG run it scheduled
+    events = wait_until(lambda: _asset_events_for(airflow, provider_id), 60, "the asset event")
+    assert len(events) == 1, events
     runs = wait_until(lambda: _runs_for(airflow, provider_id), 120, "the watcher DAG run")
     assert len(runs) == 1, runs

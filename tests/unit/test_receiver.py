@@ -205,3 +205,36 @@ def test_event_by_both_routes_is_stored_once_with_both_routes(
     [stored] = store.events(process_id="tp-both")
     assert stored.routes == ("static:cb1", "dynamic")
     assert stored.correlation_id == "corr-both"
+
+
+def test_static_registration_changes_take_effect_at_once(
+    client: TestClient, store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No negative caching, and a secret that does not match is looked up again before a 401: EDC never
+    re-delivers a refused callback."""
+    headers = {"X-Static-Auth": STATIC_SECRET}
+    assert client.post("/callbacks/static/cb1", json=envelope(), headers=headers).status_code == 404
+    conn = {
+        "conn_type": "edc_static_callback",
+        "password": STATIC_SECRET,
+        "extra": {"events": ["transfer.process"], "auth_header": "X-Static-Auth"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_EDC_STATIC_CALLBACK_CB1", json.dumps(conn))
+    assert client.post("/callbacks/static/cb1", json=envelope(), headers=headers).status_code == 200
+    monkeypatch.setenv("AIRFLOW_CONN_EDC_STATIC_CALLBACK_CB1", json.dumps({**conn, "password": "rotated"}))
+    rotated = client.post("/callbacks/static/cb1", json=envelope(), headers={"X-Static-Auth": "rotated"})
+    assert rotated.status_code == 200
+    assert len(store.events()) == 2
+
+
+def test_static_lookup_failure_is_503_and_stores_nothing(store_url: str, store: EventStore) -> None:
+    def broken(name: str) -> None:
+        raise RuntimeError("secrets backend down")
+
+    settings = ReceiverSettings(
+        store_url=store_url, signing_key=SIGNING_KEY, auth=None, auth_from_config=False, static_lookup=broken
+    )
+    with TestClient(create_app(settings)) as c:
+        response = c.post("/callbacks/static/cb1", json=envelope(), headers={"X-Static-Auth": STATIC_SECRET})
+    assert response.status_code == 503
+    assert store.events() == []

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_edc_callbacks.hooks.static_callback import (
-    EdcStaticCallbackHook,
+from airflow_edc_callbacks.hooks.static_callback import EdcStaticCallbackHook
+from airflow_edc_callbacks.static_callbacks import (
     StaticCallbackRegistration,
     check_name,
     connector_settings,

@@ -251,3 +251,12 @@ async def test_same_event_by_static_and_dynamic_route_resumes_once(
     stored = get_store().events(process_id=TP)
     assert [e.envelope_id for e in stored] == [started["id"], completed["id"]]
     assert all(e.routes == ("static:cb1", "dynamic") for e in stored)
+
+
+async def test_trigger_without_token_follows_events_whatever_route_came_first(receiver: TestClient) -> None:
+    """A sensor's trigger (no correlation id) on a transfer another task also waits for: the dynamic
+    callback stores the event first, the static duplicate only adds its route."""
+    post(receiver, envelope("TransferProcessCompleted", TP), correlation="another-task")
+    payload = await first_trigger_event(make_trigger(correlation_id=None))
+    assert payload["status"] == "success"
+    assert payload["correlation_id"] is None
