@@ -122,6 +122,7 @@ class EdcManagementHook(BaseHook):
     :param timeout: seconds per HTTP request.
     :param retries: extra attempts after the first.
     :param retry_wait: first backoff in seconds (doubles, at most 10 s).
+    :param transport: an httpx transport for the sync client (proxies, tests); default httpx's.
 
     Every request method raises :class:`~airflow_edc_callbacks.exceptions.EdcApiError` when the connector
     answers an error status (with its ``ApiErrorDetail`` messages, e.g. 404 ``ObjectNotFound``) and
@@ -140,8 +141,10 @@ class EdcManagementHook(BaseHook):
         timeout: float = 30.0,
         retries: int = 3,
         retry_wait: float = 0.5,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__()
+        self.transport = transport
         self.edc_conn_id = edc_conn_id
         self.timeout = timeout
         self.retries = retries
@@ -202,7 +205,7 @@ class EdcManagementHook(BaseHook):
         settings = self.settings
         idempotent = method == "GET"
         try:
-            with httpx.Client(base_url=settings.base_url, timeout=self.timeout) as client:
+            with httpx.Client(base_url=settings.base_url, timeout=self.timeout, transport=self.transport) as client:
                 for attempt in tenacity.Retrying(**self._retrying(idempotent)):
                     with attempt:
                         response = client.request(method, path, json=body, headers=self._headers(settings))

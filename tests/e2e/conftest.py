@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from airflow_edc_callbacks.store import EventStore
 from demo import connectors as edc
 from demo.airflow_env import AirflowStandalone, tuned_airflow_env
 from demo.data_server import DataServerHandle, start_data_server
@@ -101,6 +102,11 @@ AIRFLOW_ENV = {
     # far beyond a test's length: any request for a transfer's state would be a poll
     "AIRFLOW__EDC_CALLBACKS__FALLBACK_CHECK_INTERVAL": "900",
 }
+
+
+def airflow_store(af: AirflowStandalone) -> EventStore:
+    """The event store of the running Airflow (the default SQLite file in its AIRFLOW_HOME)."""
+    return EventStore(f"sqlite:///{af.home / 'edc_callbacks.db'}")
 
 
 @dataclass

@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 
-from airflow_edc_callbacks.store import EventStore
 from demo import connectors as edc
 from demo.airflow_env import AirflowStandalone
 from demo.data_server import source_bytes
-from tests.e2e.conftest import EdcEnvironment
+from tests.e2e.conftest import EdcEnvironment, airflow_store
 
 pytestmark = pytest.mark.e2e
 
@@ -42,10 +41,6 @@ def observe_deferral(af: AirflowStandalone, dag_id: str, run_id: str, task_id: s
     raise TimeoutError(f"{dag_id}/{run_id}/{task_id} still {seen[-1] if seen else None}; states seen {seen}")
 
 
-def store_of(af: AirflowStandalone) -> EventStore:
-    return EventStore(f"sqlite:///{af.home / 'edc_callbacks.db'}")
-
-
 def test_push_transfer_dag_resumes_on_callback(edc_env: EdcEnvironment, airflow: AirflowStandalone) -> None:
     airflow.wait_for_dag(PUSH_DAG)
     posts_before = len(edc_env.proxy.requests)
@@ -64,7 +59,7 @@ def test_push_transfer_dag_resumes_on_callback(edc_env: EdcEnvironment, airflow:
     assert "authorization" not in str(result).lower()
 
     # the receiver stored the connector's real callbacks for this transfer
-    stored = store_of(airflow).events(process_id=transfer_id)
+    stored = airflow_store(airflow).events(process_id=transfer_id)
     types = [e.event_type for e in stored]
     assert "TransferProcessStarted" in types
     assert types[-1] == "TransferProcessCompleted"
@@ -106,7 +101,7 @@ def test_terminated_transfer_dag_fails_with_connector_reason(
     assert states[-1] == "failed", states
     assert airflow.wait_for_run(TERMINATED_DAG, run_id, 120) == "failed"
 
-    terminated = [e for e in store_of(airflow).events() if e.event_type == "TransferProcessTerminated"]
+    terminated = [e for e in airflow_store(airflow).events() if e.event_type == "TransferProcessTerminated"]
     transfer_ids = {e.process_id for e in terminated}
     log = airflow.task_log(TERMINATED_DAG, run_id, task_id, try_number=1)
     transfer_id = next(t for t in transfer_ids if t and t in log)

@@ -7,20 +7,22 @@ from typing import Any
 
 import pytest
 
-from airflow_edc_callbacks.store import EventStore
 from demo import connectors as edc
 from demo.airflow_env import AirflowStandalone
-from tests.e2e.conftest import ATTEMPTS, CONNECTOR_VERSION, STATIC_CALLBACKS, EdcEnvironment, StaticSettings
+from tests.e2e.conftest import (
+    ATTEMPTS,
+    CONNECTOR_VERSION,
+    STATIC_CALLBACKS,
+    EdcEnvironment,
+    StaticSettings,
+    airflow_store,
+)
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
 SENSOR_DAG = "example_edc_transfer_sensor"
 WATCHER_DAG = "example_edc_provider_asset_transferred"
-
-
-def store_of(af: AirflowStandalone) -> EventStore:
-    return EventStore(f"sqlite:///{af.home / 'edc_callbacks.db'}")
 
 
 def test_connectors_run_with_the_rendered_settings(static_settings: dict[str, StaticSettings]) -> None:
@@ -85,7 +87,7 @@ def test_provider_static_callback_schedules_the_watcher_dag_once_per_transfer(
     edc_env: EdcEnvironment, airflow: AirflowStandalone
 ) -> None:
     airflow.wait_for_dag(WATCHER_DAG)
-    store = store_of(airflow)
+    store = airflow_store(airflow)
 
     def watcher_cursor() -> int | None:
         from sqlalchemy import text

@@ -173,3 +173,39 @@ def test_static_config_cli_registers_and_renders(metastore: Path) -> None:
     )
     assert legacy_env.returncode == 2
     assert "no environment-variable form" in legacy_env.stderr
+
+
+def test_put_secret_creates_updates_or_reports_a_missing_secrets_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A MOCK connector (httpx.MockTransport): the demo's EDC 0.15.1 has no Secrets API, so the create and
+    update answers cannot come from a real connector here. The 404 case runs live in tests/e2e."""
+    import httpx
+
+    from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_EDC_DEFAULT", json.dumps({"conn_type": "edc", "host": "http://mock/management", "password": "k"})
+    )
+    vault: dict[str, str] = {}
+    seen: list[tuple[str, str]] = []
+
+    def secrets_api(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append((request.method, request.url.path))
+        assert request.headers["X-Api-Key"] == "k"
+        assert (body["@type"], body["@context"]) == ("Secret", {"@vocab": "https://w3id.org/edc/v0.0.1/ns/"})
+        if request.method == "POST" and body["@id"] in vault:
+            return httpx.Response(409, json=[{"message": "exists", "type": "ObjectConflict"}])
+        vault[body["@id"]] = body["value"]
+        return httpx.Response(200 if request.method == "POST" else 204, json={"@id": body["@id"]})
+
+    hook = EdcManagementHook(transport=httpx.MockTransport(secrets_api))
+    assert hook.put_secret("alias-1", "first") is True
+    assert hook.put_secret("alias-1", "second") is True
+    assert vault == {"alias-1": "second"}
+    assert seen == [
+        ("POST", "/management/v3/secrets"),
+        ("POST", "/management/v3/secrets"),
+        ("PUT", "/management/v3/secrets"),
+    ]
+    no_api = EdcManagementHook(transport=httpx.MockTransport(lambda r: httpx.Response(404, text="Not Found")))
+    assert no_api.put_secret("alias-1", "x") is False
