@@ -4,8 +4,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
+  echo "Creating .venv with $("$PYTHON" --version)..." >&2
   "$PYTHON" -m venv .venv
 fi
+echo "Installing airflow-edc-callbacks and its dependencies into .venv (about a minute the first time)..." >&2
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
 export PATH="$ROOT/.venv/bin:$PATH"
