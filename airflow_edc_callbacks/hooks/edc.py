@@ -26,6 +26,16 @@ DEFAULT_PROTOCOL = "dataspace-protocol-http:2025-1"
 """The DSP protocol id of EDC 0.16 and later."""
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+_DCAT = "http://www.w3.org/ns/dcat#"
+_ODRL = "http://www.w3.org/ns/odrl/2/"
+_ODRL_CONTEXT = "http://www.w3.org/ns/odrl.jsonld"
+
+
+def _first_key(document: Mapping[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if key in document:
+            return document[key]
+    return None
 
 
 @dataclass(frozen=True)
@@ -380,7 +390,91 @@ class EdcManagementHook(BaseHook):
             raise
         return True
 
-    # -- contract negotiations -------------------------------------------------------------------
+    # -- catalog and contract negotiations -------------------------------------------------------
+    def request_catalog(
+        self,
+        counter_party_address: str,
+        *,
+        counter_party_id: str | None = None,
+        asset_id: str | None = None,
+        protocol: str | None = None,
+    ) -> dict[str, Any]:
+        """``POST /v3/catalog/request``: the provider's catalog as this consumer sees it (raw JSON-LD).
+
+        :param asset_id: only the dataset with this id (a ``querySpec`` filter on the EDC ``id``).
+        """
+        body: dict[str, Any] = {
+            "@context": EDC_CONTEXT,
+            "@type": "CatalogRequest",
+            "counterPartyAddress": counter_party_address,
+            "protocol": protocol or self.settings.protocol,
+        }
+        if counter_party_id:
+            body["counterPartyId"] = counter_party_id
+        if asset_id:
+            criterion = {"operandLeft": f"{EDC_NAMESPACE}id", "operator": "=", "operandRight": asset_id}
+            body["querySpec"] = {"filterExpression": [criterion]}
+        return dict(self._send("POST", "/v3/catalog/request", body) or {})
+
+    @staticmethod
+    def find_offer(catalog: Mapping[str, Any], asset_id: str) -> dict[str, Any]:
+        """The first offer (an ODRL policy with its ``@id``) for ``asset_id`` in a catalog.
+
+        Datasets and offers may come back as an object or an array, under ``dataset`` / ``dcat:dataset``
+        / the DCAT IRI and ``hasPolicy`` / ``odrl:hasPolicy`` / the ODRL IRI (DSP 2025-1 or older contexts).
+
+        :raises ValueError: the asset is not in the catalog, or it has no offer.
+        """
+        datasets = as_list(_first_key(catalog, "dataset", "dcat:dataset", f"{_DCAT}dataset"))
+        matching = [d for d in datasets if isinstance(d, Mapping) and d.get("@id") == asset_id]
+        if not matching:
+            ids = [d.get("@id") for d in datasets if isinstance(d, Mapping)]
+            raise ValueError(f"Asset {asset_id!r} is not in the catalog of {catalog.get('participantId')}: {ids}")
+        offers = as_list(_first_key(matching[0], "hasPolicy", "odrl:hasPolicy", f"{_ODRL}hasPolicy"))
+        if not offers:
+            raise ValueError(f"Asset {asset_id!r} has no offer in the catalog of {catalog.get('participantId')}")
+        return {k: v for k, v in dict(offers[0]).items() if k != "@context"}
+
+    def build_contract_request(
+        self,
+        *,
+        counter_party_address: str,
+        offer: Mapping[str, Any],
+        assigner: str,
+        target: str,
+        callback_addresses: Sequence[Mapping[str, Any]] = (),
+        protocol: str | None = None,
+    ) -> dict[str, Any]:
+        """The ``ContractRequest`` body for an offer from :meth:`find_offer` (Management API v3).
+
+        The policy carries the ODRL context, so ``assigner`` / ``target`` expand to ODRL terms as EDC's
+        ``ContractRequestValidator`` needs.
+        """
+        policy = {**offer, "@context": _ODRL_CONTEXT, "@type": "Offer", "assigner": assigner, "target": target}
+        body: dict[str, Any] = {
+            "@context": EDC_CONTEXT,
+            "@type": "ContractRequest",
+            "counterPartyAddress": counter_party_address,
+            "protocol": protocol or self.settings.protocol,
+            "policy": policy,
+        }
+        if callback_addresses:
+            body["callbackAddresses"] = [dict(cb) for cb in callback_addresses]
+        return body
+
+    def start_negotiation(self, request: Mapping[str, Any]) -> str:
+        """``POST /v3/contractnegotiations``; returns the new contract negotiation id."""
+        response = self._send("POST", "/v3/contractnegotiations", dict(request))
+        negotiation_id = jsonld_get(response or {}, "@id")
+        if not negotiation_id:
+            url = f"{self.settings.base_url}/v3/contractnegotiations"
+            raise EdcApiError(200, "POST", url, ["no @id in IdResponse"])
+        return str(negotiation_id)
+
+    async def aget_negotiation(self, negotiation_id: str) -> dict[str, Any]:
+        """Async :meth:`get_negotiation`."""
+        return dict(normalize_jsonld(await self._asend("GET", f"/v3/contractnegotiations/{negotiation_id}")))
+
     def get_negotiation(self, negotiation_id: str) -> dict[str, Any]:
         """``GET /v3/contractnegotiations/{id}``, normalised; ``contractAgreementId`` once finalized."""
         return dict(normalize_jsonld(self._send("GET", f"/v3/contractnegotiations/{negotiation_id}")))

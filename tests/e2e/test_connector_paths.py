@@ -274,3 +274,56 @@ def test_retry_after_worker_crash_waits_for_the_running_transfer(
         operator().execute({"ti": ti})  # type: ignore[arg-type]
     assert second.value.trigger.transfer_process_id == transfer_id
     assert len([r for r in edc_env.proxy.requests if r[1:] == ("POST", start_path)]) - starts_before == 1
+
+
+def test_negotiation_reports_through_callbacks(
+    edc_env: EdcEnvironment, edc_conn: EdcManagementHook, standalone_receiver: str, edc_config: str
+) -> None:
+    """Catalog -> offer -> contract request with a callback address: the connector's negotiation events
+    reach the receiver, Finalized carries the contract agreement; a tampered offer ends Terminated."""
+    from airflow_edc_callbacks.tokens import get_signing_key, make_token
+
+    provider = edc_env.connectors
+    offer = edc_conn.find_offer(
+        edc_conn.request_catalog(
+            provider.provider_dsp_address, counter_party_id=provider.provider_id, asset_id="demo-asset"
+        ),
+        "demo-asset",
+    )
+    store = EventStore(edc_config)
+    outcomes = {}
+    for label, policy in (("agreed", offer), ("tampered", {**offer, "@id": offer["@id"] + "x"})):
+        correlation_id = f"negotiation-{label}-{uuid.uuid4().hex[:6]}"
+        callback = edc_conn.callback_address(
+            f"{standalone_receiver}/callbacks/{make_token(get_signing_key(), correlation_id)}",
+            events=["contract.negotiation"],
+        )
+        request = edc_conn.build_contract_request(
+            counter_party_address=provider.provider_dsp_address,
+            offer=policy,
+            assigner=provider.provider_id,
+            target="demo-asset",
+            callback_addresses=[callback],
+        )
+        negotiation_id = edc_conn.start_negotiation(request)
+        outcomes[label] = (
+            negotiation_id,
+            wait_until(
+                lambda cid=correlation_id: [
+                    e
+                    for e in store.events(correlation_id=cid)
+                    if e.event_type in ("ContractNegotiationFinalized", "ContractNegotiationTerminated")
+                ],
+                60,
+                f"the {label} negotiation's final callback",
+            )[0],
+        )
+    agreed_id, finalized = outcomes["agreed"]
+    assert finalized.event_type == "ContractNegotiationFinalized"
+    assert finalized.process_id == agreed_id
+    agreement_id = finalized.payload["contractAgreement"]["id"]
+    assert edc_conn.get_negotiation(agreed_id)["contractAgreementId"] == agreement_id
+    assert edc_conn.get_agreement(agreed_id)["assetId"] == "demo-asset"
+    tampered_id, terminated = outcomes["tampered"]
+    assert terminated.event_type == "ContractNegotiationTerminated"
+    assert edc_conn.get_negotiation(tampered_id)["state"] == "TERMINATED"
