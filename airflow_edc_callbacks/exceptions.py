@@ -63,7 +63,21 @@ class EdcTransferFailed(EdcCallbacksError):
 
 
 class EdcNegotiationFailed(EdcCallbacksError):
-    """A contract negotiation ended ``TERMINATED`` on the connector."""
+    """A contract negotiation ended ``TERMINATED`` on the connector.
+
+    :param contract_negotiation_id: the consumer's contract negotiation id.
+    :param connector_url: the Management API base URL of the connector.
+    :param reason: the connector's ``errorDetail`` of the negotiation.
+    """
+
+    def __init__(self, contract_negotiation_id: str, connector_url: str, reason: str | None) -> None:
+        self.contract_negotiation_id = contract_negotiation_id
+        self.connector_url = connector_url
+        self.reason = reason
+        super().__init__(
+            f"EDC contract negotiation {contract_negotiation_id} on {connector_url} ended TERMINATED: "
+            f"{reason or 'the connector gave no reason'}"
+        )
 
 
 class StoreUnavailableError(EdcCallbacksError):

@@ -24,7 +24,10 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Eclipse Dataspace Components",
-                "python-modules": ["airflow_edc_callbacks.operators.transfer"],
+                "python-modules": [
+                    "airflow_edc_callbacks.operators.transfer",
+                    "airflow_edc_callbacks.operators.negotiation",
+                ],
             }
         ],
         "sensors": [
@@ -42,7 +45,11 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "Eclipse Dataspace Components",
-                "python-modules": ["airflow_edc_callbacks.triggers.callback", "airflow_edc_callbacks.triggers.events"],
+                "python-modules": [
+                    "airflow_edc_callbacks.triggers.callback",
+                    "airflow_edc_callbacks.triggers.events",
+                    "airflow_edc_callbacks.triggers.negotiation",
+                ],
             }
         ],
         "connection-types": [

@@ -18,12 +18,19 @@ import secrets
 import time
 from pathlib import Path
 
-from airflow_edc_callbacks.config import airflow_home, get_configured_signing_key
+from airflow_edc_callbacks.config import airflow_home, get_callback_base_url, get_configured_signing_key
 from airflow_edc_callbacks.exceptions import EdcCallbacksError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SIGNING_KEY_FILE", "correlation_id_for", "get_signing_key", "make_token", "verify_token"]
+__all__ = [
+    "SIGNING_KEY_FILE",
+    "callback_url",
+    "correlation_id_for",
+    "get_signing_key",
+    "make_token",
+    "verify_token",
+]
 
 SIGNING_KEY_FILE = "edc_callbacks_signing.key"
 
@@ -106,3 +113,8 @@ def _read_key(path: Path) -> bytes:
             return data.encode()
         time.sleep(0.01)
     raise EdcCallbacksError(f"Signing key file {path} is empty; delete it to have a new key generated")
+
+
+def callback_url(correlation_id: str) -> str:
+    """The dynamic callback address for ``correlation_id``: ``<callback_base_url>/callbacks/<token>``."""
+    return f"{get_callback_base_url()}/callbacks/{make_token(get_signing_key(), correlation_id)}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from airflow_edc_callbacks.operators.negotiation import EdcContractNegotiationOperator
 from airflow_edc_callbacks.operators.transfer import EdcTransferOperator
 
-__all__ = ["EdcTransferOperator"]
+__all__ = ["EdcContractNegotiationOperator", "EdcTransferOperator"]

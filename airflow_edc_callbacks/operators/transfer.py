@@ -19,7 +19,7 @@ from airflow_edc_callbacks.models import (
     jsonld_get,
     resolve_wait_for,
 )
-from airflow_edc_callbacks.tokens import correlation_id_for, get_signing_key, make_token
+from airflow_edc_callbacks.tokens import callback_url, correlation_id_for
 from airflow_edc_callbacks.triggers.callback import EdcCallbackTrigger
 from airflow_edc_callbacks.triggers.inline import first_event
 
@@ -141,7 +141,6 @@ class EdcTransferOperator(BaseOperator):
         transfer_id = self._find_unfinished_transfer(hook, correlation_id) if earlier_try else None
         if transfer_id is None:
             callback_base = get_callback_base_url()
-            token = make_token(get_signing_key(), correlation_id)
             request = hook.build_transfer_request(
                 counter_party_address=self.counter_party_address,
                 contract_id=self.contract_id,
@@ -150,7 +149,7 @@ class EdcTransferOperator(BaseOperator):
                 protocol=self.protocol,
                 asset_id=self.asset_id,
                 private_properties={**(self.private_properties or {}), CORRELATION_PROPERTY: correlation_id},
-                callback_addresses=[hook.callback_address(f"{callback_base}/callbacks/{token}")],
+                callback_addresses=[hook.callback_address(callback_url(correlation_id))],
             )
             transfer_id = hook.start_transfer(request)
             self.log.info(

@@ -72,6 +72,9 @@ class EdcCallbackTrigger(BaseTrigger):
     (see :func:`timeline_entry`) and ``correlation_id``.
     """
 
+    EVENT_PREFIX = TRANSFER_EVENT_PREFIX
+    PROCESS_LABEL = "transfer process"
+
     def __init__(
         self,
         *,
@@ -121,7 +124,7 @@ class EdcCallbackTrigger(BaseTrigger):
         """
         return (
             stored.process_id == self.transfer_process_id
-            and stored.event_type.startswith(TRANSFER_EVENT_PREFIX)
+            and stored.event_type.startswith(self.EVENT_PREFIX)
             and (self.correlation_id is None or stored.correlation_id in (None, self.correlation_id))
         )
 
@@ -185,27 +188,39 @@ class EdcCallbackTrigger(BaseTrigger):
             seen.add(stored.seq)
             timeline.append(timeline_entry(stored))
             self.log.info(
-                "Callback %s for transfer process %s: connector time %s, received %s (via %s)",
+                "Callback %s for %s %s: connector time %s, received %s (via %s)",
                 stored.event_type,
+                self.PROCESS_LABEL,
                 self.transfer_process_id,
                 iso_from_epoch_ms(stored.event_at),
                 iso_from_epoch_ms(stored.received_at),
                 ", ".join(stored.routes),
             )
-            outcome = terminal_outcome(stored.event_type, self.wait_for)
-            if outcome is not None:
-                payload = stored.payload
-                return self._payload(
-                    status=outcome,
-                    state=stored.event_type[len(TRANSFER_EVENT_PREFIX) :].upper(),
-                    event_type=stored.event_type,
-                    reason=payload.get("reason"),
-                    source="callback",
-                    timeline=timeline,
-                    asset_id=payload.get("assetId"),
-                    contract_id=payload.get("contractId"),
-                )
+            result = self._event_result(stored, timeline)
+            if result is not None:
+                return result
         return None
+
+    def _event_result(self, stored: StoredEvent, timeline: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The trigger's result if ``stored`` ends the wait, else ``None``."""
+        outcome = terminal_outcome(stored.event_type, self.wait_for)
+        if outcome is None:
+            return None
+        payload = stored.payload
+        return self._payload(
+            status=outcome,
+            state=stored.event_type[len(TRANSFER_EVENT_PREFIX) :].upper(),
+            event_type=stored.event_type,
+            reason=payload.get("reason"),
+            source="callback",
+            timeline=timeline,
+            asset_id=payload.get("assetId"),
+            contract_id=payload.get("contractId"),
+        )
+
+    async def _finish(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Complete a result before it is yielded (subclasses add what the callback lacks)."""
+        return result
 
     # -- the trigger -----------------------------------------------------------------------------
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -218,7 +233,8 @@ class EdcCallbackTrigger(BaseTrigger):
         if interval is None:
             interval = await asyncio.to_thread(get_fallback_check_interval)
         self.log.info(
-            "Waiting for transfer process %s to be %s (callbacks; state check after %.0f s of silence)",
+            "Waiting for %s %s to be %s (callbacks; state check after %.0f s of silence)",
+            self.PROCESS_LABEL,
             self.transfer_process_id,
             self.wait_for.value,
             interval,
@@ -247,14 +263,17 @@ class EdcCallbackTrigger(BaseTrigger):
                 remaining = interval - (time.monotonic() - last_activity)
                 if remaining <= 0:
                     self.log.info(
-                        "No callback for transfer process %s in %.0f s; asking the connector for its state once",
+                        "No callback for %s %s in %.0f s; asking the connector for its state once",
+                        self.PROCESS_LABEL,
                         self.transfer_process_id,
                         interval,
                     )
                     try:
                         result = await self._state_check(timeline)
                     except EdcCallbacksError as err:
-                        self.log.warning("State check of transfer process %s failed: %s", self.transfer_process_id, err)
+                        self.log.warning(
+                            "State check of %s %s failed: %s", self.PROCESS_LABEL, self.transfer_process_id, err
+                        )
                     last_activity = time.monotonic()
                     continue
                 events = await subscription.wait(remaining)
@@ -263,6 +282,7 @@ class EdcCallbackTrigger(BaseTrigger):
                     result = self._consume(events, seen, timeline)
                     if len(timeline) > before:
                         last_activity = time.monotonic()
+            result = await self._finish(result)
             hold = (self.not_before or 0) - time.time()
             if hold > 0:
                 self.log.info("Holding the event %.1f s until the worker that deferred the task has exited", hold)

@@ -327,3 +327,42 @@ def test_negotiation_reports_through_callbacks(
     tampered_id, terminated = outcomes["tampered"]
     assert terminated.event_type == "ContractNegotiationTerminated"
     assert edc_conn.get_negotiation(tampered_id)["state"] == "TERMINATED"
+
+
+def test_negotiation_operator_resumes_on_callbacks(
+    edc_env: EdcEnvironment, edc_conn: EdcManagementHook, standalone_receiver: str
+) -> None:
+    from airflow_edc_callbacks.exceptions import EdcNegotiationFailed
+    from airflow_edc_callbacks.operators import EdcContractNegotiationOperator
+
+    def operator(**kwargs: object) -> EdcContractNegotiationOperator:
+        return EdcContractNegotiationOperator(
+            task_id="negotiate",
+            asset_id=edc.DEMO_ASSET,
+            counter_party_address=edc_env.connectors.provider_dsp_address,
+            counter_party_id=edc_env.connectors.provider_id,
+            deferrable=False,
+            timeout=120,
+            fallback_check_interval=600,
+            **kwargs,
+        )
+
+    def ti() -> SimpleNamespace:
+        return SimpleNamespace(dag_id="negotiation", run_id=uuid.uuid4().hex, task_id="negotiate", map_index=-1)
+
+    result = operator().execute({"ti": ti()})  # type: ignore[arg-type]
+    assert result["state"] == "FINALIZED"
+    assert result["source"] == "callback"
+    assert [t["type"] for t in result["timeline"]][-1] == "ContractNegotiationFinalized"
+    assert edc_env.proxy.requests_for(result["contract_negotiation_id"]) == []  # never polled
+    negotiation = edc_conn.get_negotiation(result["contract_negotiation_id"])
+    assert negotiation["contractAgreementId"] == result["contract_agreement_id"]
+
+    catalog = edc_conn.request_catalog(edc_env.connectors.provider_dsp_address, asset_id=edc.DEMO_ASSET)
+    offer = edc_conn.find_offer(catalog, edc.DEMO_ASSET)
+    with pytest.raises(EdcNegotiationFailed) as info:  # an offer the provider never made
+        operator(offer={**offer, "@id": offer["@id"] + "x"}).execute({"ti": ti()})  # type: ignore[arg-type]
+    failed = edc_conn.get_negotiation(info.value.contract_negotiation_id)
+    assert failed["state"] == "TERMINATED"
+    assert info.value.reason == failed.get("errorDetail")
+    assert info.value.contract_negotiation_id in str(info.value)

@@ -260,3 +260,37 @@ async def test_trigger_without_token_follows_events_whatever_route_came_first(re
     payload = await first_trigger_event(make_trigger(correlation_id=None))
     assert payload["status"] == "success"
     assert payload["correlation_id"] is None
+
+
+async def test_negotiation_trigger_resumes_on_finalized_with_the_agreement(receiver: TestClient) -> None:
+    from airflow_edc_callbacks.triggers import EdcNegotiationTrigger
+
+    trigger = EdcNegotiationTrigger(
+        correlation_id=CORRELATION, contract_negotiation_id="cn-1", fallback_check_interval=3600
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_edc_callbacks.triggers.negotiation.EdcNegotiationTrigger"
+    assert EdcNegotiationTrigger(**kwargs).serialize() == (classpath, kwargs)
+    for event_type in ("ContractNegotiationRequested", "ContractNegotiationFinalized"):
+        body = {
+            "id": f"env-{event_type}",
+            "at": 1_700_000_000_000,
+            "type": event_type,
+            "payload": {
+                "contractNegotiationId": "cn-1",
+                "counterPartyId": "provider",
+                "contractAgreement": {"id": "agreement-1", "assetId": "demo-asset"}
+                if event_type.endswith("Finalized")
+                else None,
+            },
+        }
+        post(receiver, body)
+    post(receiver, envelope("TransferProcessCompleted", "cn-1"))  # a transfer event never ends a negotiation wait
+    payload = await first_trigger_event(trigger)
+    assert (payload["status"], payload["state"], payload["contract_agreement_id"]) == (
+        "success",
+        "FINALIZED",
+        "agreement-1",
+    )
+    assert (payload["asset_id"], payload["counter_party_id"]) == ("demo-asset", "provider")
+    assert [t["type"] for t in payload["timeline"]] == ["ContractNegotiationRequested", "ContractNegotiationFinalized"]

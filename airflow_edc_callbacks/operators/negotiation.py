@@ -1,0 +1,167 @@
+"""``EdcContractNegotiationOperator``: negotiate a contract and resume on the connector's callback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_edc_callbacks.config import DEFAULT_CONN_ID
+from airflow_edc_callbacks.exceptions import EdcCallbacksError, EdcNegotiationFailed, TriggerEventError
+from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+from airflow_edc_callbacks.models import iso_from_epoch_ms
+from airflow_edc_callbacks.operators.transfer import worker_exit_seconds
+from airflow_edc_callbacks.tokens import callback_url, correlation_id_for
+from airflow_edc_callbacks.triggers.inline import first_event
+from airflow_edc_callbacks.triggers.negotiation import EdcNegotiationTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+__all__ = ["EdcContractNegotiationOperator"]
+
+
+class EdcContractNegotiationOperator(BaseOperator):
+    """Negotiate a contract for an asset with the provider, waiting on the negotiation's callbacks.
+
+    Requests the provider's catalog through the consumer connector, takes the first offer of
+    ``asset_id`` (or the given ``offer``), sends the contract request with a dynamic callback address
+    (events ``contract.negotiation``), defers, and resumes on ``ContractNegotiationFinalized`` or
+    ``ContractNegotiationTerminated`` (then fails with the connector's ``errorDetail``).
+
+    :param asset_id: the provider's asset (templated).
+    :param counter_party_address: the provider's DSP address (templated).
+    :param counter_party_id: the provider's participant id, the policy's ``assigner`` (templated).
+    :param offer: an offer (ODRL policy with ``@id``) to use instead of the catalog's first (templated).
+    :param protocol: DSP protocol id; default the connection's (templated).
+    :param edc_conn_id: the ``edc`` connection of the consumer connector (templated).
+    :param timeout: how long to wait (seconds or timedelta; default 1 h).
+    :param fallback_check_interval: seconds without a callback before asking the connector once.
+    :param deferrable: defer to the triggerer (default) or wait in the worker.
+
+    Returns (XCom): ``contract_negotiation_id``, ``contract_agreement_id`` (the ``contract_id`` of a
+    transfer), ``state``, ``asset_id``, ``counter_party_id``, ``source`` and ``timeline``.
+
+    :raises EdcNegotiationFailed: the negotiation was terminated.
+    :raises ValueError: the asset is not in the provider's catalog, or has no offer.
+    """
+
+    template_fields: Sequence[str] = (
+        "asset_id",
+        "counter_party_address",
+        "counter_party_id",
+        "offer",
+        "protocol",
+        "edc_conn_id",
+    )
+    template_fields_renderers = {"offer": "json"}
+    ui_color = "#d5e8d4"
+
+    def __init__(
+        self,
+        *,
+        asset_id: str,
+        counter_party_address: str,
+        counter_party_id: str,
+        offer: Mapping[str, Any] | None = None,
+        protocol: str | None = None,
+        edc_conn_id: str = DEFAULT_CONN_ID,
+        timeout: timedelta | float = timedelta(hours=1),
+        fallback_check_interval: float | None = None,
+        deferrable: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.asset_id = asset_id
+        self.counter_party_address = counter_party_address
+        self.counter_party_id = counter_party_id
+        self.offer = offer
+        self.protocol = protocol
+        self.edc_conn_id = edc_conn_id
+        self.timeout = timeout if isinstance(timeout, timedelta) else timedelta(seconds=timeout)
+        self.fallback_check_interval = fallback_check_interval
+        self.deferrable = deferrable
+
+    def execute(self, context: Context) -> Any:
+        ti = context["ti"]
+        map_index = ti.map_index if ti.map_index is not None else -1
+        correlation_id = correlation_id_for(ti.dag_id, ti.run_id, ti.task_id, map_index)
+        hook = EdcManagementHook(self.edc_conn_id)
+        offer = self.offer
+        if not offer:
+            catalog = hook.request_catalog(
+                self.counter_party_address,
+                counter_party_id=self.counter_party_id,
+                asset_id=self.asset_id,
+                protocol=self.protocol,
+            )
+            offer = hook.find_offer(catalog, self.asset_id)
+        request = hook.build_contract_request(
+            counter_party_address=self.counter_party_address,
+            offer=offer,
+            assigner=self.counter_party_id,
+            target=self.asset_id,
+            callback_addresses=[hook.callback_address(callback_url(correlation_id), events=["contract.negotiation"])],
+            protocol=self.protocol,
+        )
+        negotiation_id = hook.start_negotiation(request)
+        self.log.info(
+            "Started contract negotiation %s on %s for asset %s (offer %s)",
+            negotiation_id,
+            hook.settings.base_url,
+            self.asset_id,
+            offer.get("@id"),
+        )
+        trigger = EdcNegotiationTrigger(
+            correlation_id=correlation_id,
+            contract_negotiation_id=negotiation_id,
+            conn_id=self.edc_conn_id,
+            fallback_check_interval=self.fallback_check_interval,
+        )
+        if self.deferrable:
+            trigger.not_before = time.time() + worker_exit_seconds()
+            self.defer(trigger=trigger, method_name="execute_complete", timeout=self.timeout)
+        trigger.hook = hook
+        try:
+            event = asyncio.run(first_event(trigger, self.timeout.total_seconds()))
+        except TimeoutError:
+            raise TimeoutError(f"EDC contract negotiation {negotiation_id} did not end within {self.timeout}") from None
+        return self.execute_complete(context, event)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger fired.
+
+        :raises TriggerEventError: the event is missing or has an unknown status.
+        :raises EdcNegotiationFailed: the negotiation was terminated (with the connector's reason).
+        """
+        if not event or event.get("status") not in ("success", "failed"):
+            raise TriggerEventError(f"Unexpected trigger event for {self.task_id}: {event!r}")
+        negotiation_id = str(event["contract_negotiation_id"])
+        for item in event.get("timeline", []):
+            self.log.info(
+                "Contract negotiation %s: %s at %s (received %s)",
+                negotiation_id,
+                item.get("type"),
+                iso_from_epoch_ms(int(item.get("at", 0))),
+                iso_from_epoch_ms(int(item.get("received_at", 0))),
+            )
+        if event["status"] == "failed":
+            try:
+                connector = EdcManagementHook(self.edc_conn_id).settings.base_url
+            except (EdcCallbacksError, ValueError, LookupError):
+                connector = f"connection {self.edc_conn_id!r}"
+            raise EdcNegotiationFailed(negotiation_id, connector, event.get("reason"))
+        self.log.info("Contract negotiation %s FINALIZED: agreement %s", negotiation_id, event["contract_agreement_id"])
+        return {
+            "contract_negotiation_id": negotiation_id,
+            "contract_agreement_id": event.get("contract_agreement_id"),
+            "state": event.get("state"),
+            "asset_id": event.get("asset_id") or self.asset_id,
+            "counter_party_id": event.get("counter_party_id"),
+            "source": event.get("source"),
+            "timeline": event.get("timeline", []),
+        }

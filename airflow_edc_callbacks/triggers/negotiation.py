@@ -1,0 +1,149 @@
+"""``EdcNegotiationTrigger``: waits for one contract negotiation's final callback.
+
+EDC facts (``contract-spi`` events, EDC 0.15 to 0.18): ``ContractNegotiationFinalized`` carries the
+``contractAgreement`` (its ``id`` is the contract id for transfer requests);
+``ContractNegotiationTerminated`` carries no reason, so the connector's ``errorDetail`` is read once
+(``GET /v3/contractnegotiations/{id}``) when the negotiation has ended.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_edc_callbacks.config import DEFAULT_CONN_ID
+from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+from airflow_edc_callbacks.models import jsonld_get
+from airflow_edc_callbacks.store import StoredEvent
+from airflow_edc_callbacks.triggers.callback import EdcCallbackTrigger
+
+__all__ = ["NEGOTIATION_EVENT_PREFIX", "EdcNegotiationTrigger"]
+
+NEGOTIATION_EVENT_PREFIX = "ContractNegotiation"
+_FINAL = {"ContractNegotiationFinalized": "success", "ContractNegotiationTerminated": "failed"}
+
+
+class EdcNegotiationTrigger(EdcCallbackTrigger):
+    """Fire when the contract negotiation is FINALIZED or TERMINATED, as told by its callbacks.
+
+    Same store-first wait, token rules and state-check fallback as
+    :class:`~airflow_edc_callbacks.triggers.callback.EdcCallbackTrigger`.
+
+    :param correlation_id: the correlation id in the callback token the operator sent.
+    :param contract_negotiation_id: the consumer's contract negotiation id.
+
+    The event payload: ``status`` (``success`` | ``failed``), ``contract_negotiation_id``,
+    ``contract_agreement_id``, ``state``, ``event_type``, ``reason`` (the connector's ``errorDetail``),
+    ``source`` (``callback`` | ``state_check``), ``asset_id``, ``counter_party_id``, ``timeline``,
+    ``correlation_id``.
+    """
+
+    EVENT_PREFIX = NEGOTIATION_EVENT_PREFIX
+    PROCESS_LABEL = "contract negotiation"
+
+    def __init__(
+        self,
+        *,
+        correlation_id: str | None,
+        contract_negotiation_id: str,
+        conn_id: str = DEFAULT_CONN_ID,
+        fallback_check_interval: float | None = None,
+        not_before: float | None = None,
+    ) -> None:
+        super().__init__(
+            correlation_id=correlation_id,
+            transfer_process_id=contract_negotiation_id,
+            conn_id=conn_id,
+            fallback_check_interval=fallback_check_interval,
+            not_before=not_before,
+        )
+        self.contract_negotiation_id = contract_negotiation_id
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "airflow_edc_callbacks.triggers.negotiation.EdcNegotiationTrigger",
+            {
+                "correlation_id": self.correlation_id,
+                "contract_negotiation_id": self.contract_negotiation_id,
+                "conn_id": self.conn_id,
+                "fallback_check_interval": self.fallback_check_interval,
+                "not_before": self.not_before,
+            },
+        )
+
+    def _result(
+        self,
+        *,
+        status: str,
+        state: str,
+        event_type: str | None,
+        source: str,
+        timeline: list[dict[str, Any]],
+        agreement_id: str | None,
+        reason: str | None = None,
+        asset_id: str | None = None,
+        counter_party_id: str | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "status": status,
+            "contract_negotiation_id": self.contract_negotiation_id,
+            "contract_agreement_id": agreement_id,
+            "correlation_id": self.correlation_id,
+            "state": state,
+            "event_type": event_type,
+            "reason": reason,
+            "source": source,
+            "asset_id": asset_id,
+            "counter_party_id": counter_party_id,
+            "timeline": timeline,
+        }
+
+    def _event_result(self, stored: StoredEvent, timeline: list[dict[str, Any]]) -> dict[str, Any] | None:
+        status = _FINAL.get(stored.event_type)
+        if status is None:
+            return None
+        payload = stored.payload
+        agreement = payload.get("contractAgreement") or {}
+        return self._result(
+            status=status,
+            state=stored.event_type[len(NEGOTIATION_EVENT_PREFIX) :].upper(),
+            event_type=stored.event_type,
+            source="callback",
+            timeline=timeline,
+            agreement_id=agreement.get("id") if isinstance(agreement, dict) else None,
+            asset_id=agreement.get("assetId") if isinstance(agreement, dict) else None,
+            counter_party_id=payload.get("counterPartyId"),
+        )
+
+    async def _finish(self, result: dict[str, Any]) -> dict[str, Any]:
+        """A terminated negotiation's callback has no reason: read ``errorDetail`` once."""
+        if result["status"] != "failed" or result.get("reason"):
+            return result
+        try:
+            negotiation = await self._hook().aget_negotiation(self.contract_negotiation_id)
+        except Exception as err:  # the reason is a courtesy; the failure stands without it
+            self.log.warning("Could not read the reason of negotiation %s: %s", self.contract_negotiation_id, err)
+            return result
+        return {**result, "reason": jsonld_get(negotiation, "errorDetail")}
+
+    async def _state_check(self, timeline: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """One ``GET /v3/contractnegotiations/{id}``."""
+        negotiation = await self._hook().aget_negotiation(self.contract_negotiation_id)
+        state = str(jsonld_get(negotiation, "state", "")).upper()
+        self.log.info("Connector reports contract negotiation %s in state %s", self.contract_negotiation_id, state)
+        status = {"FINALIZED": "success", "TERMINATED": "failed"}.get(state)
+        if status is None:
+            return None
+        return self._result(
+            status=status,
+            state=state,
+            event_type=None,
+            source="state_check",
+            timeline=timeline,
+            agreement_id=jsonld_get(negotiation, "contractAgreementId"),
+            reason=jsonld_get(negotiation, "errorDetail"),
+            counter_party_id=jsonld_get(negotiation, "counterPartyId"),
+        )
+
+    def _hook(self) -> EdcManagementHook:
+        self.hook = self.hook or EdcManagementHook(self.conn_id)
+        return self.hook
