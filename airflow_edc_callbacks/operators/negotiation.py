@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
-from airflow_edc_callbacks.exceptions import EdcCallbacksError, EdcNegotiationFailed, TriggerEventError
+from airflow_edc_callbacks.exceptions import EdcNegotiationFailed
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
-from airflow_edc_callbacks.models import iso_from_epoch_ms
-from airflow_edc_callbacks.operators.transfer import worker_exit_seconds
+from airflow_edc_callbacks.operators.resume import connector_url, log_timeline, validate_event, worker_exit_seconds
 from airflow_edc_callbacks.tokens import callback_url, correlation_id_for
 from airflow_edc_callbacks.triggers.inline import first_event
 from airflow_edc_callbacks.triggers.negotiation import EdcNegotiationTrigger
@@ -138,23 +137,11 @@ class EdcContractNegotiationOperator(BaseOperator):
         :raises TriggerEventError: the event is missing or has an unknown status.
         :raises EdcNegotiationFailed: the negotiation was terminated (with the connector's reason).
         """
-        if not event or event.get("status") not in ("success", "failed"):
-            raise TriggerEventError(f"Unexpected trigger event for {self.task_id}: {event!r}")
+        event = validate_event(self, event)
         negotiation_id = str(event["contract_negotiation_id"])
-        for item in event.get("timeline", []):
-            self.log.info(
-                "Contract negotiation %s: %s at %s (received %s)",
-                negotiation_id,
-                item.get("type"),
-                iso_from_epoch_ms(int(item.get("at", 0))),
-                iso_from_epoch_ms(int(item.get("received_at", 0))),
-            )
+        log_timeline(self, "Contract negotiation", negotiation_id, event.get("timeline", []))
         if event["status"] == "failed":
-            try:
-                connector = EdcManagementHook(self.edc_conn_id).settings.base_url
-            except (EdcCallbacksError, ValueError, LookupError):
-                connector = f"connection {self.edc_conn_id!r}"
-            raise EdcNegotiationFailed(negotiation_id, connector, event.get("reason"))
+            raise EdcNegotiationFailed(negotiation_id, connector_url(self.edc_conn_id), event.get("reason"))
         self.log.info("Contract negotiation %s FINALIZED: agreement %s", negotiation_id, event["contract_agreement_id"])
         return {
             "contract_negotiation_id": negotiation_id,

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID, get_callback_base_url
-from airflow_edc_callbacks.exceptions import EdcCallbacksError, EdcTransferFailed, TriggerEventError
+from airflow_edc_callbacks.exceptions import EdcTransferFailed
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.models import (
     TERMINAL_TRANSFER_STATES,
-    iso_from_epoch_ms,
     jsonld_get,
     resolve_wait_for,
 )
+from airflow_edc_callbacks.operators.resume import connector_url, log_timeline, validate_event, worker_exit_seconds
 from airflow_edc_callbacks.tokens import callback_url, correlation_id_for
 from airflow_edc_callbacks.triggers.callback import EdcCallbackTrigger
 from airflow_edc_callbacks.triggers.inline import first_event
@@ -26,17 +26,10 @@ from airflow_edc_callbacks.triggers.inline import first_event
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["EdcTransferOperator", "complete_transfer", "worker_exit_seconds"]
+__all__ = ["EdcTransferOperator", "complete_transfer"]
 
 CORRELATION_PROPERTY = "airflowCorrelationId"
 """``privateProperties`` key carrying the correlation id, to find the transfer from the connector's side."""
-
-
-def worker_exit_seconds() -> float:
-    """Seconds a worker may take to report a deferral: ``[workers] min_heartbeat_interval`` (5) + 1."""
-    from airflow.configuration import conf
-
-    return conf.getfloat("workers", "min_heartbeat_interval", fallback=5.0) + 1.0
 
 
 class EdcTransferOperator(BaseOperator):
@@ -217,17 +210,9 @@ def complete_transfer(task: BaseOperator, event: dict[str, Any] | None, edc_conn
     :raises TriggerEventError: the event is missing or has an unknown status.
     :raises EdcTransferFailed: the transfer was terminated (names the transfer, connector, state, reason).
     """
-    if not event or event.get("status") not in ("success", "failed"):
-        raise TriggerEventError(f"Unexpected trigger event for {task.task_id}: {event!r}")
+    event = validate_event(task, event)
     transfer_id = str(event["transfer_process_id"])
-    for item in event.get("timeline", []):
-        task.log.info(
-            "Transfer process %s: %s at %s (received %s)",
-            transfer_id,
-            item.get("type"),
-            iso_from_epoch_ms(int(item.get("at", 0))),
-            iso_from_epoch_ms(int(item.get("received_at", 0))),
-        )
+    log_timeline(task, "Transfer process", transfer_id, event.get("timeline", []))
     if event.get("source") == "state_check":
         task.log.warning(
             "Transfer process %s: the result came from a state check, not a callback "
@@ -235,11 +220,7 @@ def complete_transfer(task: BaseOperator, event: dict[str, Any] | None, edc_conn
             transfer_id,
         )
     if event["status"] == "failed":
-        try:
-            connector = EdcManagementHook(edc_conn_id).settings.base_url
-        except (EdcCallbacksError, ValueError, LookupError):
-            connector = f"connection {edc_conn_id!r}"
-        raise EdcTransferFailed(transfer_id, connector, str(event.get("state")), event.get("reason"))
+        raise EdcTransferFailed(transfer_id, connector_url(edc_conn_id), str(event.get("state")), event.get("reason"))
     task.log.info("Transfer process %s is %s", transfer_id, event.get("state"))
     return {
         "transfer_process_id": transfer_id,

@@ -13,7 +13,8 @@ from airflow.sdk.exceptions import AirflowSensorTimeout
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
 from airflow_edc_callbacks.exceptions import TriggerEventError
 from airflow_edc_callbacks.models import TRANSFER_EVENT_PREFIX, WaitFor
-from airflow_edc_callbacks.operators.transfer import complete_transfer, worker_exit_seconds
+from airflow_edc_callbacks.operators.resume import worker_exit_seconds
+from airflow_edc_callbacks.operators.transfer import complete_transfer
 from airflow_edc_callbacks.triggers.callback import EdcCallbackTrigger
 from airflow_edc_callbacks.triggers.events import EdcCallbackEventTrigger
 from airflow_edc_callbacks.triggers.inline import first_event
