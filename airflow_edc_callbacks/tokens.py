@@ -63,13 +63,13 @@ def verify_token(key: bytes, token: str) -> str | None:
     return correlation_id
 
 
-def correlation_id_for(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
+def correlation_id_for(dag_id: str, run_id: str, task_id: str, map_index: int | None = -1) -> str:
     """A stable correlation id for one task instance (the same on every try).
 
     Stable across tries so that a retry after a worker crash finds the transfer process the first try
     started (design-brief guarantee 8). 32 hex characters of SHA-256 of the task instance key.
     """
-    key = "\x1f".join((dag_id, run_id, task_id, str(map_index)))
+    key = "\x1f".join((dag_id, run_id, task_id, str(-1 if map_index is None else map_index)))
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 

@@ -87,8 +87,7 @@ class EdcContractNegotiationOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         ti = context["ti"]
-        map_index = ti.map_index if ti.map_index is not None else -1
-        correlation_id = correlation_id_for(ti.dag_id, ti.run_id, ti.task_id, map_index)
+        correlation_id = correlation_id_for(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
         hook = EdcManagementHook(self.edc_conn_id)
         offer = self.offer
         if not offer:

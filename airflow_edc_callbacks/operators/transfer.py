@@ -126,9 +126,7 @@ class EdcTransferOperator(BaseOperator):
         if self.timeout.total_seconds() <= 0:
             raise ValueError(f"timeout must be positive, got {self.timeout}")
         ti = context["ti"]
-        correlation_id = correlation_id_for(
-            ti.dag_id, ti.run_id, ti.task_id, ti.map_index if ti.map_index is not None else -1
-        )
+        correlation_id = correlation_id_for(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
         hook = self._hook()
         earlier_try = self.reattach and (getattr(ti, "try_number", 1) or 1) > 1
         transfer_id = self._find_unfinished_transfer(hook, correlation_id) if earlier_try else None

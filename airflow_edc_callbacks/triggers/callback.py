@@ -114,6 +114,11 @@ class EdcCallbackTrigger(BaseTrigger):
         )
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _hook(self) -> EdcManagementHook:
+        """The connection's hook, made once (state checks, reasons)."""
+        self.hook = self.hook or EdcManagementHook(self.conn_id)
+        return self.hook
+
     def _relevant(self, stored: StoredEvent) -> bool:
         """This transfer's event, arrived on this task's token or on no token (static callbacks).
 
@@ -161,8 +166,7 @@ class EdcCallbackTrigger(BaseTrigger):
 
     async def _state_check(self, timeline: list[dict[str, Any]]) -> dict[str, Any] | None:
         """One ``GET /v3/transferprocesses/{id}`` (state, errorDetail, asset and contract in one request)."""
-        self.hook = self.hook or EdcManagementHook(self.conn_id)
-        process = await self.hook.aget_transfer_process(self.transfer_process_id)
+        process = await self._hook().aget_transfer_process(self.transfer_process_id)
         state = str(jsonld_get(process, "state", "")).upper()
         self.log.info("Connector reports transfer process %s in state %s", self.transfer_process_id, state)
         outcome = state_outcome(state, self.wait_for)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
-from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.models import jsonld_get
 from airflow_edc_callbacks.store import StoredEvent
 from airflow_edc_callbacks.triggers.callback import EdcCallbackTrigger
@@ -143,7 +142,3 @@ class EdcNegotiationTrigger(EdcCallbackTrigger):
             reason=jsonld_get(negotiation, "errorDetail"),
             counter_party_id=jsonld_get(negotiation, "counterPartyId"),
         )
-
-    def _hook(self) -> EdcManagementHook:
-        self.hook = self.hook or EdcManagementHook(self.conn_id)
-        return self.hook
