@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 
 from airflow_edc_callbacks.config import get_callback_base_url, get_retention, parse_duration
-from airflow_edc_callbacks.models import iso_from_epoch_ms
+from airflow_edc_callbacks.models import iso_from_epoch_ms, redact_tokens
 from airflow_edc_callbacks.store import EventStore, get_store
 from airflow_edc_callbacks.tokens import get_signing_key
 
@@ -45,7 +45,7 @@ def _events(args: argparse.Namespace) -> int:
                     "at": e.event_at,
                     "received_at": e.received_at,
                     "routes": list(e.routes),
-                    "body": e.body,
+                    "body": redact_tokens(e.body),
                 }
                 for e in events
             ],
@@ -141,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     target = events.add_mutually_exclusive_group()
     target.add_argument("--process-id", help="Transfer process or contract negotiation id.")
     target.add_argument("--token", help="A callback token (or its correlation id).")
-    events.add_argument("--json", action="store_true", help="Print JSON with the full envelopes.")
+    events.add_argument(
+        "--json", action="store_true", help="Print JSON with the full envelopes (EDR tokens replaced by ***)."
+    )
     events.add_argument("--limit", type=int, help="At most this many events.")
     events.add_argument("--store-url", help="Event store URL (default [edc_callbacks] store_url).")
     events.set_defaults(func=_events)

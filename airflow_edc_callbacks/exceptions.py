@@ -7,6 +7,8 @@ from collections.abc import Sequence
 __all__ = [
     "EdcApiError",
     "EdcCallbacksError",
+    "EdcDataFetchError",
+    "EdcEdrNotFound",
     "EdcNegotiationFailed",
     "EdcTransferFailed",
     "EdcTransportError",
@@ -78,6 +80,40 @@ class EdcNegotiationFailed(EdcCallbacksError):
             f"EDC contract negotiation {contract_negotiation_id} on {connector_url} ended TERMINATED: "
             f"{reason or 'the connector gave no reason'}"
         )
+
+
+class EdcEdrNotFound(EdcCallbacksError):
+    """No EDR is known for a transfer process.
+
+    :param transfer_process_id: the consumer's transfer process id.
+    :param connector_url: the Management API base URL of the connector.
+    :param detail: what was tried and what the connector said.
+    """
+
+    def __init__(self, transfer_process_id: str, connector_url: str, detail: str) -> None:
+        self.transfer_process_id = transfer_process_id
+        self.connector_url = connector_url
+        super().__init__(
+            f"No EDR for transfer process {transfer_process_id} on {connector_url}: {detail}. An EDR exists once a "
+            "PULL transfer is STARTED and until it is terminated or completed."
+        )
+
+
+class EdcDataFetchError(EdcCallbacksError):
+    """The provider's public endpoint refused or failed a data request made with an EDR.
+
+    :param transfer_process_id: the consumer's transfer process id.
+    :param url: the requested URL.
+    :param status_code: the HTTP status, or ``None`` when the endpoint could not be reached.
+    :param detail: an excerpt of the answer, or the transport error.
+    """
+
+    def __init__(self, transfer_process_id: str, url: str, status_code: int | None, detail: str) -> None:
+        self.transfer_process_id = transfer_process_id
+        self.url = url
+        self.status_code = status_code
+        answer = f"answered {status_code}" if status_code is not None else "could not be reached"
+        super().__init__(f"Data request GET {url} for transfer process {transfer_process_id} {answer}: {detail}")
 
 
 class StoreUnavailableError(EdcCallbacksError):

@@ -27,6 +27,8 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_edc_callbacks.operators.transfer",
                     "airflow_edc_callbacks.operators.negotiation",
+                    "airflow_edc_callbacks.operators.pipeline",
+                    "airflow_edc_callbacks.operators.pull",
                 ],
             }
         ],
@@ -65,7 +67,8 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": {
                     "api_version": {
                         "label": "Management API version",
-                        "schema": {"type": ["string", "null"], "default": "v3", "enum": ["v3"]},
+                        "description": "v3 (EDC up to 0.18), v4beta (EDC 0.14 to 0.16) or v4 (EDC 0.17 and later).",
+                        "schema": {"type": ["string", "null"], "default": "v3", "enum": ["v3", "v4beta", "v4"]},
                     },
                     "protocol": {
                         "label": "DSP protocol",

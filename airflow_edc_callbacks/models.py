@@ -14,6 +14,7 @@ EDC facts used here come from the EDC connector sources (v0.18.0):
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
@@ -25,16 +26,23 @@ EDC_NAMESPACE = "https://w3id.org/edc/v0.0.1/ns/"
 
 EDC_CONTEXT: dict[str, Any] = {"@vocab": EDC_NAMESPACE}
 
+MANAGEMENT_V2_CONTEXT = "https://w3id.org/edc/connector/management/v2"
+"""The JSON-LD context of Management API v4 (``v4beta`` in EDC 0.14-0.16, ``v4`` from 0.17): its JSON
+schemas require ``@context`` to be an array holding this IRI."""
+
 __all__ = [
     "EDC_CONTEXT",
     "EDC_NAMESPACE",
+    "MANAGEMENT_V2_CONTEXT",
     "TERMINAL_TRANSFER_STATES",
+    "EndpointDataReference",
     "EventEnvelope",
     "TransferEventType",
     "WaitFor",
     "iso_from_epoch_ms",
     "jsonld_get",
     "normalize_jsonld",
+    "redact_tokens",
     "resolve_wait_for",
     "terminal_outcome",
 ]
@@ -216,6 +224,22 @@ def normalize_jsonld(value: Any) -> Any:
     return value
 
 
+REDACTED = "***"
+
+
+def redact_tokens(value: Any) -> Any:
+    """A copy of a JSON document with every ``authorization`` value (an EDR's token, in any JSON-LD form
+    of the key) replaced by ``***``, for output that people read."""
+    if isinstance(value, Mapping):
+        return {
+            k: REDACTED if _strip_key(str(k)).lower() == "authorization" and v else redact_tokens(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact_tokens(v) for v in value]
+    return value
+
+
 def as_list(value: Any) -> list[Any]:
     """Return ``value`` as a list: ``None`` -> ``[]``, ``x`` -> ``[x]``, a list unchanged."""
     if value is None:
@@ -236,3 +260,59 @@ def jsonld_get(document: Mapping[str, Any], key: str, default: Any = None) -> An
 def iso_from_epoch_ms(epoch_ms: int) -> str:
     """ISO 8601 UTC text of an epoch-milliseconds time, e.g. an envelope's ``at``."""
     return datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class EndpointDataReference:
+    """The EDR of a started PULL transfer: where to fetch the data and the token to show.
+
+    EDC facts: the provider's data plane creates it as a ``DataAddress`` of type
+    ``https://w3id.org/idsa/v4.1/HTTP`` with ``endpoint``, ``authType`` (``bearer``), ``authorization``
+    (the token, sent as the ``Authorization`` header as is) and ``endpointType``
+    (``DataPlaneAuthorizationServiceImpl``); the consumer gets it with ``TransferProcessStarted``
+    (``dataAddress``) and serves it at ``GET /v3/edrs/{id}/dataaddress`` (``EdrCacheApiV3Controller``).
+
+    The token never shows in ``repr`` or ``str``.
+
+    :ivar transfer_process_id: the consumer's transfer process id.
+    :ivar endpoint: the provider's public endpoint URL.
+    :ivar authorization: the access token.
+    :ivar auth_type: ``bearer`` for EDC's data plane.
+    :ivar endpoint_type: e.g. ``https://w3id.org/idsa/v4.1/HTTP``.
+    :ivar source: where it came from: ``connector`` (the EDR cache) or ``callback`` (the stored event).
+    """
+
+    transfer_process_id: str
+    endpoint: str
+    authorization: str | None = field(repr=False)
+    auth_type: str | None = None
+    endpoint_type: str | None = None
+    source: str = "connector"
+
+    @classmethod
+    def from_data_address(
+        cls, transfer_process_id: str, data_address: Mapping[str, Any], source: str = "connector"
+    ) -> EndpointDataReference:
+        """Read an EDR ``DataAddress`` in any JSON-LD form (compacted, ``edc:``-prefixed or expanded).
+
+        :raises ValueError: it has no ``endpoint``.
+        """
+        address = normalize_jsonld(dict(data_address))
+        properties = address.get("properties") if isinstance(address.get("properties"), Mapping) else {}
+        merged = {**properties, **address}
+        endpoint = merged.get("endpoint")
+        if not endpoint:
+            raise ValueError(f"the data address of transfer process {transfer_process_id} has no endpoint")
+        authorization = merged.get("authorization")
+        return cls(
+            transfer_process_id=transfer_process_id,
+            endpoint=str(endpoint),
+            authorization=str(authorization) if authorization else None,
+            auth_type=merged.get("authType"),
+            endpoint_type=merged.get("endpointType") or merged.get("type"),
+            source=source,
+        )
+
+    def headers(self) -> dict[str, str]:
+        """The request headers the provider's public API expects: ``Authorization: <token>``."""
+        return {"Authorization": self.authorization} if self.authorization else {}

@@ -1,10 +1,12 @@
 """``python -m demo``: the main job end to end on this machine.
 
-Builds and starts two real EDC connectors (provider with an HTTP data source, consumer pushing into a
-local HTTP sink), negotiates a contract, starts ``airflow standalone`` with this provider and the
-repository's ``dags/``, runs ``example_edc_push_transfer`` and prints the DAG run's result and where
-the data landed. Everything runs on 127.0.0.1 and is stopped at the end (``--keep-running`` leaves it up
-until Ctrl-C, with the Airflow UI at http://127.0.0.1:28080).
+Builds and starts two real EDC connectors (a provider with an HTTP data source and a public API for PULL
+transfers, a consumer), starts ``airflow standalone`` with this provider and the repository's ``dags/``,
+and runs ``example_edc_full_pipeline``: catalog -> contract negotiation -> a PUSH transfer into a local
+HTTP sink and a PULL transfer whose data is fetched with its EDR, each wait resumed by the connector's
+callbacks. Prints each step's result and checks the data against the provider's source. Everything runs
+on 127.0.0.1 and is stopped at the end (``--keep-running`` leaves it up until Ctrl-C, with the Airflow
+UI at http://127.0.0.1:28080).
 """
 
 from __future__ import annotations
@@ -16,14 +18,15 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from demo import connectors as edc
 from demo.airflow_env import AirflowStandalone
 from demo.data_server import source_bytes, start_data_server
 
 REPO = Path(__file__).resolve().parents[1]
-DAG_ID = "example_edc_push_transfer"
-TASK_ID = "push_transfer"
+DAG_ID = "example_edc_full_pipeline"
+STEPS = ("negotiate", "push_transfer", "pull_transfer", "fetch_data", "negotiate_and_pull")
 
 
 def _say(message: str) -> None:
@@ -49,8 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _say("Starting the provider and consumer connectors...")
         with edc.start(workdir / "connectors", data.url) as conns:
-            agreement = edc.negotiate(conns, edc.DEMO_ASSET)
-            _say(f"Contract agreement for {edc.DEMO_ASSET}: {agreement}")
             connection = {
                 "conn_type": "edc",
                 "host": conns.consumer_management_url,
@@ -64,42 +65,60 @@ def main(argv: list[str] | None = None) -> int:
             with AirflowStandalone(workdir / "airflow", REPO / "dags", port=args.airflow_port, extra_env=env) as af:
                 af.wait_for_dag(DAG_ID, deadline_s=120)
                 conf = {
-                    "contract_id": agreement,
                     "counter_party_address": conns.provider_dsp_address,
+                    "counter_party_id": conns.provider_id,
+                    "asset_id": edc.DEMO_ASSET,
                     "sink_base_url": f"{data.url}/sink",
+                    "output_dir": str(workdir / "data"),
                 }
                 run_id = af.trigger_dag(DAG_ID, conf=conf)
-                _say(f"Triggered {DAG_ID} run {run_id}")
-                af.wait_for_task_state(DAG_ID, run_id, TASK_ID, {"deferred", "success"}, deadline_s=120)
-                _say(f"{TASK_ID} deferred; waiting for the connector's callback...")
+                _say(f"Triggered {DAG_ID} run {run_id}; every step waits for the connector's callbacks...")
                 state = af.wait_for_run(DAG_ID, run_id, deadline_s=300)
                 _say(f"DAG run {run_id}: {state}")
                 if state != "success":
-                    print(af.task_log(DAG_ID, run_id, TASK_ID))
+                    for ti in af.task_instances(DAG_ID, run_id):
+                        if ti["state"] != "success":
+                            _say(f"{ti['task_id']}: {ti['state']}")
+                            print(af.task_log(DAG_ID, run_id, ti["task_id"], try_number=max(1, ti["try_number"])))
                     return 1
-                result = af.xcom(DAG_ID, run_id, TASK_ID)
-                print(json.dumps(result, indent=2))
-                report = af.xcom(DAG_ID, run_id, "report")
-                arrived = [r for r in data.received() if r["path"].endswith(report["sink_url"].split("/sink", 1)[1])]
-                if not arrived:
-                    _say(f"No data arrived at {report['sink_url']}")
-                    return 1
-                landed = Path(arrived[-1]["file"])
-                same = landed.read_bytes() == source_bytes(edc.DEMO_ASSET)
-                _say(
-                    f"Transfer process {result['transfer_process_id']} {result['state']} via {result['source']}; "
-                    f"data landed at {report['sink_url']} -> {landed} ({landed.stat().st_size} bytes, "
-                    f"{'identical to' if same else 'DIFFERENT from'} the provider's source)"
-                )
+                results = {step: af.xcom(DAG_ID, run_id, step) for step in STEPS}
+                source = source_bytes(edc.DEMO_ASSET)
+                ok = _print_results(results, data.received(), source)
                 if args.keep_running:
                     _say(f"Everything is running; Airflow UI: {af.ui_url} (no login). Ctrl-C stops it.")
                     stop = threading.Event()
                     signal.signal(signal.SIGINT, lambda *_: stop.set())
                     signal.signal(signal.SIGTERM, lambda *_: stop.set())
                     stop.wait()
-                return 0 if same else 1
+                return 0 if ok else 1
     finally:
         data.stop()
+
+
+def _print_results(results: dict[str, Any], received: list[dict[str, Any]], source: bytes) -> bool:
+    """Say how each step ended and whether the data is the provider's; True when all of it is."""
+    negotiation, push, pull, fetched, one = (results[s] for s in STEPS)
+    _say(
+        f"negotiate: contract negotiation {negotiation['contract_negotiation_id']} {negotiation['state']} "
+        f"(agreement {negotiation['contract_agreement_id']}) via {negotiation['source']}"
+    )
+    _say(f"push_transfer: transfer process {push['transfer_process_id']} {push['state']} via {push['source']}")
+    _say(f"pull_transfer: transfer process {pull['transfer_process_id']} {pull['state']} via {pull['source']}")
+    _say(
+        f"negotiate_and_pull: negotiation {one['negotiation']['state']} via {one['negotiation']['source']}, "
+        f"transfer process {one['transfer_process_id']} {one['state']} via {one['source']}"
+    )
+    ok = True
+    pushed = [r for r in received if "/full_pipeline/" in r["path"]]
+    for label, file in [("push_transfer (sink)", pushed[-1]["file"] if pushed else None)] + [
+        (label, data["file"]) for label, data in (("fetch_data", fetched), ("negotiate_and_pull", one["data"]))
+    ]:
+        content = Path(file).read_bytes() if file else b""
+        same = content == source
+        ok = ok and same
+        _say(f"{label}: {len(content)} bytes in {file}, {'identical to' if same else 'DIFFERENT from'} the source")
+    sources = {negotiation["source"], push["source"], pull["source"], one["source"], one["negotiation"]["source"]}
+    return ok and sources == {"callback"}
 
 
 if __name__ == "__main__":

@@ -116,6 +116,8 @@ class ConnectorSide:
     protocol_port: int
     protocol_path: str
     control_port: int
+    public_port: int
+    public_path: str
 
     @classmethod
     def from_properties(cls, name: str, path: Path) -> ConnectorSide:
@@ -133,6 +135,8 @@ class ConnectorSide:
             protocol_port=int(p["web.http.protocol.port"]),
             protocol_path=p["web.http.protocol.path"],
             control_port=int(p["web.http.control.port"]),
+            public_port=int(p["web.http.public.port"]),
+            public_path=p["web.http.public.path"],
         )
 
     @property
@@ -242,15 +246,18 @@ def _tail(path: Path, lines: int = 40) -> str:
         return f"<no log: {exc}>"
 
 
-SEED_VAULT_DIR: Path = EDC_DIR / "seed-vault"
-"""A tiny EDC extension (Java, built here) that stores ``edc.demo.vault.secrets.<alias>`` in the vault."""
+EXTENSION_DIRS: tuple[Path, ...] = (EDC_DIR / "seed-vault", EDC_DIR / "public-api")
+"""Small EDC extensions (Java, built here into the runtime classpath): ``seed-vault`` stores
+``edc.demo.vault.secrets.<alias>`` in the vault; ``public-api`` is the provider data plane's public API
+that serves PULL transfers (EDC ships none since 0.14)."""
 
 
 def _pom_hash() -> str:
     digest = hashlib.sha256((EDC_DIR / "pom.xml").read_bytes())
-    for path in sorted(p for p in SEED_VAULT_DIR.rglob("*") if p.is_file() and "target" not in p.parts):
-        digest.update(str(path.relative_to(EDC_DIR)).encode())
-        digest.update(path.read_bytes())
+    for directory in EXTENSION_DIRS:
+        for path in sorted(p for p in directory.rglob("*") if p.is_file() and "target" not in p.parts):
+            digest.update(str(path.relative_to(EDC_DIR)).encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
@@ -280,17 +287,18 @@ def build(force: bool = False) -> Path:
         f"-DoutputDirectory={staging}",
         "-DincludeScope=runtime",
     ]
-    seed_vault = [mvn, "-B", "-f", str(SEED_VAULT_DIR / "pom.xml"), "package"]
+    extensions = [[mvn, "-B", "-f", str(d / "pom.xml"), "package"] for d in EXTENSION_DIRS]
     with _BUILD_LOG.open("wb") as log:
         rc = 0
-        for step in (cmd, seed_vault):
+        for step in (cmd, *extensions):
             log.write((" ".join(step) + "\n").encode())
             log.flush()
             rc = rc or subprocess.call(step, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    seed_jar = SEED_VAULT_DIR / "target" / "demo-seed-vault.jar"
-    if rc != 0 or not any(staging.glob("*.jar")) or not seed_jar.is_file():
+    jars = [d / "target" / f"demo-{d.name}.jar" for d in EXTENSION_DIRS]
+    if rc != 0 or not any(staging.glob("*.jar")) or not all(j.is_file() for j in jars):
         raise BuildError(f"Maven build failed (exit {rc}); log {_BUILD_LOG}:\n{_tail(_BUILD_LOG)}")
-    shutil.copy2(seed_jar, staging / seed_jar.name)
+    for jar in jars:
+        shutil.copy2(jar, staging / jar.name)
     shutil.rmtree(LIB_DIR, ignore_errors=True)
     staging.rename(LIB_DIR)
     _MARKER.write_text(digest + "\n")
@@ -425,7 +433,7 @@ def start(
         busy = [
             p
             for s in (PROVIDER, CONSUMER)
-            for p in (s.default_port, s.control_port, s.management_port, s.protocol_port)
+            for p in (s.default_port, s.control_port, s.management_port, s.protocol_port, s.public_port)
             if _port_open(p)
         ]
         if busy:

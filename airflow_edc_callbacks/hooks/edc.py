@@ -1,12 +1,16 @@
-"""``EdcManagementHook``: the EDC connector's Management API (v3) over httpx, sync and async.
+"""``EdcManagementHook``: the EDC connector's Management API (v3 or v4) over httpx, sync and async.
 
-EDC facts: endpoints and bodies from the EDC connector's ``TransferProcessApiV3`` and
-``ContractNegotiationApiV3`` (v0.18.0), ``X-Api-Key`` from ``TokenBasedAuthenticationService``, error
-bodies are arrays of ``ApiErrorDetail`` (``message``, ``type``, ``path``, ``invalidValue``).
+EDC facts: endpoints and bodies from the EDC connector's ``TransferProcessApiV3``/``V4``,
+``ContractNegotiationApiV3``/``V4``, ``CatalogApiV3``/``V4`` and ``EdrCacheApiV3`` (v0.15.1 to v0.18.0);
+``X-Api-Key`` from ``TokenBasedAuthenticationService``; error bodies are arrays of ``ApiErrorDetail``
+(``message``, ``type``, ``path``, ``invalidValue``). Management API v4 has the paths of v3 under
+``/v4beta`` (EDC 0.14 to 0.16) or ``/v4`` (0.17 and later) and needs ``@context`` as an array holding
+``https://w3id.org/edc/connector/management/v2``; EDC serves the EDR cache under ``/v3/edrs`` only.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,10 +21,25 @@ import tenacity
 from airflow.sdk import BaseHook
 
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
-from airflow_edc_callbacks.exceptions import EdcApiError, EdcTransportError
-from airflow_edc_callbacks.models import EDC_CONTEXT, EDC_NAMESPACE, as_list, jsonld_get, normalize_jsonld
+from airflow_edc_callbacks.edr import FetchResult, fetch_to_file
+from airflow_edc_callbacks.exceptions import EdcApiError, EdcEdrNotFound, EdcTransportError, StoreUnavailableError
+from airflow_edc_callbacks.models import (
+    EDC_CONTEXT,
+    EDC_NAMESPACE,
+    MANAGEMENT_V2_CONTEXT,
+    EndpointDataReference,
+    TransferEventType,
+    as_list,
+    jsonld_get,
+    normalize_jsonld,
+)
+from airflow_edc_callbacks.store import get_store
 
-__all__ = ["DEFAULT_PROTOCOL", "EdcConnectionSettings", "EdcManagementHook"]
+__all__ = ["API_VERSIONS", "DEFAULT_PROTOCOL", "EdcConnectionSettings", "EdcManagementHook"]
+
+API_VERSIONS = ("v3", "v4beta", "v4")
+"""Management API versions a connection can select (extra ``api_version``): ``v3`` (EDC up to 0.18),
+``v4beta`` (EDC 0.14 to 0.16), ``v4`` (EDC 0.17 and later)."""
 
 DEFAULT_PROTOCOL = "dataspace-protocol-http:2025-1"
 """The DSP protocol id of EDC 0.16 and later."""
@@ -44,7 +63,7 @@ class EdcConnectionSettings:
 
     :ivar base_url: Management API base URL, e.g. ``http://consumer:29193/management``.
     :ivar api_key: the ``X-Api-Key`` value (connection password), or ``None``.
-    :ivar api_version: ``v3`` (extra ``api_version``).
+    :ivar api_version: ``v3``, ``v4beta`` or ``v4`` (extra ``api_version``, default ``v3``).
     :ivar protocol: the DSP protocol id (extra ``protocol``).
     :ivar callback_auth_key: header name the connector sends with callbacks (extra ``callback_auth_key``).
     :ivar callback_auth_code_id: vault alias of that header's value (extra ``callback_auth_code_id``).
@@ -64,7 +83,7 @@ class EdcConnectionSettings:
         ``host`` may be a full URL (``http://consumer:29193/management``); otherwise the URL is built from
         extra ``scheme`` (default ``http``), ``host``, ``port`` and ``schema`` (the path).
 
-        :raises ValueError: the connection has no host, or an unsupported ``api_version``.
+        :raises ValueError: the connection has no host, or an ``api_version`` not in :data:`API_VERSIONS`.
         """
         extra: Mapping[str, Any] = conn.extra_dejson or {}
         host = (conn.host or "").strip()
@@ -78,8 +97,11 @@ class EdcConnectionSettings:
             path = f"/{conn.schema.strip('/')}" if conn.schema else ""
             base_url = f"{scheme}://{host}{port}{path}"
         api_version = str(extra.get("api_version", "v3")).lower()
-        if api_version != "v3":
-            raise ValueError(f"Connection {conn.conn_id!r}: api_version {api_version!r} is not supported (use v3)")
+        if api_version not in API_VERSIONS:
+            raise ValueError(
+                f"Connection {conn.conn_id!r}: api_version {api_version!r} is not supported "
+                f"(use one of {', '.join(API_VERSIONS)})"
+            )
         return cls(
             base_url=base_url.rstrip("/"),
             api_key=conn.password or None,
@@ -162,6 +184,22 @@ class EdcManagementHook(BaseHook):
         self._settings: EdcConnectionSettings | None = None
 
     # -- connection ------------------------------------------------------------------------------
+    @property
+    def is_v4(self) -> bool:
+        """Whether the connection selects Management API v4 (``v4`` or ``v4beta``)."""
+        return self.settings.api_version != "v3"
+
+    def api_path(self, resource: str) -> str:
+        """The request path of ``resource`` (e.g. ``transferprocesses/x``) in the connection's API version."""
+        return f"/{self.settings.api_version}/{resource.lstrip('/')}"
+
+    async def _aapi_path(self, resource: str) -> str:
+        return f"/{(await self.aget_settings()).api_version}/{resource.lstrip('/')}"
+
+    def jsonld_context(self) -> Any:
+        """The ``@context`` of request bodies: ``{"@vocab": EDC}`` for v3, ``[management/v2]`` for v4."""
+        return [MANAGEMENT_V2_CONTEXT] if self.is_v4 else dict(EDC_CONTEXT)
+
     @property
     def settings(self) -> EdcConnectionSettings:
         """The parsed connection (sync lookup)."""
@@ -254,7 +292,7 @@ class EdcManagementHook(BaseHook):
         private_properties: Mapping[str, Any] | None = None,
         asset_id: str | None = None,
     ) -> dict[str, Any]:
-        """The JSON-LD ``TransferRequest`` body (Management API v3).
+        """The JSON-LD ``TransferRequest`` body in the connection's API version.
 
         :raises ValueError: a mandatory field is empty (``counterPartyAddress``, ``contractId``,
             ``transferType`` are mandatory for EDC's ``TransferRequestValidator``).
@@ -267,7 +305,7 @@ class EdcManagementHook(BaseHook):
             if not value:
                 raise ValueError(f"{name} must not be empty")
         body: dict[str, Any] = {
-            "@context": EDC_CONTEXT,
+            "@context": self.jsonld_context(),
             "@type": "TransferRequest",
             "protocol": protocol or self.settings.protocol,
             "counterPartyAddress": counter_party_address,
@@ -275,7 +313,10 @@ class EdcManagementHook(BaseHook):
             "transferType": transfer_type,
         }
         if data_destination:
-            body["dataDestination"] = dict(data_destination)
+            destination = dict(data_destination)
+            if self.is_v4:  # the v4 context maps "type" and the address's properties only inside a DataAddress
+                destination.setdefault("@type", "DataAddress")
+            body["dataDestination"] = destination
         if asset_id:
             body["assetId"] = asset_id
         if private_properties:
@@ -299,52 +340,54 @@ class EdcManagementHook(BaseHook):
 
     # -- transfer processes ----------------------------------------------------------------------
     def start_transfer(self, request: Mapping[str, Any]) -> str:
-        """``POST /v3/transferprocesses``; returns the new transfer process id.
+        """``POST /{version}/transferprocesses``; returns the new transfer process id.
 
         :param request: a body from :meth:`build_transfer_request`.
         :raises EdcApiError: the connector rejected it (400 with its validation messages).
         :raises EdcTransportError: the connector could not be reached.
         """
-        response = self._send("POST", "/v3/transferprocesses", dict(request))
+        path = self.api_path("transferprocesses")
+        response = self._send("POST", path, dict(request))
         process_id = jsonld_get(response or {}, "@id")
         if not process_id:
-            raise EdcApiError(200, "POST", f"{self.settings.base_url}/v3/transferprocesses", ["no @id in IdResponse"])
+            raise EdcApiError(200, "POST", f"{self.settings.base_url}{path}", ["no @id in IdResponse"])
         return str(process_id)
 
     def get_transfer_process(self, transfer_process_id: str) -> dict[str, Any]:
-        """``GET /v3/transferprocesses/{id}``, normalised (:func:`~airflow_edc_callbacks.models.normalize_jsonld`)."""
-        return dict(normalize_jsonld(self._send("GET", f"/v3/transferprocesses/{transfer_process_id}")))
+        """``GET /{version}/transferprocesses/{id}``, normalised (see :func:`~.models.normalize_jsonld`)."""
+        return dict(normalize_jsonld(self._send("GET", self.api_path(f"transferprocesses/{transfer_process_id}"))))
 
     async def aget_transfer_process(self, transfer_process_id: str) -> dict[str, Any]:
         """Async :meth:`get_transfer_process`."""
-        return dict(normalize_jsonld(await self._asend("GET", f"/v3/transferprocesses/{transfer_process_id}")))
+        path = await self._aapi_path(f"transferprocesses/{transfer_process_id}")
+        return dict(normalize_jsonld(await self._asend("GET", path)))
 
     def get_transfer_state(self, transfer_process_id: str) -> str:
-        """``GET /v3/transferprocesses/{id}/state``: the state name, e.g. ``STARTED``, ``COMPLETED``."""
-        body = self._send("GET", f"/v3/transferprocesses/{transfer_process_id}/state")
+        """``GET /{version}/transferprocesses/{id}/state``: the state name, e.g. ``STARTED``, ``COMPLETED``."""
+        body = self._send("GET", self.api_path(f"transferprocesses/{transfer_process_id}/state"))
         return str(jsonld_get(body or {}, "state", ""))
 
     async def aget_transfer_state(self, transfer_process_id: str) -> str:
         """Async :meth:`get_transfer_state`."""
-        body = await self._asend("GET", f"/v3/transferprocesses/{transfer_process_id}/state")
+        body = await self._asend("GET", await self._aapi_path(f"transferprocesses/{transfer_process_id}/state"))
         return str(jsonld_get(body or {}, "state", ""))
 
     def query_transfer_processes(
         self, filter_expression: Sequence[Mapping[str, Any]] = (), limit: int = 50
     ) -> list[dict[str, Any]]:
-        """``POST /v3/transferprocesses/request`` with a ``QuerySpec``; normalised processes.
+        """``POST /{version}/transferprocesses/request`` with a ``QuerySpec``; normalised processes.
 
         :param filter_expression: EDC criteria, e.g.
             ``[{"operandLeft": "contractId", "operator": "=", "operandRight": "..."}]``.
         :param limit: at most this many processes.
         """
         query = {
-            "@context": EDC_CONTEXT,
+            "@context": self.jsonld_context(),
             "@type": "QuerySpec",
             "limit": limit,
-            "filterExpression": [dict(f) for f in filter_expression],
+            "filterExpression": [{"@type": "Criterion", **f} for f in filter_expression],
         }
-        body = self._send("POST", "/v3/transferprocesses/request", query)
+        body = self._send("POST", self.api_path("transferprocesses/request"), query)
         return [dict(normalize_jsonld(p)) for p in as_list(body)]
 
     def find_transfer_processes(self, private_property: str, value: str) -> list[dict[str, Any]]:
@@ -361,12 +404,12 @@ class EdcManagementHook(BaseHook):
         return self.query_transfer_processes([criterion])
 
     def terminate_transfer(self, transfer_process_id: str, reason: str) -> None:
-        """``POST /v3/transferprocesses/{id}/terminate`` with ``reason`` (mandatory in EDC).
+        """``POST /{version}/transferprocesses/{id}/terminate`` with ``reason`` (mandatory in EDC).
 
         :raises EdcApiError: 404 unknown id, 409 already completed or terminated.
         """
-        body = {"@context": EDC_CONTEXT, "@type": "TerminateTransfer", "reason": reason}
-        self._send("POST", f"/v3/transferprocesses/{transfer_process_id}/terminate", body)
+        body = {"@context": self.jsonld_context(), "@type": "TerminateTransfer", "reason": reason}
+        self._send("POST", self.api_path(f"transferprocesses/{transfer_process_id}/terminate"), body)
 
     # -- secrets ---------------------------------------------------------------------------------
     def put_secret(self, alias: str, value: str) -> bool:
@@ -399,12 +442,12 @@ class EdcManagementHook(BaseHook):
         asset_id: str | None = None,
         protocol: str | None = None,
     ) -> dict[str, Any]:
-        """``POST /v3/catalog/request``: the provider's catalog as this consumer sees it (raw JSON-LD).
+        """``POST /{version}/catalog/request``: the provider's catalog as this consumer sees it (raw JSON-LD).
 
         :param asset_id: only the dataset with this id (a ``querySpec`` filter on the EDC ``id``).
         """
         body: dict[str, Any] = {
-            "@context": EDC_CONTEXT,
+            "@context": self.jsonld_context(),
             "@type": "CatalogRequest",
             "counterPartyAddress": counter_party_address,
             "protocol": protocol or self.settings.protocol,
@@ -412,9 +455,14 @@ class EdcManagementHook(BaseHook):
         if counter_party_id:
             body["counterPartyId"] = counter_party_id
         if asset_id:
-            criterion = {"operandLeft": f"{EDC_NAMESPACE}id", "operator": "=", "operandRight": asset_id}
-            body["querySpec"] = {"filterExpression": [criterion]}
-        return dict(self._send("POST", "/v3/catalog/request", body) or {})
+            criterion = {
+                "@type": "Criterion",
+                "operandLeft": f"{EDC_NAMESPACE}id",
+                "operator": "=",
+                "operandRight": asset_id,
+            }
+            body["querySpec"] = {"@type": "QuerySpec", "filterExpression": [criterion]}
+        return dict(self._send("POST", self.api_path("catalog/request"), body) or {})
 
     @staticmethod
     def find_offer(catalog: Mapping[str, Any], asset_id: str) -> dict[str, Any]:
@@ -445,14 +493,17 @@ class EdcManagementHook(BaseHook):
         callback_addresses: Sequence[Mapping[str, Any]] = (),
         protocol: str | None = None,
     ) -> dict[str, Any]:
-        """The ``ContractRequest`` body for an offer from :meth:`find_offer` (Management API v3).
+        """The ``ContractRequest`` body for an offer from :meth:`find_offer` in the connection's API version.
 
-        The policy carries the ODRL context, so ``assigner`` / ``target`` expand to ODRL terms as EDC's
-        ``ContractRequestValidator`` needs.
+        In v3 the policy carries the ODRL context, so ``assigner`` / ``target`` expand to ODRL terms as
+        EDC's ``ContractRequestValidator`` needs; the v4 context defines them itself.
         """
-        policy = {**offer, "@context": _ODRL_CONTEXT, "@type": "Offer", "assigner": assigner, "target": target}
+        policy = {k: v for k, v in offer.items() if k != "@context"}
+        policy.update({"@type": "Offer", "assigner": assigner, "target": target})
+        if not self.is_v4:
+            policy["@context"] = _ODRL_CONTEXT
         body: dict[str, Any] = {
-            "@context": EDC_CONTEXT,
+            "@context": self.jsonld_context(),
             "@type": "ContractRequest",
             "counterPartyAddress": counter_party_address,
             "protocol": protocol or self.settings.protocol,
@@ -463,30 +514,112 @@ class EdcManagementHook(BaseHook):
         return body
 
     def start_negotiation(self, request: Mapping[str, Any]) -> str:
-        """``POST /v3/contractnegotiations``; returns the new contract negotiation id."""
-        response = self._send("POST", "/v3/contractnegotiations", dict(request))
+        """``POST /{version}/contractnegotiations``; returns the new contract negotiation id."""
+        path = self.api_path("contractnegotiations")
+        response = self._send("POST", path, dict(request))
         negotiation_id = jsonld_get(response or {}, "@id")
         if not negotiation_id:
-            url = f"{self.settings.base_url}/v3/contractnegotiations"
-            raise EdcApiError(200, "POST", url, ["no @id in IdResponse"])
+            raise EdcApiError(200, "POST", f"{self.settings.base_url}{path}", ["no @id in IdResponse"])
         return str(negotiation_id)
 
     async def aget_negotiation(self, negotiation_id: str) -> dict[str, Any]:
         """Async :meth:`get_negotiation`."""
-        return dict(normalize_jsonld(await self._asend("GET", f"/v3/contractnegotiations/{negotiation_id}")))
+        path = await self._aapi_path(f"contractnegotiations/{negotiation_id}")
+        return dict(normalize_jsonld(await self._asend("GET", path)))
 
     def get_negotiation(self, negotiation_id: str) -> dict[str, Any]:
-        """``GET /v3/contractnegotiations/{id}``, normalised; ``contractAgreementId`` once finalized."""
-        return dict(normalize_jsonld(self._send("GET", f"/v3/contractnegotiations/{negotiation_id}")))
+        """``GET /{version}/contractnegotiations/{id}``, normalised; ``contractAgreementId`` once finalized."""
+        return dict(normalize_jsonld(self._send("GET", self.api_path(f"contractnegotiations/{negotiation_id}"))))
 
     def get_agreement(self, negotiation_id: str) -> dict[str, Any]:
-        """``GET /v3/contractnegotiations/{id}/agreement``, normalised (``@id`` is the contract id)."""
-        return dict(normalize_jsonld(self._send("GET", f"/v3/contractnegotiations/{negotiation_id}/agreement")))
+        """``GET /{version}/contractnegotiations/{id}/agreement``, normalised (``@id`` is the contract id)."""
+        path = self.api_path(f"contractnegotiations/{negotiation_id}/agreement")
+        return dict(normalize_jsonld(self._send("GET", path)))
+
+    # -- EDRs and data of PULL transfers ---------------------------------------------------------
+    def query_edrs(self, filter_expression: Sequence[Mapping[str, Any]] = (), limit: int = 50) -> list[dict[str, Any]]:
+        """``POST /v3/edrs/request``: the consumer's cached EDR entries (normalised), e.g. filtered on
+        ``transferProcessId``, ``assetId`` or ``contractNegotiationId``. The entries hold no token.
+
+        :raises EdcApiError: 404 when the connector has no EDR cache API (EDC module ``edr-cache-api``).
+        """
+        query = {
+            "@context": dict(EDC_CONTEXT),
+            "@type": "QuerySpec",
+            "limit": limit,
+            "filterExpression": [{"@type": "Criterion", **f} for f in filter_expression],
+        }
+        return [dict(normalize_jsonld(e)) for e in as_list(self._send("POST", "/v3/edrs/request", query))]
+
+    def get_edr(self, transfer_process_id: str, *, use_callbacks: bool = True) -> EndpointDataReference:
+        """The EDR of a started PULL transfer, for fetching its data; keep it out of XCom and logs.
+
+        Asks the connector's EDR cache (``GET /v3/edrs/{id}/dataaddress``, EDC ``EdrCacheApiV3Controller``;
+        Tractus-X refreshes an expired token there). When the connector has no such entry or no EDR cache
+        API (404) and ``use_callbacks`` is set, takes the ``dataAddress`` of the transfer's
+        ``TransferProcessStarted`` event from the callback store instead (``source = "callback"``).
+
+        :raises EdcEdrNotFound: neither has an EDR (not a PULL transfer, not started yet, or already
+            ended; the message says what the connector answered).
+        :raises EdcTransportError: the connector could not be reached.
+        """
+        try:
+            address = self._send("GET", f"/v3/edrs/{transfer_process_id}/dataaddress")
+        except EdcApiError as err:
+            if err.status_code != 404:
+                raise
+            connector_detail = f"the connector's EDR cache answered 404 ({'; '.join(err.messages) or 'no detail'})"
+        else:
+            if isinstance(address, Mapping):
+                return EndpointDataReference.from_data_address(transfer_process_id, address)
+            connector_detail = f"the connector's EDR cache returned {type(address).__name__}"
+        if use_callbacks:
+            stored = self._edr_from_callbacks(transfer_process_id)
+            if stored is not None:
+                return stored
+            connector_detail += ", and no TransferProcessStarted callback with a data address is stored"
+        raise EdcEdrNotFound(transfer_process_id, self.settings.base_url, connector_detail)
+
+    @staticmethod
+    def _edr_from_callbacks(transfer_process_id: str) -> EndpointDataReference | None:
+        try:
+            events = get_store().events(process_id=transfer_process_id, limit=1000)
+        except StoreUnavailableError:
+            return None
+        for stored in reversed(events):
+            address = stored.payload.get("dataAddress")
+            if stored.event_type == TransferEventType.STARTED.value and isinstance(address, Mapping):
+                try:
+                    return EndpointDataReference.from_data_address(transfer_process_id, address, source="callback")
+                except ValueError:
+                    continue
+        return None
+
+    def fetch_data(
+        self,
+        transfer_process_id: str,
+        destination: str | os.PathLike[str],
+        *,
+        path: str = "",
+        params: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+    ) -> FetchResult:
+        """Download a started PULL transfer's data from the provider's public endpoint into ``destination``.
+
+        Gets the EDR with :meth:`get_edr` and sends ``GET <endpoint>[/<path>]`` with its token; the token
+        stays inside this call.
+
+        :raises EdcEdrNotFound: no EDR is known for the transfer.
+        :raises EdcDataFetchError: the provider's endpoint refused the token or failed.
+        """
+        edr = self.get_edr(transfer_process_id)
+        return fetch_to_file(edr, destination, path=path, params=params, timeout=timeout)
 
     def test_connection(self) -> tuple[bool, str]:
         """Query one transfer process to check the URL and API key (the UI's Test button)."""
         try:
-            self._send("POST", "/v3/transferprocesses/request", {"@context": EDC_CONTEXT, "limit": 1})
+            body = {"@context": self.jsonld_context(), "@type": "QuerySpec", "limit": 1}
+            self._send("POST", self.api_path("transferprocesses/request"), body)
         except Exception as err:
             return False, str(err)
         return True, f"Management API at {self.settings.base_url} answered"

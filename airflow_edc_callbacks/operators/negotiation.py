@@ -21,7 +21,7 @@ from airflow_edc_callbacks.triggers.negotiation import EdcNegotiationTrigger
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["EdcContractNegotiationOperator"]
+__all__ = ["EdcContractNegotiationOperator", "complete_negotiation", "start_negotiation", "wait_inline"]
 
 
 class EdcContractNegotiationOperator(BaseOperator):
@@ -89,30 +89,15 @@ class EdcContractNegotiationOperator(BaseOperator):
         ti = context["ti"]
         correlation_id = correlation_id_for(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
         hook = EdcManagementHook(self.edc_conn_id)
-        offer = self.offer
-        if not offer:
-            catalog = hook.request_catalog(
-                self.counter_party_address,
-                counter_party_id=self.counter_party_id,
-                asset_id=self.asset_id,
-                protocol=self.protocol,
-            )
-            offer = hook.find_offer(catalog, self.asset_id)
-        request = hook.build_contract_request(
+        negotiation_id = start_negotiation(
+            self,
+            hook,
+            correlation_id=correlation_id,
+            asset_id=self.asset_id,
             counter_party_address=self.counter_party_address,
-            offer=offer,
-            assigner=self.counter_party_id,
-            target=self.asset_id,
-            callback_addresses=[hook.callback_address(callback_url(correlation_id), events=["contract.negotiation"])],
+            counter_party_id=self.counter_party_id,
+            offer=self.offer,
             protocol=self.protocol,
-        )
-        negotiation_id = hook.start_negotiation(request)
-        self.log.info(
-            "Started contract negotiation %s on %s for asset %s (offer %s)",
-            negotiation_id,
-            hook.settings.base_url,
-            self.asset_id,
-            offer.get("@id"),
         )
         trigger = EdcNegotiationTrigger(
             correlation_id=correlation_id,
@@ -123,12 +108,7 @@ class EdcContractNegotiationOperator(BaseOperator):
         if self.deferrable:
             trigger.not_before = time.time() + worker_exit_seconds()
             self.defer(trigger=trigger, method_name="execute_complete", timeout=self.timeout)
-        trigger.hook = hook
-        try:
-            event = asyncio.run(first_event(trigger, self.timeout.total_seconds()))
-        except TimeoutError:
-            raise TimeoutError(f"EDC contract negotiation {negotiation_id} did not end within {self.timeout}") from None
-        return self.execute_complete(context, event)
+        return self.execute_complete(context, wait_inline(trigger, hook, self.timeout))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired.
@@ -136,18 +116,84 @@ class EdcContractNegotiationOperator(BaseOperator):
         :raises TriggerEventError: the event is missing or has an unknown status.
         :raises EdcNegotiationFailed: the negotiation was terminated (with the connector's reason).
         """
-        event = validate_event(self, event)
-        negotiation_id = str(event["contract_negotiation_id"])
-        log_timeline(self, "Contract negotiation", negotiation_id, event.get("timeline", []))
-        if event["status"] == "failed":
-            raise EdcNegotiationFailed(negotiation_id, connector_url(self.edc_conn_id), event.get("reason"))
-        self.log.info("Contract negotiation %s FINALIZED: agreement %s", negotiation_id, event["contract_agreement_id"])
-        return {
-            "contract_negotiation_id": negotiation_id,
-            "contract_agreement_id": event.get("contract_agreement_id"),
-            "state": event.get("state"),
-            "asset_id": event.get("asset_id") or self.asset_id,
-            "counter_party_id": event.get("counter_party_id"),
-            "source": event.get("source"),
-            "timeline": event.get("timeline", []),
-        }
+        return complete_negotiation(self, event, self.edc_conn_id, self.asset_id)
+
+
+def start_negotiation(
+    task: BaseOperator,
+    hook: EdcManagementHook,
+    *,
+    correlation_id: str,
+    asset_id: str,
+    counter_party_address: str,
+    counter_party_id: str,
+    offer: Mapping[str, Any] | None = None,
+    protocol: str | None = None,
+) -> str:
+    """Request the catalog (unless ``offer`` is given), send the contract request with a callback address
+    (events ``contract.negotiation``) for ``correlation_id``, and return the contract negotiation id.
+
+    :raises ValueError: the asset is not in the provider's catalog, or has no offer.
+    :raises EdcApiError: the connector refused a request.
+    """
+    if not offer:
+        catalog = hook.request_catalog(
+            counter_party_address, counter_party_id=counter_party_id, asset_id=asset_id, protocol=protocol
+        )
+        offer = hook.find_offer(catalog, asset_id)
+    request = hook.build_contract_request(
+        counter_party_address=counter_party_address,
+        offer=offer,
+        assigner=counter_party_id,
+        target=asset_id,
+        callback_addresses=[hook.callback_address(callback_url(correlation_id), events=["contract.negotiation"])],
+        protocol=protocol,
+    )
+    negotiation_id = hook.start_negotiation(request)
+    task.log.info(
+        "Started contract negotiation %s on %s for asset %s (offer %s)",
+        negotiation_id,
+        hook.settings.base_url,
+        asset_id,
+        offer.get("@id"),
+    )
+    return negotiation_id
+
+
+def wait_inline(trigger: EdcNegotiationTrigger, hook: EdcManagementHook, timeout: timedelta) -> dict[str, Any]:
+    """Wait in the worker for the negotiation trigger's event (non-deferrable mode).
+
+    :raises TimeoutError: nothing final within ``timeout``.
+    """
+    trigger.hook = hook
+    try:
+        return asyncio.run(first_event(trigger, timeout.total_seconds()))
+    except TimeoutError:
+        raise TimeoutError(
+            f"EDC contract negotiation {trigger.contract_negotiation_id} did not end within {timeout}"
+        ) from None
+
+
+def complete_negotiation(
+    task: BaseOperator, event: dict[str, Any] | None, edc_conn_id: str, asset_id: str
+) -> dict[str, Any]:
+    """Turn an :class:`EdcNegotiationTrigger` event into the task's result (see the operator's XCom).
+
+    :raises TriggerEventError: the event is missing or has an unknown status.
+    :raises EdcNegotiationFailed: the negotiation was terminated (with the connector's reason).
+    """
+    event = validate_event(task, event)
+    negotiation_id = str(event["contract_negotiation_id"])
+    log_timeline(task, "Contract negotiation", negotiation_id, event.get("timeline", []))
+    if event["status"] == "failed":
+        raise EdcNegotiationFailed(negotiation_id, connector_url(edc_conn_id), event.get("reason"))
+    task.log.info("Contract negotiation %s FINALIZED: agreement %s", negotiation_id, event["contract_agreement_id"])
+    return {
+        "contract_negotiation_id": negotiation_id,
+        "contract_agreement_id": event.get("contract_agreement_id"),
+        "state": event.get("state"),
+        "asset_id": event.get("asset_id") or asset_id,
+        "counter_party_id": event.get("counter_party_id"),
+        "source": event.get("source"),
+        "timeline": event.get("timeline", []),
+    }

@@ -122,23 +122,44 @@ class EdcTransferOperator(BaseOperator):
 
     # -- start -----------------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
+        return self.start_transfer_and_wait(context)
+
+    def _request_asset_id(self) -> str | None:
+        """The ``assetId`` the transfer request carries (EDC deprecates it; kept for older connectors)."""
+        return self.asset_id
+
+    def start_transfer_and_wait(
+        self,
+        context: Context,
+        *,
+        contract_id: str | None = None,
+        transfer_process_id: str | None = None,
+        resume_kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Start the transfer (or find an earlier try's) and wait for it: defer, or wait in the worker.
+
+        :param contract_id: the contract agreement id; default ``self.contract_id``.
+        :param transfer_process_id: wait for this running transfer instead of starting one.
+        :param resume_kwargs: extra keyword arguments :meth:`execute_complete` gets on resume (JSON-able).
+        :raises TaskDeferred: when deferrable (Airflow's way to defer).
+        """
+        contract_id = contract_id or self.contract_id
         wait_for = resolve_wait_for(self.wait_for, self.transfer_type)
         if self.timeout.total_seconds() <= 0:
             raise ValueError(f"timeout must be positive, got {self.timeout}")
         ti = context["ti"]
         correlation_id = correlation_id_for(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
         hook = self._hook()
-        earlier_try = self.reattach and (getattr(ti, "try_number", 1) or 1) > 1
-        transfer_id = self._find_unfinished_transfer(hook, correlation_id) if earlier_try else None
+        transfer_id = transfer_process_id or self.find_unfinished_transfer(context, hook)
         if transfer_id is None:
             callback_base = get_callback_base_url()
             request = hook.build_transfer_request(
                 counter_party_address=self.counter_party_address,
-                contract_id=self.contract_id,
+                contract_id=contract_id,
                 transfer_type=self.transfer_type,
                 data_destination=self.data_destination,
                 protocol=self.protocol,
-                asset_id=self.asset_id,
+                asset_id=self._request_asset_id(),
                 private_properties={**(self.private_properties or {}), CORRELATION_PROPERTY: correlation_id},
                 callback_addresses=[hook.callback_address(callback_url(correlation_id))],
             )
@@ -147,7 +168,7 @@ class EdcTransferOperator(BaseOperator):
                 "Started transfer process %s on %s (contract %s, %s); callbacks go to %s/callbacks/%s.<signature>",
                 transfer_id,
                 hook.settings.base_url,
-                self.contract_id,
+                contract_id,
                 self.transfer_type,
                 callback_base,
                 correlation_id,
@@ -161,7 +182,9 @@ class EdcTransferOperator(BaseOperator):
         )
         if self.deferrable:
             trigger.not_before = time.time() + worker_exit_seconds()
-            self.defer(trigger=trigger, method_name="execute_complete", timeout=self.timeout)
+            self.defer(
+                trigger=trigger, method_name="execute_complete", kwargs=dict(resume_kwargs or {}), timeout=self.timeout
+            )
         trigger.hook = hook
         try:
             event = asyncio.run(first_event(trigger, self.timeout.total_seconds()))
@@ -169,14 +192,19 @@ class EdcTransferOperator(BaseOperator):
             raise TimeoutError(
                 f"EDC transfer process {transfer_id} did not reach {wait_for.value} within {self.timeout}"
             ) from None
-        return self.execute_complete(context, event)
+        return self.execute_complete(context, event, **(resume_kwargs or {}))
 
-    def _find_unfinished_transfer(self, hook: EdcManagementHook, correlation_id: str) -> str | None:
+    def find_unfinished_transfer(self, context: Context, hook: EdcManagementHook) -> str | None:
         """The transfer process an earlier try of this task instance started and that is still running.
 
-        One query to the connector, on the ``privateProperties`` entry every transfer this operator
-        starts carries, so it also finds a transfer whose callbacks never reached the receiver.
+        ``None`` on the first try or with ``reattach=False``. Otherwise one query to the connector, on the
+        ``privateProperties`` entry every transfer this operator starts carries, so it also finds a
+        transfer whose callbacks never reached the receiver.
         """
+        ti = context["ti"]
+        if not self.reattach or (getattr(ti, "try_number", 1) or 1) <= 1:
+            return None
+        correlation_id = correlation_id_for(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
         processes = hook.find_transfer_processes(CORRELATION_PROPERTY, correlation_id)
         running = [p for p in processes if str(jsonld_get(p, "state", "")).upper() not in TERMINAL_TRANSFER_STATES]
         if not running:

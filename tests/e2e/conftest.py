@@ -90,14 +90,20 @@ class EdcEnvironment:
         return consumer_connection_json()
 
 
-def consumer_connection_json() -> str:
-    """An ``edc`` connection to the consumer, through the counting proxy."""
+def consumer_connection_json(api_version: str = "v3") -> str:
+    """An ``edc`` connection to the consumer, through the counting proxy, on Management API ``api_version``."""
     host = f"http://127.0.0.1:{PROXY_PORT}{edc.CONSUMER.management_path}"
-    return json.dumps({"conn_type": "edc", "host": host, "password": edc.CONSUMER.api_key})
+    conn = {"conn_type": "edc", "host": host, "password": edc.CONSUMER.api_key, "extra": {"api_version": api_version}}
+    return json.dumps(conn)
 
+
+V4_CONN_ID = "edc_v4"
+V4_API_VERSION = "v4beta"
+"""Management API v4 as EDC 0.15.1 serves it (``/v4beta``, the management/v2 context); 0.17+ serve ``/v4``."""
 
 AIRFLOW_ENV = {
     "AIRFLOW_CONN_EDC_DEFAULT": consumer_connection_json(),
+    f"AIRFLOW_CONN_{V4_CONN_ID.upper()}": consumer_connection_json(V4_API_VERSION),
     "AIRFLOW__EDC_CALLBACKS__CALLBACK_BASE_URL": RECEIVER_BASE,
     # far beyond a test's length: any request for a transfer's state would be a poll
     "AIRFLOW__EDC_CALLBACKS__FALLBACK_CHECK_INTERVAL": "900",

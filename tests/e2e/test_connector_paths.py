@@ -366,3 +366,76 @@ def test_negotiation_operator_resumes_on_callbacks(
     assert failed["state"] == "TERMINATED"
     assert info.value.reason == failed.get("errorDetail")
     assert info.value.contract_negotiation_id in str(info.value)
+
+
+def test_pull_transfer_data_through_the_hook(
+    edc_env: EdcEnvironment, edc_conn: EdcManagementHook, standalone_receiver: str, edc_config: str, tmp_path: Path
+) -> None:
+    """A PULL transfer's EDR comes from the connector's EDR cache (or the stored Started callback) and
+    fetches the provider's data; once the transfer is terminated the provider refuses that EDR."""
+    from airflow_edc_callbacks.exceptions import EdcDataFetchError
+    from airflow_edc_callbacks.models import EndpointDataReference
+    from airflow_edc_callbacks.tokens import get_signing_key, make_token
+
+    correlation_id = "pull-" + uuid.uuid4().hex[:8]
+    callback = f"{standalone_receiver}/callbacks/{make_token(get_signing_key(), correlation_id)}"
+    request = edc_conn.build_transfer_request(
+        counter_party_address=edc_env.connectors.provider_dsp_address,
+        contract_id=edc_env.agreements[edc.DEMO_ASSET],
+        transfer_type="HttpData-PULL",
+        callback_addresses=[edc_conn.callback_address(callback)],
+    )
+    store = EventStore(edc_config)
+    for _ in range(ATTEMPTS):  # see ATTEMPTS: a transfer EDC 0.15.1 terminated by itself is started again
+        transfer_id = edc_conn.start_transfer(request)
+        seen = wait_until(
+            lambda tp=transfer_id: [
+                e
+                for e in store.events(process_id=tp)
+                if e.event_type in ("TransferProcessStarted", "TransferProcessTerminated")
+            ],
+            30,
+            "TransferProcessStarted",
+        )
+        if seen[0].event_type == "TransferProcessStarted":
+            break
+    started = seen[0]
+    assert started.event_type == "TransferProcessStarted"
+
+    edr = edc_conn.get_edr(transfer_id)
+    public = f"http://localhost:{edc.PROVIDER.public_port}{edc.PROVIDER.public_path}"
+    assert (edr.source, edr.endpoint, edr.auth_type) == ("connector", public, "bearer")
+    from_callback = EndpointDataReference.from_data_address(transfer_id, started.payload["dataAddress"])
+    assert (from_callback.endpoint, from_callback.authorization) == (edr.endpoint, edr.authorization)
+
+    result = edc_conn.fetch_data(transfer_id, tmp_path / "pulled.json")
+    assert (tmp_path / "pulled.json").read_bytes() == source_bytes(edc.DEMO_ASSET)
+    assert result.size == len(source_bytes(edc.DEMO_ASSET))
+
+    edc_conn.terminate_transfer(transfer_id, "data fetched")
+    wait_until(
+        lambda: [e for e in store.events(process_id=transfer_id) if e.event_type == "TransferProcessTerminated"],
+        30,
+        "TransferProcessTerminated",
+    )
+    stale = wait_until(
+        lambda: (lambda e: e if e.source == "callback" else None)(edc_conn.get_edr(transfer_id)),
+        30,
+        "the connector to drop the EDR of the terminated transfer",
+    )
+    assert stale.authorization == edr.authorization  # only the stored callback still has it
+    provider_id = edc_conn.get_transfer_process(transfer_id)["correlationId"]  # the provider's process
+    with edc_env.connectors.client("provider") as provider:
+        wait_until(
+            lambda: (
+                provider.get(f"/v3/transferprocesses/{provider_id}/state").json()["state"]
+                in ("TERMINATED", "DEPROVISIONED")
+            ),
+            30,
+            "the provider to terminate its side and revoke the EDR",
+        )
+    with pytest.raises(EdcDataFetchError) as refused:
+        edc_conn.fetch_data(transfer_id, tmp_path / "again.json")
+    assert refused.value.status_code == 403
+    assert transfer_id in str(refused.value)
+    assert not (tmp_path / "again.json").exists()

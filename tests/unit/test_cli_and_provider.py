@@ -53,6 +53,9 @@ def test_every_subcommand_has_help(command: list[str]) -> None:
     assert result.stdout.startswith("usage: airflow-edc-callbacks")
 
 
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "edc"
+
+
 def _seed(store: EventStore) -> dict:
     body = envelope("TransferProcessCompleted", "tp-cli")
     store.record(EventEnvelope.model_validate(body), body, correlation_id="corr-cli")
@@ -72,6 +75,18 @@ def test_events_lists_by_process_and_token(
     assert "TransferProcessCompleted" in capsys.readouterr().out
     assert main(["events", "--process-id", "nope", "--store-url", store_url]) == 0
     assert capsys.readouterr().out.strip() == "No events."
+
+
+def test_events_never_print_an_edr_token(store: EventStore, store_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    started = json.loads((FIXTURES / "pull_TransferProcessStarted.json").read_text())
+    store.record(EventEnvelope.model_validate(started), started, correlation_id=None)
+    properties = started["payload"]["dataAddress"]["properties"]
+    token = properties["https://w3id.org/edc/v0.0.1/ns/authorization"]
+    assert main(["events", "--json", "--store-url", store_url]) == 0
+    out = capsys.readouterr().out
+    assert token not in out
+    shown = json.loads(out)[0]["body"]["payload"]["dataAddress"]["properties"]
+    assert shown == {**properties, "https://w3id.org/edc/v0.0.1/ns/authorization": "***"}
 
 
 def test_callback_url_is_signed(edc_config: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -106,3 +106,68 @@ def test_bad_wait_for_fails_before_any_request() -> None:
 
 def test_numeric_timeout_is_seconds() -> None:
     assert operator(timeout=90).timeout.total_seconds() == 90
+
+
+# -- EdcNegotiatedTransferOperator and EdcPullDataOperator ------------------------------------------------
+
+
+def negotiated(**kwargs: Any) -> Any:
+    from airflow_edc_callbacks.operators import EdcNegotiatedTransferOperator
+
+    defaults: dict[str, Any] = {
+        "task_id": "negotiate_and_transfer",
+        "asset_id": "demo-asset",
+        "counter_party_address": "http://provider.example/protocol/2025-1",
+        "counter_party_id": "provider",
+    }
+    defaults.update(kwargs)
+    return EdcNegotiatedTransferOperator(**defaults)
+
+
+NEGOTIATION = {
+    "contract_negotiation_id": "cn-1",
+    "contract_agreement_id": "agreement-1",
+    "state": "FINALIZED",
+    "source": "callback",
+    "timeline": [],
+}
+
+
+def test_negotiated_transfer_defaults_to_pull_and_templates_its_inputs() -> None:
+    op = negotiated()
+    assert op.transfer_type == "HttpData-PULL"
+    assert {"asset_id", "counter_party_id", "offer", "destination", "path", "edc_conn_id"} <= set(op.template_fields)
+    assert op._request_asset_id() is None  # the agreement names the asset; v4 requests have no assetId
+
+
+def test_negotiated_transfer_result_carries_the_negotiation() -> None:
+    result = negotiated(transfer_type="HttpData-PUSH").execute_complete({}, event(), negotiation=NEGOTIATION)
+    assert result["negotiation"] == NEGOTIATION
+    assert (result["transfer_process_id"], result["state"], result["source"]) == ("tp-1", "COMPLETED", "callback")
+    assert "data" not in result  # nothing to fetch for PUSH
+
+
+def test_negotiated_transfer_failure_still_names_the_transfer() -> None:
+    with pytest.raises(EdcTransferFailed, match=r"EDC transfer process tp-1 .* ended TERMINATED: no data plane"):
+        negotiated().execute_complete({}, event(status="failed", state="TERMINATED", reason="no data plane"))
+
+
+def test_negotiation_failure_stops_before_any_transfer() -> None:
+    from airflow_edc_callbacks.exceptions import EdcNegotiationFailed
+
+    failed = {"status": "failed", "contract_negotiation_id": "cn-9", "state": "TERMINATED", "reason": "Not found"}
+    with pytest.raises(EdcNegotiationFailed, match=r"contract negotiation cn-9 .* ended TERMINATED: Not found"):
+        negotiated().negotiation_complete({}, failed)
+
+
+def test_empty_asset_fails_before_any_request() -> None:
+    with pytest.raises(ValueError, match="asset_id must not be empty"):
+        negotiated(asset_id="", edc_conn_id="does_not_exist").execute({"ti": None})
+
+
+def test_pull_data_operator_checks_its_input_first() -> None:
+    from airflow_edc_callbacks.operators import EdcPullDataOperator
+
+    op = EdcPullDataOperator(task_id="fetch", transfer_process_id="", destination="/tmp/x", edc_conn_id="nope")
+    with pytest.raises(ValueError, match="transfer_process_id and destination must not be empty"):
+        op.execute({})  # type: ignore[arg-type]

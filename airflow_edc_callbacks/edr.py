@@ -1,0 +1,114 @@
+"""Fetch a PULL transfer's data from the provider's public endpoint with its EDR.
+
+The request is ``GET <endpoint>[/<path>]`` with the EDR's token in the ``Authorization`` header, as
+EDC's data plane public APIs expect it (the token as is, no scheme). The body is streamed to a file
+next to the destination and renamed into place once complete, so a failed download never leaves a
+partial file under the destination's name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from airflow_edc_callbacks.exceptions import EdcDataFetchError
+from airflow_edc_callbacks.models import EndpointDataReference
+
+__all__ = ["FetchResult", "data_url", "fetch_to_file"]
+
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What a data request returned.
+
+    :ivar transfer_process_id: the transfer process whose EDR was used.
+    :ivar url: the URL requested (the EDR's endpoint and path; no token).
+    :ivar file: the local file written.
+    :ivar size: its size in bytes.
+    :ivar sha256: hex SHA-256 of its content.
+    :ivar content_type: the provider's ``Content-Type``, if any.
+    """
+
+    transfer_process_id: str
+    url: str
+    file: str
+    size: int
+    sha256: str
+    content_type: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result as an XCom-ready dict."""
+        return {
+            "transfer_process_id": self.transfer_process_id,
+            "url": self.url,
+            "file": self.file,
+            "size": self.size,
+            "sha256": self.sha256,
+            "content_type": self.content_type,
+        }
+
+
+def data_url(edr: EndpointDataReference, path: str = "") -> str:
+    """The EDR's endpoint, with ``path`` appended (one ``/`` between them) when given."""
+    if not path:
+        return edr.endpoint
+    return f"{edr.endpoint.rstrip('/')}/{path.lstrip('/')}"
+
+
+def fetch_to_file(
+    edr: EndpointDataReference,
+    destination: str | os.PathLike[str],
+    *,
+    path: str = "",
+    params: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+    transport: httpx.BaseTransport | None = None,
+) -> FetchResult:
+    """Download the data behind ``edr`` into ``destination`` (parent directories are created).
+
+    :param edr: the transfer's EDR (see :meth:`~airflow_edc_callbacks.hooks.edc.EdcManagementHook.get_edr`).
+    :param destination: the file to write; replaced when it exists.
+    :param path: appended to the endpoint (providers whose asset sets ``proxyPath``).
+    :param params: query parameters (providers whose asset sets ``proxyQueryParams``).
+    :param timeout: seconds for connecting and between received chunks.
+    :param transport: an httpx transport (tests, proxies); default httpx's.
+    :raises EdcDataFetchError: the endpoint answered a non-2xx status (401/403: token refused or
+        expired) or could not be reached. Nothing is left at ``destination`` then.
+    """
+    url = data_url(edr, path)
+    target = Path(destination)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    size = 0
+    handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    try:
+        with (
+            os.fdopen(handle, "wb") as out,
+            httpx.Client(timeout=timeout, transport=transport) as client,
+            client.stream("GET", url, headers=edr.headers(), params=dict(params or {})) as response,
+        ):
+            if not response.is_success:
+                excerpt = response.read()[:300].decode("utf-8", errors="replace").strip()
+                raise EdcDataFetchError(edr.transfer_process_id, url, response.status_code, excerpt or "no body")
+            content_type = response.headers.get("content-type")
+            for chunk in response.iter_bytes(_CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+        os.replace(partial, target)
+    except httpx.HTTPError as err:
+        os.unlink(partial)
+        raise EdcDataFetchError(edr.transfer_process_id, url, None, repr(err)) from err
+    except BaseException:
+        os.unlink(partial)
+        raise
+    return FetchResult(edr.transfer_process_id, url, str(target), size, digest.hexdigest(), content_type)

@@ -1,0 +1,175 @@
+"""``EdcNegotiatedTransferOperator``: catalog -> contract negotiation -> transfer (-> PULL data) as one task."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow_edc_callbacks.config import DEFAULT_CONN_ID
+from airflow_edc_callbacks.operators.negotiation import complete_negotiation, start_negotiation, wait_inline
+from airflow_edc_callbacks.operators.pull import pull_data
+from airflow_edc_callbacks.operators.resume import worker_exit_seconds
+from airflow_edc_callbacks.operators.transfer import EdcTransferOperator
+from airflow_edc_callbacks.tokens import correlation_id_for
+from airflow_edc_callbacks.triggers.negotiation import EdcNegotiationTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+__all__ = ["EdcNegotiatedTransferOperator"]
+
+
+class EdcNegotiatedTransferOperator(EdcTransferOperator):
+    """Negotiate a contract for an asset, transfer it and, for PULL, fetch its data: one task, two waits.
+
+    1. Requests the provider's catalog through the consumer connector and takes the asset's first offer
+       (or ``offer``), then sends the contract request with a callback address and defers until
+       ``ContractNegotiationFinalized`` (``ContractNegotiationTerminated`` fails the task with the
+       connector's ``errorDetail``).
+    2. Starts the transfer under the new contract agreement with a callback address and defers until
+       ``TransferProcessCompleted`` (PUSH) or ``TransferProcessStarted`` (PULL), as
+       :class:`~airflow_edc_callbacks.operators.transfer.EdcTransferOperator` does.
+    3. With ``destination`` (PULL), downloads the data with the transfer's EDR into that file.
+
+    Each wait is driven by the connector's callbacks; the connector is asked only after
+    ``fallback_check_interval`` of silence. A retry that finds the transfer an earlier try started still
+    running waits for it instead of negotiating again. Compare the Tractus-X ``POST /v3/edrs``, which
+    negotiates and starts a PULL transfer in one call but leaves the waiting to the client.
+
+    :param asset_id: the provider's asset (templated).
+    :param counter_party_address: the provider's DSP address (templated).
+    :param counter_party_id: the provider's participant id (templated).
+    :param offer: an offer to use instead of the catalog's first (templated).
+    :param transfer_type: ``HttpData-PULL`` (default) or ``HttpData-PUSH`` (templated).
+    :param data_destination: the ``DataAddress`` to push to (PUSH) (templated).
+    :param destination: PULL: the local file the data goes to (templated); ``None`` leaves the fetch to
+        a later task (:class:`~airflow_edc_callbacks.operators.pull.EdcPullDataOperator`).
+    :param path: PULL: appended to the EDR's endpoint (templated).
+    :param negotiation_timeout: how long the negotiation may take (seconds or timedelta; default 1 h).
+    :param request_timeout: PULL: seconds for the data request's connect and read.
+
+    Other parameters as :class:`~airflow_edc_callbacks.operators.transfer.EdcTransferOperator`
+    (``timeout`` bounds the transfer's wait).
+
+    Returns (XCom): the transfer's result (``transfer_process_id``, ``state``, ``source``, ``timeline``...)
+    with ``negotiation`` (``contract_negotiation_id``, ``contract_agreement_id``, ``source``,
+    ``timeline``; ``None`` when a retry took over an earlier try's transfer) and, when data was fetched,
+    ``data`` (``file``, ``size``, ``sha256``...). Never the EDR or its token.
+
+    :raises EdcNegotiationFailed: the negotiation was terminated.
+    :raises EdcTransferFailed: the transfer was terminated.
+    :raises EdcDataFetchError: the provider's public endpoint refused or failed the data request.
+    """
+
+    template_fields: Sequence[str] = (
+        *EdcTransferOperator.template_fields,
+        "counter_party_id",
+        "offer",
+        "destination",
+        "path",
+    )
+    template_fields_renderers = {**EdcTransferOperator.template_fields_renderers, "offer": "json"}
+    ui_color = "#dae8fc"
+
+    def __init__(
+        self,
+        *,
+        asset_id: str,
+        counter_party_address: str,
+        counter_party_id: str,
+        offer: Mapping[str, Any] | None = None,
+        transfer_type: str = "HttpData-PULL",
+        destination: str | None = None,
+        path: str = "",
+        edc_conn_id: str = DEFAULT_CONN_ID,
+        negotiation_timeout: timedelta | float = timedelta(hours=1),
+        request_timeout: float = 60.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            contract_id="",
+            counter_party_address=counter_party_address,
+            transfer_type=transfer_type,
+            asset_id=asset_id,
+            edc_conn_id=edc_conn_id,
+            **kwargs,
+        )
+        self.counter_party_id = counter_party_id
+        self.offer = offer
+        self.destination = destination
+        self.path = path
+        self.negotiation_timeout = (
+            negotiation_timeout
+            if isinstance(negotiation_timeout, timedelta)
+            else timedelta(seconds=negotiation_timeout)
+        )
+        self.request_timeout = request_timeout
+
+    def _request_asset_id(self) -> str | None:
+        return None  # the contract agreement names the asset
+
+    def execute(self, context: Context) -> Any:
+        if not self.asset_id:
+            raise ValueError("asset_id must not be empty")
+        hook = self._hook()
+        running = self.find_unfinished_transfer(context, hook)
+        if running is not None:
+            return self.start_transfer_and_wait(
+                context, transfer_process_id=running, resume_kwargs={"negotiation": None}
+            )
+        ti = context["ti"]
+        correlation_id = correlation_id_for(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
+        negotiation_id = start_negotiation(
+            self,
+            hook,
+            correlation_id=correlation_id,
+            asset_id=self.asset_id,
+            counter_party_address=self.counter_party_address,
+            counter_party_id=self.counter_party_id,
+            offer=self.offer,
+            protocol=self.protocol,
+        )
+        trigger = EdcNegotiationTrigger(
+            correlation_id=correlation_id,
+            contract_negotiation_id=negotiation_id,
+            conn_id=self.edc_conn_id,
+            fallback_check_interval=self.fallback_check_interval,
+        )
+        if self.deferrable:
+            trigger.not_before = time.time() + worker_exit_seconds()
+            self.defer(trigger=trigger, method_name="negotiation_complete", timeout=self.negotiation_timeout)
+        return self.negotiation_complete(context, wait_inline(trigger, hook, self.negotiation_timeout))
+
+    def negotiation_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """Resume after the negotiation's trigger fired: start the transfer under the new agreement.
+
+        :raises EdcNegotiationFailed: the negotiation was terminated.
+        :raises TaskDeferred: when deferrable, to wait for the transfer.
+        """
+        negotiation = complete_negotiation(self, event, self.edc_conn_id, str(self.asset_id))
+        return self.start_transfer_and_wait(
+            context, contract_id=str(negotiation["contract_agreement_id"]), resume_kwargs={"negotiation": negotiation}
+        )
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any] | None = None, negotiation: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Resume after the transfer's trigger fired; fetch the PULL data when ``destination`` is set.
+
+        :raises EdcTransferFailed: the transfer was terminated.
+        :raises EdcDataFetchError: the data request failed.
+        """
+        result = super().execute_complete(context, event)
+        result["negotiation"] = negotiation
+        if self.destination and result.get("state") == "STARTED":
+            result["data"] = pull_data(
+                self,
+                self._hook(),
+                result["transfer_process_id"],
+                self.destination,
+                path=self.path,
+                request_timeout=self.request_timeout,
+            )
+        return result

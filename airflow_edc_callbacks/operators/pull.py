@@ -1,0 +1,110 @@
+"""``EdcPullDataOperator``: fetch a started PULL transfer's data with its EDR into a local file."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_edc_callbacks.config import DEFAULT_CONN_ID
+from airflow_edc_callbacks.edr import fetch_to_file
+from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+__all__ = ["EdcPullDataOperator", "pull_data"]
+
+
+class EdcPullDataOperator(BaseOperator):
+    """Download the data of a started PULL transfer from the provider's public endpoint.
+
+    The EDR (endpoint and token) is read through :meth:`EdcManagementHook.get_edr` inside the task: the
+    token never goes to XCom, the rendered template fields or the log.
+
+    :param transfer_process_id: the consumer's transfer process id, e.g.
+        ``"{{ ti.xcom_pull('pull_transfer')['transfer_process_id'] }}"`` (templated).
+    :param destination: the local file to write (templated); parent directories are created, an existing
+        file is replaced only once the download is complete.
+    :param path: appended to the EDR's endpoint, for assets with ``proxyPath`` (templated).
+    :param query_params: query parameters, for assets with ``proxyQueryParams`` (templated).
+    :param edc_conn_id: the ``edc`` connection of the consumer connector (templated).
+    :param request_timeout: seconds for connecting and between received chunks.
+
+    Returns (XCom): ``transfer_process_id``, ``url`` (no token), ``file``, ``size`` (bytes), ``sha256``,
+    ``content_type`` and ``edr_source`` (``connector`` or ``callback``).
+
+    :raises EdcEdrNotFound: no EDR is known for the transfer (not PULL, not started, or ended).
+    :raises EdcDataFetchError: the provider's endpoint refused the token or failed.
+    """
+
+    template_fields: Sequence[str] = ("transfer_process_id", "destination", "path", "query_params", "edc_conn_id")
+    template_fields_renderers = {"query_params": "json"}
+    ui_color = "#e1d5e7"
+
+    def __init__(
+        self,
+        *,
+        transfer_process_id: str,
+        destination: str,
+        path: str = "",
+        query_params: Mapping[str, str] | None = None,
+        edc_conn_id: str = DEFAULT_CONN_ID,
+        request_timeout: float = 60.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.transfer_process_id = transfer_process_id
+        self.destination = destination
+        self.path = path
+        self.query_params = query_params
+        self.edc_conn_id = edc_conn_id
+        self.request_timeout = request_timeout
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if not self.transfer_process_id or not self.destination:
+            raise ValueError(
+                f"transfer_process_id and destination must not be empty "
+                f"(got {self.transfer_process_id!r}, {self.destination!r})"
+            )
+        return pull_data(
+            self,
+            EdcManagementHook(self.edc_conn_id),
+            self.transfer_process_id,
+            self.destination,
+            path=self.path,
+            query_params=self.query_params,
+            request_timeout=self.request_timeout,
+        )
+
+
+def pull_data(
+    task: BaseOperator,
+    hook: EdcManagementHook,
+    transfer_process_id: str,
+    destination: str,
+    *,
+    path: str = "",
+    query_params: Mapping[str, str] | None = None,
+    request_timeout: float = 60.0,
+) -> dict[str, Any]:
+    """Fetch the data of ``transfer_process_id`` into ``destination`` and log what arrived.
+
+    :returns: the XCom result described on :class:`EdcPullDataOperator`.
+    :raises EdcEdrNotFound: no EDR is known for the transfer.
+    :raises EdcDataFetchError: the provider's endpoint refused the token or failed.
+    """
+    edr = hook.get_edr(transfer_process_id)
+    result = fetch_to_file(edr, destination, path=path, params=query_params, timeout=request_timeout)
+    task.log.info(
+        "Fetched %d bytes (sha256 %s, %s) of transfer process %s from %s into %s (EDR from the %s)",
+        result.size,
+        result.sha256,
+        result.content_type,
+        transfer_process_id,
+        result.url,
+        result.file,
+        edr.source,
+    )
+    return {**result.as_dict(), "edr_source": edr.source}
