@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import BaseOperator
 
@@ -21,10 +21,71 @@ from airflow_edc_callbacks.triggers.negotiation import EdcNegotiationTrigger
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["EdcContractNegotiationOperator", "complete_negotiation", "start_negotiation", "wait_inline"]
+__all__ = [
+    "EdcContractNegotiationOperator",
+    "NegotiationSteps",
+    "complete_negotiation",
+    "start_negotiation",
+    "wait_inline",
+]
 
 
-class EdcContractNegotiationOperator(BaseOperator):
+class NegotiationSteps:
+    """Start a contract negotiation and wait for it: the step the negotiating operators share.
+
+    The operator using it carries ``asset_id``, ``counter_party_address``, ``counter_party_id``,
+    ``offer``, ``protocol``, ``edc_conn_id``, ``fallback_check_interval`` and ``deferrable``.
+    """
+
+    asset_id: str | None
+    counter_party_address: str
+    counter_party_id: str
+    offer: Mapping[str, Any] | None
+    protocol: str | None
+    edc_conn_id: str
+    fallback_check_interval: float | None
+    deferrable: bool
+
+    def negotiate_and_wait(
+        self, context: Context, hook: EdcManagementHook, *, method_name: str, timeout: timedelta
+    ) -> Any:
+        """Start the negotiation (:func:`start_negotiation`) and wait for its final callback.
+
+        Deferrable: defers, and Airflow resumes ``method_name(context, event=...)``. Otherwise waits in the
+        worker and returns ``method_name(context, event)``.
+
+        :raises TaskDeferred: when deferrable (Airflow's way to defer).
+        :raises ValueError: ``asset_id`` is empty, or the asset is not in the provider's catalog, or has no offer.
+        :raises TimeoutError: waiting in the worker, nothing final within ``timeout``.
+        """
+        if not self.asset_id:
+            raise ValueError("asset_id must not be empty")
+        task = cast("BaseOperator", self)
+        ti = context["ti"]
+        correlation_id = correlation_id_for(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
+        negotiation_id = start_negotiation(
+            task,
+            hook,
+            correlation_id=correlation_id,
+            asset_id=self.asset_id,
+            counter_party_address=self.counter_party_address,
+            counter_party_id=self.counter_party_id,
+            offer=self.offer,
+            protocol=self.protocol,
+        )
+        trigger = EdcNegotiationTrigger(
+            correlation_id=correlation_id,
+            contract_negotiation_id=negotiation_id,
+            conn_id=self.edc_conn_id,
+            fallback_check_interval=self.fallback_check_interval,
+        )
+        if self.deferrable:
+            trigger.not_before = time.time() + worker_exit_seconds()
+            task.defer(trigger=trigger, method_name=method_name, timeout=timeout)
+        return getattr(self, method_name)(context, wait_inline(trigger, hook, timeout))
+
+
+class EdcContractNegotiationOperator(NegotiationSteps, BaseOperator):
     """Negotiate a contract for an asset with the provider, waiting on the negotiation's callbacks.
 
     Requests the provider's catalog through the consumer connector, takes the first offer of
@@ -86,29 +147,8 @@ class EdcContractNegotiationOperator(BaseOperator):
         self.deferrable = deferrable
 
     def execute(self, context: Context) -> Any:
-        ti = context["ti"]
-        correlation_id = correlation_id_for(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
         hook = EdcManagementHook(self.edc_conn_id)
-        negotiation_id = start_negotiation(
-            self,
-            hook,
-            correlation_id=correlation_id,
-            asset_id=self.asset_id,
-            counter_party_address=self.counter_party_address,
-            counter_party_id=self.counter_party_id,
-            offer=self.offer,
-            protocol=self.protocol,
-        )
-        trigger = EdcNegotiationTrigger(
-            correlation_id=correlation_id,
-            contract_negotiation_id=negotiation_id,
-            conn_id=self.edc_conn_id,
-            fallback_check_interval=self.fallback_check_interval,
-        )
-        if self.deferrable:
-            trigger.not_before = time.time() + worker_exit_seconds()
-            self.defer(trigger=trigger, method_name="execute_complete", timeout=self.timeout)
-        return self.execute_complete(context, wait_inline(trigger, hook, self.timeout))
+        return self.negotiate_and_wait(context, hook, method_name="execute_complete", timeout=self.timeout)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired.
@@ -175,7 +215,7 @@ def wait_inline(trigger: EdcNegotiationTrigger, hook: EdcManagementHook, timeout
 
 
 def complete_negotiation(
-    task: BaseOperator, event: dict[str, Any] | None, edc_conn_id: str, asset_id: str
+    task: BaseOperator, event: dict[str, Any] | None, edc_conn_id: str, asset_id: str | None
 ) -> dict[str, Any]:
     """Turn an :class:`EdcNegotiationTrigger` event into the task's result (see the operator's XCom).
 

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
-from airflow_edc_callbacks.operators.negotiation import complete_negotiation, start_negotiation, wait_inline
+from airflow_edc_callbacks.operators.negotiation import NegotiationSteps, complete_negotiation
 from airflow_edc_callbacks.operators.pull import pull_data
-from airflow_edc_callbacks.operators.resume import worker_exit_seconds
 from airflow_edc_callbacks.operators.transfer import EdcTransferOperator
-from airflow_edc_callbacks.tokens import correlation_id_for
-from airflow_edc_callbacks.triggers.negotiation import EdcNegotiationTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -21,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["EdcNegotiatedTransferOperator"]
 
 
-class EdcNegotiatedTransferOperator(EdcTransferOperator):
+class EdcNegotiatedTransferOperator(NegotiationSteps, EdcTransferOperator):
     """Negotiate a contract for an asset, transfer it and, for PULL, fetch its data: one task, two waits.
 
     1. Requests the provider's catalog through the consumer connector and takes the asset's first offer
@@ -111,36 +107,15 @@ class EdcNegotiatedTransferOperator(EdcTransferOperator):
         return None  # the contract agreement names the asset
 
     def execute(self, context: Context) -> Any:
-        if not self.asset_id:
-            raise ValueError("asset_id must not be empty")
         hook = self._hook()
         running = self.find_unfinished_transfer(context, hook)
         if running is not None:
             return self.start_transfer_and_wait(
                 context, transfer_process_id=running, resume_kwargs={"negotiation": None}
             )
-        ti = context["ti"]
-        correlation_id = correlation_id_for(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
-        negotiation_id = start_negotiation(
-            self,
-            hook,
-            correlation_id=correlation_id,
-            asset_id=self.asset_id,
-            counter_party_address=self.counter_party_address,
-            counter_party_id=self.counter_party_id,
-            offer=self.offer,
-            protocol=self.protocol,
+        return self.negotiate_and_wait(
+            context, hook, method_name="negotiation_complete", timeout=self.negotiation_timeout
         )
-        trigger = EdcNegotiationTrigger(
-            correlation_id=correlation_id,
-            contract_negotiation_id=negotiation_id,
-            conn_id=self.edc_conn_id,
-            fallback_check_interval=self.fallback_check_interval,
-        )
-        if self.deferrable:
-            trigger.not_before = time.time() + worker_exit_seconds()
-            self.defer(trigger=trigger, method_name="negotiation_complete", timeout=self.negotiation_timeout)
-        return self.negotiation_complete(context, wait_inline(trigger, hook, self.negotiation_timeout))
 
     def negotiation_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the negotiation's trigger fired: start the transfer under the new agreement.
@@ -148,7 +123,7 @@ class EdcNegotiatedTransferOperator(EdcTransferOperator):
         :raises EdcNegotiationFailed: the negotiation was terminated.
         :raises TaskDeferred: when deferrable, to wait for the transfer.
         """
-        negotiation = complete_negotiation(self, event, self.edc_conn_id, str(self.asset_id))
+        negotiation = complete_negotiation(self, event, self.edc_conn_id, self.asset_id)
         return self.start_transfer_and_wait(
             context, contract_id=str(negotiation["contract_agreement_id"]), resume_kwargs={"negotiation": negotiation}
         )
