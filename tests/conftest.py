@@ -18,14 +18,43 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 import pytest  # noqa: E402
 
 from airflow_edc_callbacks.store import EventStore  # noqa: E402
+from tests.postgres_server import PostgresServer  # noqa: E402
 
 SIGNING_KEY = b"test-signing-key-0123456789"
 
 
-@pytest.fixture
-def store_url(tmp_path: Path) -> str:
-    """A fresh SQLite store file."""
-    return f"sqlite:///{tmp_path / 'events.db'}"
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server (Debian's package, a throwaway cluster) for the session."""
+    server = PostgresServer().start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty store: a SQLite file, or a database of its own on the session's PostgreSQL.
+
+    Every test that uses a store runs on both. At teardown the process-wide store and listener of that
+    URL are closed.
+    """
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'events.db'}"
+    else:
+        url = request.getfixturevalue("postgres").create_database()
+    yield url
+    close_store(url)
+
+
+def close_store(url: str) -> None:
+    """Stop the process-wide listener and dispose the process-wide store of ``url``, if any."""
+    from airflow_edc_callbacks.store import listener as listener_module
+    from airflow_edc_callbacks.store import repository
+
+    for key in [k for k in listener_module._listeners if k[1] == url]:
+        listener_module._listeners.pop(key).stop()
+    for key in [k for k in repository._stores if k[1] == url]:
+        repository._stores.pop(key).dispose()
 
 
 @pytest.fixture

@@ -12,9 +12,17 @@ rows committed after the fetch are above the cursor and come with the next fetch
 are dropped by the subscriber on ``seq``.
 
 On SQLite writes are serialised, so ``seq`` follows commit order and a cursor on ``seq`` is exact (the
-table uses AUTOINCREMENT, so purged ids are never reused). Other databases hand out ids before commit,
-so there the listener re-reads the last :data:`LOOKBACK_MS` of ``received_at`` on every change and skips
-rows it already dispatched.
+table uses AUTOINCREMENT, so purged ids are never reused).
+
+On PostgreSQL (driver ``psycopg``) the listener is pushed, not polling: the store sends
+``NOTIFY edc_callback_events, '<seq>'`` in the transaction that inserts an event, PostgreSQL delivers it
+on commit to every listening connection (every api-server's and triggerer's listener), and the listener
+fetches exactly those rows. While connected it runs no query at all. After its connection breaks (a
+database restart) it reconnects, LISTENs again and re-reads every row received since
+:data:`LOOKBACK_MS` before the break, skipping rows it already dispatched.
+
+Other databases hand out ids before commit and have no NOTIFY, so there the listener re-reads the last
+:data:`LOOKBACK_MS` of ``received_at`` every ``poll_interval`` and skips rows it already dispatched.
 """
 
 from __future__ import annotations
@@ -28,8 +36,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Connection, select, text
+from sqlalchemy.exc import SQLAlchemyError
 
-from airflow_edc_callbacks.store.repository import EventStore, StoredEvent, get_store
+from airflow_edc_callbacks.exceptions import StoreUnavailableError
+from airflow_edc_callbacks.store.repository import NOTIFY_CHANNEL, EventStore, StoredEvent, get_store
 from airflow_edc_callbacks.store.tables import CallbackEventRow
 
 log = logging.getLogger(__name__)
@@ -40,7 +50,10 @@ DEFAULT_POLL_INTERVAL = 0.05
 """Seconds between two change checks (one ``PRAGMA data_version`` on one connection)."""
 
 LOOKBACK_MS = 60_000
-"""Non-SQLite stores: how far back (receiver clock, milliseconds) each fetch looks for late commits."""
+"""Non-SQLite stores: how far back (receiver clock, milliseconds) a catch-up fetch looks for late commits."""
+
+_RECONNECT_WAIT = 1.0
+"""Seconds between attempts to reach a database that is down."""
 
 
 class Subscription:
@@ -116,10 +129,16 @@ class StoreListener:
         self._cursor = 0
         self._recent: dict[int, int] = {}  # seq -> received_at, non-exact mode only
         self.wakeups = 0
+        self.reconnects = 0
+        self._listening: Connection | None = None
+        self.uses_notify = store.engine.dialect.name == "postgresql" and store.engine.dialect.driver == "psycopg"
 
     # -- subscriptions -------------------------------------------------------------------------
     def start(self) -> StoreListener:
         """Start watching (idempotent). Blocking: call it from a thread in async code.
+
+        On PostgreSQL the LISTEN is in place when this returns, so no event committed afterwards can be
+        missed by a subscriber that subscribes and then reads the store.
 
         :raises StoreUnavailableError: the store cannot be read.
         """
@@ -127,6 +146,11 @@ class StoreListener:
             if self._thread is not None and self._thread.is_alive():
                 return self
             self._cursor = self.store.max_seq()
+            if self.uses_notify:
+                try:
+                    self._listening = self._listen()
+                except SQLAlchemyError as err:
+                    raise StoreUnavailableError(f"Cannot listen for callback events: {err}") from err
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="edc-callbacks-listener", daemon=True)
             self._thread.start()
@@ -191,6 +215,76 @@ class StoreListener:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        if self.uses_notify:
+            self._run_notified()
+        else:
+            self._run_polling()
+
+    def _listen(self) -> Connection:
+        connection = self.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        connection.exec_driver_sql(f"LISTEN {NOTIFY_CHANNEL}")
+        return connection
+
+    def _run_notified(self) -> None:
+        """PostgreSQL: LISTEN on one connection; fetch the rows each NOTIFY names."""
+        connection: Connection | None = self._listening
+        self._listening = None
+        catch_up_since: int | None = None  # epoch ms: after a break, re-read from here
+        while not self._stop.is_set():
+            try:
+                if connection is None:
+                    connection = self._listen()
+                    if catch_up_since is not None:
+                        self.reconnects += 1
+                        self._dispatch(self._fetch_since(connection, catch_up_since))
+                        log.info("Callback event listener reconnected; re-read events since %s", catch_up_since)
+                    catch_up_since = None
+                driver = connection.connection.driver_connection
+                assert driver is not None
+                seqs = [int(n.payload) for n in driver.notifies(timeout=self.poll_interval * 20, stop_after=1)]
+                if seqs:
+                    seqs += [int(n.payload) for n in driver.notifies(timeout=0)]
+                    self._dispatch(self._fetch_seqs(connection, seqs))
+            except Exception:  # keep listening through database restarts
+                log.warning("Callback event listener lost the database; reconnecting", exc_info=True)
+                if catch_up_since is None:
+                    catch_up_since = int(time.time() * 1000) - LOOKBACK_MS
+                if connection is not None:
+                    try:
+                        connection.invalidate()
+                        connection.close()
+                    except Exception:  # the connection is gone already
+                        pass
+                connection = None
+                self._stop.wait(_RECONNECT_WAIT)
+        if connection is not None:
+            connection.close()
+
+    def _fetch_seqs(self, connection: Connection, seqs: list[int]) -> list[StoredEvent]:
+        table = CallbackEventRow.__table__
+        wanted = sorted({seq for seq in seqs if seq not in self._recent})
+        if not wanted:
+            return []
+        rows = connection.execute(select(table).where(table.c.seq.in_(wanted)).order_by(table.c.seq)).all()
+        return self._remember([StoredEvent.from_row(row) for row in rows])
+
+    def _fetch_since(self, connection: Connection, since: int) -> list[StoredEvent]:
+        table = CallbackEventRow.__table__
+        rows = connection.execute(select(table).where(table.c.received_at >= since).order_by(table.c.seq)).all()
+        return self._remember([StoredEvent.from_row(row) for row in rows if row.seq not in self._recent])
+
+    def _remember(self, events: list[StoredEvent]) -> list[StoredEvent]:
+        """Record dispatched rows (non-exact modes) so a catch-up does not hand them out twice."""
+        horizon = int(time.time() * 1000) - 2 * LOOKBACK_MS
+        if len(self._recent) > 10_000:
+            self._recent = {seq: at for seq, at in self._recent.items() if at >= horizon}
+        for stored in events:
+            self._recent[stored.seq] = stored.received_at
+            self._cursor = max(self._cursor, stored.seq)
+        return events
+
+    def _run_polling(self) -> None:
+        """SQLite (``PRAGMA data_version``) and databases without NOTIFY (periodic look-back)."""
         last_version: int | None = None
         connection: Connection | None = None
         while not self._stop.is_set():

@@ -19,9 +19,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from airflow_edc_callbacks.exceptions import StoreUnavailableError
 from airflow_edc_callbacks.models import EventEnvelope
-from airflow_edc_callbacks.store.tables import Base, CallbackEventRow, TriggerCursorRow, TriggerFiredRow
+from airflow_edc_callbacks.store.schema import upgrade
+from airflow_edc_callbacks.store.tables import CallbackEventRow, TriggerCursorRow, TriggerFiredRow
 
-__all__ = ["EventStore", "StoredEvent", "get_store"]
+__all__ = ["NOTIFY_CHANNEL", "EventStore", "StoredEvent", "get_store"]
+
+NOTIFY_CHANNEL = "edc_callback_events"
+"""PostgreSQL: the channel each new event's ``seq`` is sent on (``pg_notify``) when its insert commits."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class EventStore:
     """Callback events in a SQL database (SQLite file by default, PostgreSQL in production).
 
-    Creates its table on first use. Methods are synchronous and thread-safe; call them from a thread
+    Creates or upgrades its tables on first use (:func:`~airflow_edc_callbacks.store.schema.upgrade`).
+    Methods are synchronous and thread-safe; call them from a thread
     (``asyncio.to_thread``) in async code.
 
     :param url: a SQLAlchemy URL, e.g. ``sqlite:////opt/airflow/edc_callbacks.db`` or
@@ -90,6 +95,7 @@ class EventStore:
         self.url = url
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self.is_postgresql = parsed.get_backend_name() == "postgresql"
         try:
             if self.is_sqlite and parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +103,7 @@ class EventStore:
             self.engine: Engine = create_engine(url, pool_pre_ping=not self.is_sqlite, hide_parameters=True)
             if self.is_sqlite:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
-            Base.metadata.create_all(self.engine, checkfirst=True)
+            upgrade(self.engine)
         except (SQLAlchemyError, OSError) as err:
             raise StoreUnavailableError(f"Cannot open the callback event store {self!r}: {err}") from err
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -139,10 +145,12 @@ class EventStore:
         stmt = self._insert()(CallbackEventRow).values(**values).on_conflict_do_nothing(index_elements=["envelope_id"])
         try:
             with self._sessions.begin() as session:
-                result: Any = session.execute(stmt)
-                inserted = bool(result.rowcount == 1)
+                seq = session.execute(stmt.returning(CallbackEventRow.seq)).scalar_one_or_none()
+                inserted = seq is not None
                 if not inserted:
                     self._add_route(session, envelope.id, route, correlation_id)
+                elif self.is_postgresql:  # delivered to every listener when this transaction commits
+                    session.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(seq))))
         except SQLAlchemyError as err:
             raise StoreUnavailableError(f"Cannot write to the callback event store: {err}") from err
         return inserted
@@ -249,9 +257,9 @@ class EventStore:
         cursor = cursor.on_conflict_do_update(index_elements=["name"], set_={"seq": stored.seq})
         try:
             with self._sessions.begin() as session:
-                result: Any = session.execute(fired.on_conflict_do_nothing())
+                claimed = session.execute(fired.on_conflict_do_nothing().returning(TriggerFiredRow.seq)).first()
                 session.execute(cursor)
-                return bool(result.rowcount == 1)
+                return claimed is not None
         except SQLAlchemyError as err:
             raise StoreUnavailableError(f"Cannot write to the callback event store: {err}") from err
 

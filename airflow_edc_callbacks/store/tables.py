@@ -1,4 +1,8 @@
-"""SQLAlchemy table of the callback event store (in the package's own database, not Airflow's)."""
+"""SQLAlchemy tables of the callback event store (in the package's own database, not Airflow's).
+
+The schema is created and upgraded by the Alembic migrations in ``migrations/`` (see :mod:`.schema`);
+a change here needs a new revision there.
+"""
 
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ class CallbackEventRow(Base):
 
     __tablename__ = "edc_callback_event"
 
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     envelope_id: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
     event_type: Mapped[str] = mapped_column(String(200), nullable=False)
     process_id: Mapped[str | None] = mapped_column(String(200), index=True)
@@ -53,7 +57,7 @@ class TriggerCursorRow(Base):
     __tablename__ = "edc_trigger_cursor"
 
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
-    seq: Mapped[int] = mapped_column(Integer, nullable=False)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
 class TriggerFiredRow(Base):
@@ -64,4 +68,4 @@ class TriggerFiredRow(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     process_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     event_type: Mapped[str] = mapped_column(String(200), primary_key=True)
-    seq: Mapped[int] = mapped_column(Integer, nullable=False)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)

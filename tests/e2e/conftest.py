@@ -110,6 +110,12 @@ AIRFLOW_ENV = {
 }
 
 
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    """End-to-end tests that use a store of their own use a SQLite file (PostgreSQL runs in tests/unit)."""
+    return f"sqlite:///{tmp_path / 'events.db'}"
+
+
 def airflow_store(af: AirflowStandalone) -> EventStore:
     """The event store of the running Airflow (the default SQLite file in its AIRFLOW_HOME)."""
     return EventStore(f"sqlite:///{af.home / 'edc_callbacks.db'}")

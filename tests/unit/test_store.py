@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -27,8 +28,11 @@ def test_record_is_idempotent_on_envelope_id(store: EventStore) -> None:
     assert events[0].body == body
 
 
-def test_sqlite_store_uses_wal_and_is_durable_for_other_connections(store: EventStore, store_url: str) -> None:
+def test_sqlite_store_uses_wal_and_is_durable_for_other_connections(tmp_path: Path) -> None:
+    store_url = f"sqlite:///{tmp_path / 'events.db'}"
+    store = EventStore(store_url)
     _record(store, envelope("TransferProcessCompleted", "tp-2"))
+    store.dispose()
     path = store_url.removeprefix("sqlite:///")
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -131,7 +135,8 @@ async def test_listener_keeps_dispatching_after_a_purge(store: EventStore) -> No
 
 
 async def test_lookback_mode_dispatches_each_event_once(store: EventStore) -> None:
-    """The mode for databases whose ids are not in commit order (PostgreSQL): re-read a time window."""
+    """The mode for databases whose ids are not in commit order and that cannot NOTIFY: re-read a time
+    window (on PostgreSQL with psycopg the listener is notified instead, whatever ``exact_cursor`` says)."""
     listener = StoreListener(store, poll_interval=0.02, exact_cursor=False).start()
     try:
         sub = listener.subscribe(process_ids=["tp-w"])

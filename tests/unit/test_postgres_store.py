@@ -1,0 +1,148 @@
+"""What only PostgreSQL does: NOTIFY-driven listeners in several processes, a database restart under
+waiting subscribers, and schema migrations run by several processes at once. (Every other store, receiver
+and trigger test runs on PostgreSQL too, through the ``store_url`` fixture.)"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, event, inspect
+
+from airflow_edc_callbacks.models import EventEnvelope
+from airflow_edc_callbacks.store import EventStore, StoreListener
+from airflow_edc_callbacks.store.schema import BASELINE, current_revision, head_revision
+from airflow_edc_callbacks.store.tables import Base
+from tests.helpers import envelope, wait_until
+from tests.postgres_server import PostgresServer
+
+
+def _record(store: EventStore, body: dict) -> bool:
+    return store.record(EventEnvelope.model_validate(body), body, correlation_id=None)
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> str:
+    return postgres.create_database()
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[EventStore]:
+    store = EventStore(pg_url)
+    yield store
+    store.dispose()
+
+
+async def test_listeners_in_several_processes_are_notified_and_idle_without_queries(pg_url: str) -> None:
+    """Two listeners (as in two triggerers) on one database: an event any receiver stores wakes both,
+    by NOTIFY; while nothing arrives, neither runs a single query."""
+    writer = EventStore(pg_url)
+    readers = [EventStore(pg_url) for _ in range(2)]
+    statements: list[str] = []
+    for reader in readers:
+        event.listen(reader.engine, "before_cursor_execute", lambda _c, _cur, sql, *_: statements.append(sql))
+    listeners = [StoreListener(reader).start() for reader in readers]
+    try:
+        assert all(listener.uses_notify for listener in listeners)
+        subs = [listener.subscribe(process_ids=["tp-1"]) for listener in listeners]
+        statements.clear()
+        await asyncio.sleep(1.0)  # idle: measured, not waited for
+        assert statements == []
+        started = time.monotonic()
+        await asyncio.to_thread(_record, writer, envelope("TransferProcessCompleted", "tp-1"))
+        got = [await sub.wait(timeout=5) for sub in subs]
+        assert [[e.process_id for e in g] for g in got] == [["tp-1"], ["tp-1"]]
+        print(f"NOTIFY wake-up of 2 listeners: {1000 * (time.monotonic() - started):.1f} ms")
+        assert len(statements) == 2  # one fetch of the notified row per listener
+        assert all(reader.engine.pool.checkedout() == 1 for reader in readers)
+    finally:
+        for listener in listeners:
+            listener.stop()
+        for store in (writer, *readers):
+            store.dispose()
+
+
+async def test_events_after_a_database_restart_reach_waiting_subscribers(postgres: PostgresServer) -> None:
+    """PostgreSQL restarts while subscribers wait: the listener reconnects, LISTENs again and re-reads
+    what was stored while it was away; nothing is delivered twice."""
+    url = postgres.create_database()
+    writer = EventStore(url)
+    reader = EventStore(url)
+    listener = StoreListener(reader).start()
+    try:
+        sub = listener.subscribe(process_ids=["tp-r"])
+        await asyncio.to_thread(_record, writer, envelope("TransferProcessStarted", "tp-r"))
+        assert [e.event_type for e in await sub.wait(timeout=5)] == ["TransferProcessStarted"]
+
+        await asyncio.to_thread(postgres.restart)
+        # stored at once after the restart, possibly before the listener is back: found by its catch-up
+        await asyncio.to_thread(wait_until, lambda: _try_record(writer, "TransferProcessSuspended"), 30, "a write")
+        await asyncio.to_thread(wait_until, lambda: listener.reconnects >= 1, 30, "the listener to reconnect")
+        await asyncio.to_thread(_record, writer, envelope("TransferProcessCompleted", "tp-r"))  # by NOTIFY
+        got: list[str] = []
+        while len(got) < 2:
+            batch = await sub.wait(timeout=10)
+            assert batch, f"only {got} arrived"
+            got += [e.event_type for e in batch]
+        assert sorted(got) == ["TransferProcessCompleted", "TransferProcessSuspended"]
+        assert await sub.wait(timeout=0.5) == []
+    finally:
+        listener.stop()
+        writer.dispose()
+        reader.dispose()
+
+
+def _try_record(store: EventStore, event_type: str) -> bool:
+    from airflow_edc_callbacks.exceptions import StoreUnavailableError
+
+    try:
+        return _record(store, envelope(event_type, "tp-r"))
+    except StoreUnavailableError:
+        return False
+
+
+def test_schema_is_created_by_migrations_at_head(pg_store: EventStore) -> None:
+    assert current_revision(pg_store.engine) == head_revision()
+    tables = set(inspect(pg_store.engine).get_table_names())
+    assert {"edc_callback_event", "edc_trigger_cursor", "edc_trigger_fired", "edc_callbacks_alembic_version"} <= tables
+
+
+def test_a_store_created_before_migrations_is_adopted(pg_url: str) -> None:
+    """Tables made by ``create_all`` (the package before migrations) are stamped, not created again."""
+    engine = create_engine(pg_url)
+    Base.metadata.create_all(engine)
+    assert current_revision(engine) is None
+    store = EventStore(pg_url)
+    assert _record(store, envelope("TransferProcessCompleted", "tp-old"))
+    assert current_revision(engine) == head_revision() >= BASELINE
+    store.dispose()
+    engine.dispose()
+
+
+def test_many_processes_upgrade_one_database_at_once(pg_url: str) -> None:
+    """Several api-servers and triggerers starting together: one creates the tables, none fails."""
+    errors: list[BaseException] = []
+    stores: list[EventStore] = []
+    lock = threading.Lock()
+
+    def open_store() -> None:
+        try:
+            store = EventStore(pg_url)
+            with lock:
+                stores.append(store)
+        except BaseException as err:  # collected and asserted below
+            errors.append(err)
+
+    threads = [threading.Thread(target=open_store) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert len(stores) == 8
+    assert current_revision(stores[0].engine) == head_revision()
+    for store in stores:
+        store.dispose()
