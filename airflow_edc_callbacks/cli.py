@@ -23,8 +23,10 @@ def _store(url: str | None) -> EventStore:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from airflow_edc_callbacks import metrics
     from airflow_edc_callbacks.receiver import ReceiverSettings, create_app
 
+    metrics.initialize_from_config()  # the api-server does this itself; this process is ours
     app = create_app(ReceiverSettings(store_url=args.store_url))
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

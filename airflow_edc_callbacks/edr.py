@@ -1,9 +1,9 @@
 """Fetch a PULL transfer's data from the provider's public endpoint with its EDR.
 
-The request is ``GET <endpoint>[/<path>]`` with the EDR's token in the ``Authorization`` header, as
-EDC's data plane public APIs expect it (the token as is, no scheme). The body is streamed to a file
-next to the destination and renamed into place once complete, so a failed download never leaves a
-partial file under the destination's name.
+The request is ``GET <endpoint>[/<path>][?<query>]`` with the EDR's token in the ``Authorization``
+header, as EDC's data plane public APIs expect it (the token as is, no scheme). The body is streamed to
+a file next to the destination, flushed to disk and renamed into place once complete, so a failed
+download never leaves a partial file under the destination's name.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class FetchResult:
     """What a data request returned.
 
     :ivar transfer_process_id: the transfer process whose EDR was used.
-    :ivar url: the URL requested (the EDR's endpoint and path; no token).
+    :ivar url: the URL requested, without its query (which may carry a signature).
     :ivar file: the local file written.
     :ivar size: its size in bytes.
     :ivar sha256: hex SHA-256 of its content.
@@ -57,11 +57,26 @@ class FetchResult:
         }
 
 
-def data_url(edr: EndpointDataReference, path: str = "") -> str:
-    """The EDR's endpoint, with ``path`` appended (one ``/`` between them) when given."""
-    if not path:
-        return edr.endpoint
-    return f"{edr.endpoint.rstrip('/')}/{path.lstrip('/')}"
+def data_url(edr: EndpointDataReference, path: str = "", params: Mapping[str, str] | None = None) -> httpx.URL:
+    """The EDR's endpoint with ``path`` appended to its path (one ``/`` between them) and ``params``
+    merged into its query; a query the endpoint already has is kept.
+
+    :raises ValueError: ``path`` holds a query or fragment (give query parameters as ``params``).
+    """
+    if "?" in path or "#" in path:
+        raise ValueError(f"path must be a path only, got {path!r}: give query parameters as params")
+    url = httpx.URL(edr.endpoint)
+    if path:
+        url = url.copy_with(path=f"{url.path.rstrip('/')}/{path.lstrip('/')}")
+    if params:
+        url = url.copy_merge_params(dict(params))
+    return url
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def fetch_to_file(
@@ -77,38 +92,44 @@ def fetch_to_file(
 
     :param edr: the transfer's EDR (see :meth:`~airflow_edc_callbacks.hooks.edc.EdcManagementHook.get_edr`).
     :param destination: the file to write; replaced when it exists.
-    :param path: appended to the endpoint (providers whose asset sets ``proxyPath``).
+    :param path: appended to the endpoint's path (providers whose asset sets ``proxyPath``).
     :param params: query parameters (providers whose asset sets ``proxyQueryParams``).
     :param timeout: seconds for connecting and between received chunks.
     :param transport: an httpx transport (tests, proxies); default httpx's.
     :raises EdcDataFetchError: the endpoint answered a non-2xx status (401/403: token refused or
-        expired) or could not be reached. Nothing is left at ``destination`` then.
+        expired) or could not be reached. Nothing is left at ``destination`` then (its directory is
+        created first).
+    :raises ValueError: ``path`` holds a query.
     """
-    url = data_url(edr, path)
+    url = data_url(edr, path, params)
+    shown = str(url.copy_with(query=None))
     target = Path(destination)
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     size = 0
     handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     try:
+        os.fchmod(handle, 0o666 & ~_umask())  # as a plain open() would create it, not mkstemp's 0600
         with (
             os.fdopen(handle, "wb") as out,
             httpx.Client(timeout=timeout, transport=transport) as client,
-            client.stream("GET", url, headers=edr.headers(), params=dict(params or {})) as response,
+            client.stream("GET", url, headers=edr.headers()) as response,
         ):
             if not response.is_success:
-                excerpt = response.read()[:300].decode("utf-8", errors="replace").strip()
-                raise EdcDataFetchError(edr.transfer_process_id, url, response.status_code, excerpt or "no body")
+                excerpt = next(response.iter_bytes(300), b"")[:300].decode("utf-8", errors="replace").strip()
+                raise EdcDataFetchError(edr.transfer_process_id, shown, response.status_code, excerpt or "no body")
             content_type = response.headers.get("content-type")
             for chunk in response.iter_bytes(_CHUNK):
                 out.write(chunk)
                 digest.update(chunk)
                 size += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(partial, target)
     except httpx.HTTPError as err:
         os.unlink(partial)
-        raise EdcDataFetchError(edr.transfer_process_id, url, None, repr(err)) from err
+        raise EdcDataFetchError(edr.transfer_process_id, shown, None, repr(err)) from err
     except BaseException:
         os.unlink(partial)
         raise
-    return FetchResult(edr.transfer_process_id, url, str(target), size, digest.hexdigest(), content_type)
+    return FetchResult(edr.transfer_process_id, shown, str(target), size, digest.hexdigest(), content_type)

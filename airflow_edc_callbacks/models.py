@@ -13,6 +13,7 @@ EDC facts used here come from the EDC connector sources (v0.18.0):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -226,15 +227,20 @@ def normalize_jsonld(value: Any) -> Any:
 
 REDACTED = "***"
 
+_SECRET_NAMES = ("authorization", "token", "secret", "password")
+
+
+def _is_secret_key(key: str) -> bool:
+    local = re.split(r"[/#:]", key)[-1].lower()  # the term, whatever the IRI or prefix
+    return any(name in local for name in _SECRET_NAMES)
+
 
 def redact_tokens(value: Any) -> Any:
-    """A copy of a JSON document with every ``authorization`` value (an EDR's token, in any JSON-LD form
-    of the key) replaced by ``***``, for output that people read."""
+    """A copy of a JSON document for output people read: the value of every key whose term holds
+    ``authorization``, ``token``, ``secret`` or ``password`` (an EDR's ``authorization``, Tractus-X's
+    ``tx-auth:refreshToken``, in any JSON-LD form of the key) is replaced by ``***``."""
     if isinstance(value, Mapping):
-        return {
-            k: REDACTED if _strip_key(str(k)).lower() == "authorization" and v else redact_tokens(v)
-            for k, v in value.items()
-        }
+        return {k: REDACTED if v and _is_secret_key(str(k)) else redact_tokens(v) for k, v in value.items()}
     if isinstance(value, list):
         return [redact_tokens(v) for v in value]
     return value

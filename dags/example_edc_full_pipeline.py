@@ -12,8 +12,8 @@
 
 The connection (``edc_conn_id``) decides the Management API version: its extra ``api_version`` is ``v3``,
 ``v4beta`` or ``v4``. ``offer`` replaces the catalog's first offer (an offer the provider never made ends
-``negotiate`` failed with the connector's reason). ``python -m demo`` runs the PUSH example; to run this one
-against the demo connectors trigger it with::
+``negotiate`` failed with the connector's reason). ``python -m demo`` (``scripts/demo.sh``) runs this DAG
+against the demo connectors; by hand, trigger it with::
 
     {"counter_party_address": "http://localhost:19194/protocol/2025-1", "counter_party_id": "provider",
      "asset_id": "demo-asset", "sink_base_url": "http://127.0.0.1:18080/sink", "output_dir": "/tmp/edc-data"}
@@ -49,7 +49,6 @@ with DAG(
     schedule=None,
     catchup=False,
     tags=["edc", "example"],
-    render_template_as_native_obj=True,  # so that "{{ params.offer }}" renders to an object or None
     params={
         "edc_conn_id": Param("edc_default", type="string", description="edc connection of the consumer"),
         "counter_party_address": Param("http://localhost:19194/protocol/2025-1", type="string"),
@@ -66,7 +65,7 @@ with DAG(
         task_id="negotiate",
         asset_id="{{ params.asset_id }}",
         counter_party_id="{{ params.counter_party_id }}",
-        offer="{{ params.offer }}",
+        offer="{{ params.offer | tojson }}",  # JSON text; "null" takes the catalog's first offer
         **COMMON,
         **RETRIES,
     )
@@ -102,7 +101,7 @@ with DAG(
         task_id="negotiate_and_pull",
         asset_id="{{ params.asset_id }}",
         counter_party_id="{{ params.counter_party_id }}",
-        offer="{{ params.offer }}",
+        offer="{{ params.offer | tojson }}",
         transfer_type="HttpData-PULL",
         destination="{{ params.output_dir }}/" + RUN + "/{{ params.asset_id }}.one-step",
         **COMMON,
@@ -123,7 +122,8 @@ with DAG(
             "negotiate": negotiation["source"],
             "push_transfer": push["source"],
             "pull_transfer": pull["source"],
-            "negotiate_and_pull.negotiation": one["negotiation"]["source"],
+            # None when a retry (or a cleared task) took over the transfer an earlier try started
+            "negotiate_and_pull.negotiation": (one["negotiation"] or {}).get("source"),
             "negotiate_and_pull.transfer": one["source"],
         }
         for step, source in steps.items():

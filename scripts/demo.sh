@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The main job end to end: two real EDC connectors, `airflow standalone` with this provider, and the
-# example PUSH DAG run to success. Prints the DAG run's result and where the data landed.
+# full pipeline DAG (negotiation, PUSH, PULL with the data fetched by its EDR) run to success. Prints how
+# each step ended and checks the data against the provider's source.
 source "$(dirname "$0")/_env.sh"
 exec .venv/bin/python -m demo "$@"

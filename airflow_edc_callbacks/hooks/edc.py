@@ -5,7 +5,9 @@ EDC facts: endpoints and bodies from the EDC connector's ``TransferProcessApiV3`
 ``X-Api-Key`` from ``TokenBasedAuthenticationService``; error bodies are arrays of ``ApiErrorDetail``
 (``message``, ``type``, ``path``, ``invalidValue``). Management API v4 has the paths of v3 under
 ``/v4beta`` (EDC 0.14 to 0.16) or ``/v4`` (0.17 and later) and needs ``@context`` as an array holding
-``https://w3id.org/edc/connector/management/v2``; EDC serves the EDR cache under ``/v3/edrs`` only.
+``https://w3id.org/edc/connector/management/v2``, whose term definitions (``management-context-v2.jsonld``)
+drop what they do not name: a callback's ``authKey``/``authCodeId`` go as ``edc:authKey``/``edc:authCodeId``
+and a ``DataAddress`` needs its ``@type``.
 """
 
 from __future__ import annotations
@@ -112,6 +114,15 @@ class EdcConnectionSettings:
         )
 
 
+def _masked(edr: EndpointDataReference) -> EndpointDataReference:
+    """Register the EDR's token with Airflow's secrets masker, so no log line can show it."""
+    if edr.authorization:
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(edr.authorization)
+    return edr
+
+
 def _error_messages(response: httpx.Response) -> list[str]:
     try:
         body = response.json()
@@ -155,6 +166,7 @@ class EdcManagementHook(BaseHook):
     :param retries: extra attempts after the first.
     :param retry_wait: first backoff in seconds (doubles, at most 10 s).
     :param transport: an httpx transport for the sync client (proxies, tests); default httpx's.
+    :param async_transport: the same for the async client (triggers).
 
     Every request method raises :class:`~airflow_edc_callbacks.exceptions.EdcApiError` when the connector
     answers an error status (with its ``ApiErrorDetail`` messages, e.g. 404 ``ObjectNotFound``) and
@@ -174,9 +186,11 @@ class EdcManagementHook(BaseHook):
         retries: int = 3,
         retry_wait: float = 0.5,
         transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__()
         self.transport = transport
+        self.async_transport = async_transport
         self.edc_conn_id = edc_conn_id
         self.timeout = timeout
         self.retries = retries
@@ -268,7 +282,9 @@ class EdcManagementHook(BaseHook):
         settings = await self.aget_settings()
         idempotent = method == "GET"
         try:
-            async with httpx.AsyncClient(base_url=settings.base_url, timeout=self.timeout) as client:
+            async with httpx.AsyncClient(
+                base_url=settings.base_url, timeout=self.timeout, transport=self.async_transport
+            ) as client:
                 async for attempt in tenacity.AsyncRetrying(**self._retrying(idempotent)):
                     with attempt:
                         response = await client.request(method, path, json=body, headers=self._headers(settings))
@@ -317,7 +333,7 @@ class EdcManagementHook(BaseHook):
             if self.is_v4:  # the v4 context maps "type" and the address's properties only inside a DataAddress
                 destination.setdefault("@type", "DataAddress")
             body["dataDestination"] = destination
-        if asset_id:
+        if asset_id and not self.is_v4:  # deprecated in v3; the v4 TransferRequest has no assetId
             body["assetId"] = asset_id
         if private_properties:
             body["privateProperties"] = dict(private_properties)
@@ -326,7 +342,11 @@ class EdcManagementHook(BaseHook):
         return body
 
     def callback_address(self, uri: str, events: Sequence[str] = ("transfer.process",)) -> dict[str, Any]:
-        """A non-transactional ``CallbackAddress`` for ``uri``, with the connection's auth header if set."""
+        """A non-transactional ``CallbackAddress`` for ``uri``, with the connection's auth header if set.
+
+        In v4 the auth fields carry the ``edc:`` prefix: the management/v2 context defines only ``uri``,
+        ``transactional`` and ``events`` for a ``CallbackAddress`` and would drop plain ``authKey``.
+        """
         address: dict[str, Any] = {
             "@type": "CallbackAddress",
             "uri": uri,
@@ -334,8 +354,9 @@ class EdcManagementHook(BaseHook):
             "transactional": False,
         }
         if self.settings.callback_auth_key and self.settings.callback_auth_code_id:
-            address["authKey"] = self.settings.callback_auth_key
-            address["authCodeId"] = self.settings.callback_auth_code_id
+            prefix = "edc:" if self.is_v4 else ""
+            address[f"{prefix}authKey"] = self.settings.callback_auth_key
+            address[f"{prefix}authCodeId"] = self.settings.callback_auth_code_id
         return address
 
     # -- transfer processes ----------------------------------------------------------------------
@@ -554,46 +575,63 @@ class EdcManagementHook(BaseHook):
     def get_edr(self, transfer_process_id: str, *, use_callbacks: bool = True) -> EndpointDataReference:
         """The EDR of a started PULL transfer, for fetching its data; keep it out of XCom and logs.
 
-        Asks the connector's EDR cache (``GET /v3/edrs/{id}/dataaddress``, EDC ``EdrCacheApiV3Controller``;
-        Tractus-X refreshes an expired token there). When the connector has no such entry or no EDR cache
-        API (404) and ``use_callbacks`` is set, takes the ``dataAddress`` of the transfer's
-        ``TransferProcessStarted`` event from the callback store instead (``source = "callback"``).
+        Asks the connector's EDR cache: ``GET /{version}/edrs/{id}/dataaddress`` on a v4 connection, then
+        ``GET /v3/edrs/{id}/dataaddress`` (EDC ``EdrCacheApiV3Controller``; Tractus-X refreshes an expired
+        token there). When the connector has no such entry or no EDR cache API (404) and ``use_callbacks``
+        is set, takes the ``dataAddress`` of the transfer's ``TransferProcessStarted`` event from the
+        callback store (``source = "callback"``), but only while the transfer is still ``STARTED`` (one
+        state request) and no later event of it is stored: an ended transfer's token is revoked.
+        The token is registered with Airflow's secrets masker.
 
-        :raises EdcEdrNotFound: neither has an EDR (not a PULL transfer, not started yet, or already
-            ended; the message says what the connector answered).
+        :raises EdcEdrNotFound: no usable EDR (not a PULL transfer, not started yet, or already ended;
+            the message says what the connector answered).
         :raises EdcTransportError: the connector could not be reached.
         """
-        try:
-            address = self._send("GET", f"/v3/edrs/{transfer_process_id}/dataaddress")
-        except EdcApiError as err:
-            if err.status_code != 404:
-                raise
-            connector_detail = f"the connector's EDR cache answered 404 ({'; '.join(err.messages) or 'no detail'})"
-        else:
+        paths = [f"/v3/edrs/{transfer_process_id}/dataaddress"]
+        if self.is_v4:
+            paths.insert(0, self.api_path(f"edrs/{transfer_process_id}/dataaddress"))
+        answers = []
+        for path in paths:
+            try:
+                address = self._send("GET", path)
+            except EdcApiError as err:
+                if err.status_code != 404:
+                    raise
+                answers.append(f"{path} answered 404 ({'; '.join(err.messages) or 'no detail'})")
+                continue
             if isinstance(address, Mapping):
-                return EndpointDataReference.from_data_address(transfer_process_id, address)
-            connector_detail = f"the connector's EDR cache returned {type(address).__name__}"
+                return _masked(EndpointDataReference.from_data_address(transfer_process_id, address))
+            answers.append(f"{path} returned {type(address).__name__}")
+        detail = "the connector's EDR cache: " + ", ".join(answers)
         if use_callbacks:
-            stored = self._edr_from_callbacks(transfer_process_id)
+            stored, why_not = self._edr_from_callbacks(transfer_process_id)
             if stored is not None:
-                return stored
-            connector_detail += ", and no TransferProcessStarted callback with a data address is stored"
-        raise EdcEdrNotFound(transfer_process_id, self.settings.base_url, connector_detail)
+                return _masked(stored)
+            detail += f"; the callback store: {why_not}"
+        raise EdcEdrNotFound(transfer_process_id, self.settings.base_url, detail)
 
-    @staticmethod
-    def _edr_from_callbacks(transfer_process_id: str) -> EndpointDataReference | None:
+    def _edr_from_callbacks(self, transfer_process_id: str) -> tuple[EndpointDataReference | None, str]:
         try:
-            events = get_store().events(process_id=transfer_process_id, limit=1000)
-        except StoreUnavailableError:
-            return None
-        for stored in reversed(events):
-            address = stored.payload.get("dataAddress")
-            if stored.event_type == TransferEventType.STARTED.value and isinstance(address, Mapping):
-                try:
-                    return EndpointDataReference.from_data_address(transfer_process_id, address, source="callback")
-                except ValueError:
-                    continue
-        return None
+            events = get_store().events(process_id=transfer_process_id)
+        except StoreUnavailableError as err:
+            return None, f"unavailable ({err})"
+        started = [i for i, e in enumerate(events) if e.event_type == TransferEventType.STARTED.value]
+        if not started:
+            return None, "no TransferProcessStarted callback is stored"
+        last = started[-1]
+        later = [e.event_type for e in events[last + 1 :]]
+        if later:
+            return None, f"the transfer moved on after it started ({', '.join(later)})"
+        state = self.get_transfer_state(transfer_process_id)
+        if state != "STARTED":
+            return None, f"the transfer is {state}"
+        address = events[last].payload.get("dataAddress")
+        if not isinstance(address, Mapping):
+            return None, "its TransferProcessStarted callback has no data address"
+        try:
+            return EndpointDataReference.from_data_address(transfer_process_id, address, source="callback"), ""
+        except ValueError as err:
+            return None, str(err)
 
     def fetch_data(
         self,

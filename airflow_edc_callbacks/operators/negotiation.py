@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -40,7 +41,7 @@ class NegotiationSteps:
     asset_id: str | None
     counter_party_address: str
     counter_party_id: str
-    offer: Mapping[str, Any] | None
+    offer: Mapping[str, Any] | str | None
     protocol: str | None
     edc_conn_id: str
     fallback_check_interval: float | None
@@ -60,6 +61,7 @@ class NegotiationSteps:
         """
         if not self.asset_id:
             raise ValueError("asset_id must not be empty")
+        offer = parse_offer(self.offer)
         task = cast("BaseOperator", self)
         ti = context["ti"]
         correlation_id = correlation_id_for(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
@@ -70,7 +72,7 @@ class NegotiationSteps:
             asset_id=self.asset_id,
             counter_party_address=self.counter_party_address,
             counter_party_id=self.counter_party_id,
-            offer=self.offer,
+            offer=offer,
             protocol=self.protocol,
         )
         trigger = EdcNegotiationTrigger(
@@ -96,7 +98,8 @@ class EdcContractNegotiationOperator(NegotiationSteps, BaseOperator):
     :param asset_id: the provider's asset (templated).
     :param counter_party_address: the provider's DSP address (templated).
     :param counter_party_id: the provider's participant id, the policy's ``assigner`` (templated).
-    :param offer: an offer (ODRL policy with ``@id``) to use instead of the catalog's first (templated).
+    :param offer: an offer (ODRL policy with ``@id``) to use instead of the catalog's first, as a mapping or
+        JSON text (templated; ``"{{ params.offer | tojson }}"``).
     :param protocol: DSP protocol id; default the connection's (templated).
     :param edc_conn_id: the ``edc`` connection of the consumer connector (templated).
     :param timeout: how long to wait (seconds or timedelta; default 1 h).
@@ -127,7 +130,7 @@ class EdcContractNegotiationOperator(NegotiationSteps, BaseOperator):
         asset_id: str,
         counter_party_address: str,
         counter_party_id: str,
-        offer: Mapping[str, Any] | None = None,
+        offer: Mapping[str, Any] | str | None = None,
         protocol: str | None = None,
         edc_conn_id: str = DEFAULT_CONN_ID,
         timeout: timedelta | float = timedelta(hours=1),
@@ -157,6 +160,26 @@ class EdcContractNegotiationOperator(NegotiationSteps, BaseOperator):
         :raises EdcNegotiationFailed: the negotiation was terminated (with the connector's reason).
         """
         return complete_negotiation(self, event, self.edc_conn_id, self.asset_id)
+
+
+def parse_offer(offer: Mapping[str, Any] | str | None) -> dict[str, Any] | None:
+    """An operator's ``offer``: a mapping, ``None``, or JSON text (a template such as
+    ``"{{ params.offer | tojson }}"`` renders to text); empty, ``null`` and ``None`` mean none.
+
+    :raises ValueError: text that is not a JSON object.
+    """
+    if offer is None or isinstance(offer, Mapping):
+        return dict(offer) if offer else None
+    text = str(offer).strip()
+    if text in ("", "null", "None"):
+        return None
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"offer must be an ODRL offer as a JSON object (with its @id), got {text[:100]!r}")
+    return parsed
 
 
 def start_negotiation(

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
+from airflow_edc_callbacks.models import resolve_wait_for
 from airflow_edc_callbacks.operators.negotiation import NegotiationSteps, complete_negotiation
 from airflow_edc_callbacks.operators.pull import pull_data
 from airflow_edc_callbacks.operators.transfer import EdcTransferOperator
@@ -42,7 +43,8 @@ class EdcNegotiatedTransferOperator(NegotiationSteps, EdcTransferOperator):
     :param data_destination: the ``DataAddress`` to push to (PUSH) (templated).
     :param destination: PULL: the local file the data goes to (templated); ``None`` leaves the fetch to
         a later task (:class:`~airflow_edc_callbacks.operators.pull.EdcPullDataOperator`).
-    :param path: PULL: appended to the EDR's endpoint (templated).
+    :param path: PULL: appended to the EDR's endpoint path (templated).
+    :param query_params: PULL: query parameters of the data request (templated).
     :param negotiation_timeout: how long the negotiation may take (seconds or timedelta; default 1 h).
     :param request_timeout: PULL: seconds for the data request's connect and read.
 
@@ -65,8 +67,13 @@ class EdcNegotiatedTransferOperator(NegotiationSteps, EdcTransferOperator):
         "offer",
         "destination",
         "path",
+        "query_params",
     )
-    template_fields_renderers = {**EdcTransferOperator.template_fields_renderers, "offer": "json"}
+    template_fields_renderers = {
+        **EdcTransferOperator.template_fields_renderers,
+        "offer": "json",
+        "query_params": "json",
+    }
     ui_color = "#dae8fc"
 
     def __init__(
@@ -75,10 +82,11 @@ class EdcNegotiatedTransferOperator(NegotiationSteps, EdcTransferOperator):
         asset_id: str,
         counter_party_address: str,
         counter_party_id: str,
-        offer: Mapping[str, Any] | None = None,
+        offer: Mapping[str, Any] | str | None = None,
         transfer_type: str = "HttpData-PULL",
         destination: str | None = None,
         path: str = "",
+        query_params: Mapping[str, str] | None = None,
         edc_conn_id: str = DEFAULT_CONN_ID,
         negotiation_timeout: timedelta | float = timedelta(hours=1),
         request_timeout: float = 60.0,
@@ -96,6 +104,7 @@ class EdcNegotiatedTransferOperator(NegotiationSteps, EdcTransferOperator):
         self.offer = offer
         self.destination = destination
         self.path = path
+        self.query_params = query_params
         self.negotiation_timeout = (
             negotiation_timeout
             if isinstance(negotiation_timeout, timedelta)
@@ -107,6 +116,13 @@ class EdcNegotiatedTransferOperator(NegotiationSteps, EdcTransferOperator):
         return None  # the contract agreement names the asset
 
     def execute(self, context: Context) -> Any:
+        # everything the transfer step checks is checked before a contract is negotiated
+        resolve_wait_for(self.wait_for, self.transfer_type)
+        for name, value in (("timeout", self.timeout), ("negotiation_timeout", self.negotiation_timeout)):
+            if value.total_seconds() <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.destination and not self.transfer_type.upper().endswith("-PULL"):
+            raise ValueError(f"destination is for PULL transfers; {self.transfer_type} delivers to data_destination")
         hook = self._hook()
         running = self.find_unfinished_transfer(context, hook)
         if running is not None:
@@ -125,7 +141,10 @@ class EdcNegotiatedTransferOperator(NegotiationSteps, EdcTransferOperator):
         """
         negotiation = complete_negotiation(self, event, self.edc_conn_id, self.asset_id)
         return self.start_transfer_and_wait(
-            context, contract_id=str(negotiation["contract_agreement_id"]), resume_kwargs={"negotiation": negotiation}
+            context,
+            contract_id=str(negotiation["contract_agreement_id"]),
+            find_earlier=False,  # asked in execute() already
+            resume_kwargs={"negotiation": negotiation},
         )
 
     def execute_complete(
@@ -145,6 +164,7 @@ class EdcNegotiatedTransferOperator(NegotiationSteps, EdcTransferOperator):
                 result["transfer_process_id"],
                 self.destination,
                 path=self.path,
+                query_params=self.query_params,
                 request_timeout=self.request_timeout,
             )
         return result

@@ -52,7 +52,8 @@ class EdcTransferOperator(BaseOperator):
     :param data_destination: the ``DataAddress`` to push to, e.g. ``{"type": "HttpData", "baseUrl": ...}``;
         omit for PULL (templated).
     :param protocol: DSP protocol id; default the connection's (``dataspace-protocol-http:2025-1``) (templated).
-    :param asset_id: optional asset id (deprecated by EDC in the request, kept for older connectors) (templated).
+    :param asset_id: optional asset id, sent as ``assetId`` on Management API v3 only (deprecated there,
+        kept for older connectors; the v4 request has none) (templated).
     :param private_properties: extra ``privateProperties`` (templated); ``airflowCorrelationId`` is added.
     :param wait_for: ``auto`` (PULL -> ``started``, else ``completed``), ``started`` or ``completed`` (templated).
     :param edc_conn_id: the ``edc`` connection of the consumer connector (templated).
@@ -134,12 +135,14 @@ class EdcTransferOperator(BaseOperator):
         *,
         contract_id: str | None = None,
         transfer_process_id: str | None = None,
+        find_earlier: bool = True,
         resume_kwargs: Mapping[str, Any] | None = None,
     ) -> Any:
         """Start the transfer (or find an earlier try's) and wait for it: defer, or wait in the worker.
 
         :param contract_id: the contract agreement id; default ``self.contract_id``.
         :param transfer_process_id: wait for this running transfer instead of starting one.
+        :param find_earlier: on a retry, look for an earlier try's running transfer first (see ``reattach``).
         :param resume_kwargs: extra keyword arguments :meth:`execute_complete` gets on resume (JSON-able).
         :raises TaskDeferred: when deferrable (Airflow's way to defer).
         """
@@ -150,7 +153,9 @@ class EdcTransferOperator(BaseOperator):
         ti = context["ti"]
         correlation_id = correlation_id_for(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
         hook = self._hook()
-        transfer_id = transfer_process_id or self.find_unfinished_transfer(context, hook)
+        if transfer_process_id is None and find_earlier:
+            transfer_process_id = self.find_unfinished_transfer(context, hook)
+        transfer_id = transfer_process_id
         if transfer_id is None:
             callback_base = get_callback_base_url()
             request = hook.build_transfer_request(

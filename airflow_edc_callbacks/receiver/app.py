@@ -37,6 +37,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from airflow_edc_callbacks import metrics
 from airflow_edc_callbacks.config import (
     get_callback_auth,
     get_max_body_bytes,
@@ -196,6 +197,43 @@ async def _accept_event(
     return JSONResponse({"status": "stored" if inserted else "duplicate", "id": envelope.id})
 
 
+async def _dynamic_callback(token: str, request: Request, cfg: ReceiverSettings) -> JSONResponse:
+    correlation_id = verify_token(cfg.signing_key or b"", token)
+    if correlation_id is None:
+        return _error(404, "Unknown callback token")
+    if cfg.auth is not None:
+        header, expected = cfg.auth
+        given = request.headers.get(header, "")
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            return _error(401, f"Missing or wrong {header} header")
+    return await _accept_event(request, cfg, correlation_id=correlation_id, route="dynamic")
+
+
+async def _static_callback(name: str, request: Request, cfg: ReceiverSettings) -> JSONResponse:
+    def authorised(registration: StaticCallbackRegistration) -> bool:
+        given = request.headers.get(registration.auth_header, "")
+        return hmac.compare_digest(given.encode(), registration.secret.encode())
+
+    try:
+        registration = await run_in_threadpool(cfg.static_registration, name)
+        if registration is None or not authorised(registration):  # ask again before refusing
+            registration = await run_in_threadpool(partial(cfg.static_registration, name, fresh=True))
+    except Exception as err:  # a secrets backend or metastore fault, or a malformed registration
+        log.error("Static callback %s: registration lookup failed: %s", name, type(err).__name__)
+        return _error(503, "Static callback registrations unavailable", {"Retry-After": "5"})
+    if registration is None:
+        return _error(404, "Unknown static callback")
+    if not authorised(registration):
+        return _error(401, f"Missing or wrong {registration.auth_header} header")
+    return await _accept_event(request, cfg, correlation_id=None, route=f"static:{name}")
+
+
+def _counted(response: JSONResponse) -> JSONResponse:
+    """Count the answer in the metrics (accepted, duplicate, rejected by reason) and return it."""
+    metrics.callback_answered(response.status_code, duplicate=b'"status":"duplicate"' in bytes(response.body))
+    return response
+
+
 def _get_settings(request: Request) -> ReceiverSettings:
     settings: ReceiverSettings = request.app.state.edc_settings
     return settings.resolve()
@@ -254,15 +292,7 @@ def create_app(settings: ReceiverSettings | None = None) -> FastAPI:
         responses={200: {"content": {"application/json": {}}}},
     )
     async def receive_callback(token: str, request: Request, cfg: SettingsDep) -> JSONResponse:
-        correlation_id = verify_token(cfg.signing_key or b"", token)
-        if correlation_id is None:
-            return _error(404, "Unknown callback token")
-        if cfg.auth is not None:
-            header, expected = cfg.auth
-            given = request.headers.get(header, "")
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                return _error(401, f"Missing or wrong {header} header")
-        return await _accept_event(request, cfg, correlation_id=correlation_id, route="dynamic")
+        return _counted(await _dynamic_callback(token, request, cfg))
 
     @router.post(
         "/callbacks/static/{name}",
@@ -271,22 +301,7 @@ def create_app(settings: ReceiverSettings | None = None) -> FastAPI:
         responses={200: {"content": {"application/json": {}}}},
     )
     async def receive_static_callback(name: str, request: Request, cfg: SettingsDep) -> JSONResponse:
-        def authorised(registration: StaticCallbackRegistration) -> bool:
-            given = request.headers.get(registration.auth_header, "")
-            return hmac.compare_digest(given.encode(), registration.secret.encode())
-
-        try:
-            registration = await run_in_threadpool(cfg.static_registration, name)
-            if registration is None or not authorised(registration):  # ask again before refusing
-                registration = await run_in_threadpool(partial(cfg.static_registration, name, fresh=True))
-        except Exception as err:  # a secrets backend or metastore fault, or a malformed registration
-            log.error("Static callback %s: registration lookup failed: %s", name, type(err).__name__)
-            return _error(503, "Static callback registrations unavailable", {"Retry-After": "5"})
-        if registration is None:
-            return _error(404, "Unknown static callback")
-        if not authorised(registration):
-            return _error(401, f"Missing or wrong {registration.auth_header} header")
-        return await _accept_event(request, cfg, correlation_id=None, route=f"static:{name}")
+        return _counted(await _static_callback(name, request, cfg))
 
     @router.get("/health", summary="Receiver and store health")
     async def health(cfg: SettingsDep) -> JSONResponse:

@@ -17,6 +17,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_edc_callbacks import metrics
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID, get_fallback_check_interval
 from airflow_edc_callbacks.exceptions import EdcCallbacksError
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
@@ -272,6 +273,7 @@ class EdcCallbackTrigger(BaseTrigger):
                         self.transfer_process_id,
                         interval,
                     )
+                    metrics.incr("trigger.state_check")
                     try:
                         result = await self._state_check(timeline)
                     except EdcCallbacksError as err:
@@ -286,6 +288,8 @@ class EdcCallbackTrigger(BaseTrigger):
                     result = self._consume(events, seen, timeline)
                     if len(timeline) > before:
                         last_activity = time.monotonic()
+                    if result is not None:  # woken by the listener: from the receiver's commit to here
+                        metrics.timing("trigger.wakeup_latency", time.time() * 1000 - timeline[-1]["received_at"])
             result = await self._finish(result)
             hold = (self.not_before or 0) - time.time()
             if hold > 0:

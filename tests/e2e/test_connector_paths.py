@@ -4,6 +4,8 @@ without Airflow's scheduler (the DAG-level tests are in test_dag_runs.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -24,7 +26,7 @@ from airflow_edc_callbacks.store import EventStore
 from airflow_edc_callbacks.triggers import EdcCallbackTrigger
 from demo import connectors as edc
 from demo.data_server import source_bytes
-from tests.e2e.conftest import ATTEMPTS, EdcEnvironment
+from tests.e2e.conftest import ATTEMPTS, EdcEnvironment, StaticSettings, consumer_connection_json
 from tests.helpers import first_trigger_event, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -38,11 +40,9 @@ def edc_conn(edc_env: EdcEnvironment, monkeypatch: pytest.MonkeyPatch, edc_confi
     return EdcManagementHook()
 
 
-@pytest.fixture
-def standalone_receiver(edc_config: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """``airflow-edc-callbacks serve`` in its own process, writing to the test's store."""
+def _serve(store_url: str) -> Iterator[str]:
+    """``airflow-edc-callbacks serve`` in its own process on :data:`RECEIVER_PORT`, with this environment."""
     base = f"http://127.0.0.1:{RECEIVER_PORT}"
-    monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__CALLBACK_BASE_URL", base)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -54,7 +54,7 @@ def standalone_receiver(edc_config: str, monkeypatch: pytest.MonkeyPatch) -> Ite
             "--port",
             str(RECEIVER_PORT),
             "--store-url",
-            edc_config,
+            store_url,
             "--log-level",
             "warning",
         ],
@@ -66,6 +66,24 @@ def standalone_receiver(edc_config: str, monkeypatch: pytest.MonkeyPatch) -> Ite
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def standalone_receiver(edc_config: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """``airflow-edc-callbacks serve`` in its own process, writing to the test's store."""
+    monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__CALLBACK_BASE_URL", f"http://127.0.0.1:{RECEIVER_PORT}")
+    yield from _serve(edc_config)
+
+
+@pytest.fixture
+def authenticated_receiver(
+    edc_config: str, monkeypatch: pytest.MonkeyPatch, static_settings: dict[str, StaticSettings]
+) -> Iterator[str]:
+    """The standalone receiver requiring ``X-Edc-Callback-Auth``: the secret the consumer connector holds
+    in its vault (the consumer's static callback registration's, seeded at its start)."""
+    monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__CALLBACK_BASE_URL", f"http://127.0.0.1:{RECEIVER_PORT}")
+    monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__CALLBACK_AUTH_SECRET", static_settings["consumer"].secret)
+    yield from _serve(edc_config)
 
 
 def _answers(url: str) -> bool:
@@ -371,9 +389,11 @@ def test_negotiation_operator_resumes_on_callbacks(
 def test_pull_transfer_data_through_the_hook(
     edc_env: EdcEnvironment, edc_conn: EdcManagementHook, standalone_receiver: str, edc_config: str, tmp_path: Path
 ) -> None:
-    """A PULL transfer's EDR comes from the connector's EDR cache (or the stored Started callback) and
-    fetches the provider's data; once the transfer is terminated the provider refuses that EDR."""
-    from airflow_edc_callbacks.exceptions import EdcDataFetchError
+    """A PULL transfer's EDR comes from the connector's EDR cache (the stored Started callback holds the
+    same) and fetches the provider's data; once the transfer is terminated no EDR is handed out any more,
+    and the provider refuses the old one."""
+    from airflow_edc_callbacks.edr import fetch_to_file
+    from airflow_edc_callbacks.exceptions import EdcDataFetchError, EdcEdrNotFound
     from airflow_edc_callbacks.models import EndpointDataReference
     from airflow_edc_callbacks.tokens import get_signing_key, make_token
 
@@ -418,12 +438,9 @@ def test_pull_transfer_data_through_the_hook(
         30,
         "TransferProcessTerminated",
     )
-    stale = wait_until(
-        lambda: (lambda e: e if e.source == "callback" else None)(edc_conn.get_edr(transfer_id)),
-        30,
-        "the connector to drop the EDR of the terminated transfer",
-    )
-    assert stale.authorization == edr.authorization  # only the stored callback still has it
+    # the ended transfer has no EDR any more: not from the connector, and not from its stored callback
+    with pytest.raises(EdcEdrNotFound, match=r"moved on after it started \(TransferProcessTerminated"):
+        edc_conn.get_edr(transfer_id)
     provider_id = edc_conn.get_transfer_process(transfer_id)["correlationId"]  # the provider's process
     with edc_env.connectors.client("provider") as provider:
         wait_until(
@@ -434,8 +451,47 @@ def test_pull_transfer_data_through_the_hook(
             30,
             "the provider to terminate its side and revoke the EDR",
         )
-    with pytest.raises(EdcDataFetchError) as refused:
-        edc_conn.fetch_data(transfer_id, tmp_path / "again.json")
+    with pytest.raises(EdcDataFetchError) as refused:  # and the provider refuses the old token
+        fetch_to_file(edr, tmp_path / "again.json")
     assert refused.value.status_code == 403
     assert transfer_id in str(refused.value)
     assert not (tmp_path / "again.json").exists()
+
+
+@pytest.mark.parametrize("api_version", ["v3", "v4beta"])
+def test_callbacks_carry_the_auth_header_on_each_api_version(
+    edc_env: EdcEnvironment,
+    authenticated_receiver: str,
+    edc_config: str,
+    static_settings: dict[str, StaticSettings],
+    monkeypatch: pytest.MonkeyPatch,
+    api_version: str,
+) -> None:
+    """With a callback secret, the receiver refuses callbacks without it (401): events are stored only if
+    the connector sent the header, i.e. kept the connection's authKey/authCodeId (v4: edc:-prefixed)."""
+    from airflow_edc_callbacks.tokens import get_signing_key, make_token
+
+    conn = json.loads(consumer_connection_json(api_version))
+    conn["extra"] |= {
+        "callback_auth_key": "X-Edc-Callback-Auth",
+        "callback_auth_code_id": static_settings["consumer"].vault_alias,
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_EDC_AUTH", json.dumps(conn))
+    hook = EdcManagementHook("edc_auth")
+    correlation_id = f"auth-{api_version}-{uuid.uuid4().hex[:6]}"
+    callback = f"{authenticated_receiver}/callbacks/{make_token(get_signing_key(), correlation_id)}"
+    assert httpx.post(callback, json={}).status_code == 401  # the receiver does require it
+    transfer_id = hook.start_transfer(
+        hook.build_transfer_request(
+            counter_party_address=edc_env.connectors.provider_dsp_address,
+            contract_id=edc_env.agreements[edc.DEMO_ASSET],
+            transfer_type="HttpData-PULL",
+            callback_addresses=[hook.callback_address(callback)],
+        )
+    )
+    store = EventStore(edc_config)
+    stored = wait_until(lambda: store.events(correlation_id=correlation_id), 30, "an authenticated callback")
+    assert {e.process_id for e in stored} == {transfer_id}
+    assert stored[0].event_type == "TransferProcessInitiated"
+    with contextlib.suppress(EdcApiError):  # cleanup; EDC 0.15.1 may have ended it already (409)
+        hook.terminate_transfer(transfer_id, "auth checked")

@@ -62,7 +62,13 @@ def test_sensor_waits_for_a_transfer_started_outside_airflow(
 
 
 def _asset_events_for(af: AirflowStandalone, transfer_id: str) -> list[dict[str, Any]]:
-    events = af.api("GET", "/assets/events", params={"limit": 1000})["asset_events"]
+    response = af.request("GET", "/api/v2/assets/events", params={"limit": 1000})
+    if response.status_code == 500:
+        # Airflow 3.3 answers 500 while an asset event's DAG run is queued and has no start_date yet
+        # (AssetEventResponse requires created_dagruns[].start_date); ask again
+        return []
+    response.raise_for_status()
+    events = response.json()["asset_events"]
     return [
         e
         for e in events

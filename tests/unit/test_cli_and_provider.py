@@ -89,6 +89,27 @@ def test_events_never_print_an_edr_token(store: EventStore, store_url: str, caps
     assert shown == {**properties, "https://w3id.org/edc/v0.0.1/ns/authorization": "***"}
 
 
+def test_redaction_covers_refresh_tokens_in_any_key_form() -> None:
+    from airflow_edc_callbacks.models import redact_tokens
+
+    edr = {
+        "endpoint": "http://p/public",
+        "authType": "bearer",
+        "edc:authorization": "t1",
+        "tx-auth:refreshToken": "t2",
+        "https://w3id.org/tractusx/auth/refreshToken": "t3",
+        "nested": [{"clientSecret": "t4", "expiresIn": "300"}],
+    }
+    assert redact_tokens(edr) == {
+        "endpoint": "http://p/public",
+        "authType": "bearer",
+        "edc:authorization": "***",
+        "tx-auth:refreshToken": "***",
+        "https://w3id.org/tractusx/auth/refreshToken": "***",
+        "nested": [{"clientSecret": "***", "expiresIn": "300"}],
+    }
+
+
 def test_callback_url_is_signed(edc_config: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         main(["callback-url", "--correlation-id", "manual-1", "--base-url", "http://airflow:8080/edc-callbacks"]) == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from airflow_edc_callbacks.exceptions import EdcDataFetchError, EdcEdrNotFound
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.models import EndpointDataReference, EventEnvelope
 from airflow_edc_callbacks.store import EventStore
+from tests.helpers import envelope
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "edc"
 BASE = "http://consumer.example:29193/management"
@@ -28,18 +30,38 @@ def fixture(name: str) -> Any:
 
 @pytest.fixture
 def hook_with(monkeypatch: pytest.MonkeyPatch, edc_config: str) -> Any:
-    monkeypatch.setenv("AIRFLOW_CONN_EDC_DEFAULT", json.dumps({"conn_type": "edc", "host": BASE, "password": "k"}))
+    """A hook whose connector answers ``edr`` (status, body) for EDR reads and ``state`` for state reads."""
 
-    def make(status: int, body: Any) -> tuple[EdcManagementHook, list[str]]:
+    def make(
+        status: int, body: Any, state: str = "STARTED", api_version: str = "v3"
+    ) -> tuple[EdcManagementHook, list[str]]:
+        conn = {"conn_type": "edc", "host": BASE, "password": "k", "extra": {"api_version": api_version}}
+        monkeypatch.setenv("AIRFLOW_CONN_EDC_DEFAULT", json.dumps(conn))
         paths: list[str] = []
 
         def answer(request: httpx.Request) -> httpx.Response:
             paths.append(request.url.path)
+            if request.url.path.endswith("/state"):
+                return httpx.Response(200, json={"@type": "TransferState", "state": state})
             return httpx.Response(status, json=body)
 
         return EdcManagementHook(transport=httpx.MockTransport(answer), retries=0), paths
 
     return make
+
+
+NOT_FOUND = [{"message": "Object not found", "type": "ObjectNotFound"}]
+
+
+def store_started(edc_config: str, *later: str) -> str:
+    """Store the real PULL TransferProcessStarted (and ``later`` events of the same process); its id."""
+    started = fixture("pull_TransferProcessStarted.json")
+    process_id = started["payload"]["transferProcessId"]
+    store = EventStore(edc_config)
+    for body in (started, *(envelope(event_type, process_id) for event_type in later)):
+        store.record(EventEnvelope.model_validate(body), body, correlation_id=None)
+    store.dispose()
+    return str(process_id)
 
 
 def test_edr_from_the_connector_cache_and_from_the_callback_read_alike() -> None:
@@ -68,27 +90,48 @@ def test_get_edr_asks_the_connector_first(hook_with: Any) -> None:
 
 
 def test_get_edr_falls_back_to_the_stored_started_callback(hook_with: Any, edc_config: str) -> None:
-    started = fixture("pull_TransferProcessStarted.json")
-    process_id = started["payload"]["transferProcessId"]
-    store = EventStore(edc_config)
-    store.record(EventEnvelope.model_validate(started), started, correlation_id=None)
-    hook, paths = hook_with(404, [{"message": "Object not found", "type": "ObjectNotFound"}])
+    process_id = store_started(edc_config)
+    hook, paths = hook_with(404, NOT_FOUND)
     edr = hook.get_edr(process_id)
-    assert paths == [f"/management/v3/edrs/{process_id}/dataaddress"]
+    # the EDR cache first, then one state read: the stored token is used only while the transfer runs
+    base = "/management/v3/transferprocesses"
+    assert paths == [f"/management/v3/edrs/{process_id}/dataaddress", f"{base}/{process_id}/state"]
     assert edr.source == "callback"
     assert edr.endpoint == "http://localhost:19195/public"
-    store.dispose()
+
+
+@pytest.mark.parametrize(
+    ("later", "state", "why"),
+    [
+        (("TransferProcessTerminated",), "TERMINATED", r"moved on after it started \(TransferProcessTerminated\)"),
+        ((), "DEPROVISIONED", "the transfer is DEPROVISIONED"),
+    ],
+)
+def test_the_stored_edr_of_an_ended_transfer_is_not_handed_out(
+    hook_with: Any, edc_config: str, later: tuple[str, ...], state: str, why: str
+) -> None:
+    process_id = store_started(edc_config, *later)
+    hook, _ = hook_with(404, NOT_FOUND, state=state)
+    with pytest.raises(EdcEdrNotFound, match=why):
+        hook.get_edr(process_id)
 
 
 def test_no_edr_anywhere_is_an_actionable_error(hook_with: Any) -> None:
-    hook, _ = hook_with(404, [{"message": "Object not found", "type": "ObjectNotFound"}])
+    hook, _ = hook_with(404, NOT_FOUND)
     with pytest.raises(EdcEdrNotFound) as info:
         hook.get_edr("tp-404")
     message = str(info.value)
     assert "transfer process tp-404" in message
     assert BASE in message
-    assert "ObjectNotFound: Object not found" in message
-    assert "no TransferProcessStarted callback" in message
+    assert "/v3/edrs/tp-404/dataaddress answered 404 (ObjectNotFound: Object not found)" in message
+    assert "no TransferProcessStarted callback is stored" in message
+
+
+def test_v4_asks_the_versions_edr_cache_first(hook_with: Any) -> None:
+    hook, paths = hook_with(404, NOT_FOUND, api_version="v4beta")
+    with pytest.raises(EdcEdrNotFound):
+        hook.get_edr("tp-4", use_callbacks=False)
+    assert paths == ["/management/v4beta/edrs/tp-4/dataaddress", "/management/v3/edrs/tp-4/dataaddress"]
 
 
 def test_other_connector_errors_are_not_hidden(hook_with: Any) -> None:
@@ -108,16 +151,27 @@ def test_fetch_streams_the_body_into_the_file(tmp_path: Path) -> None:
         seen.append(request)
         return httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
 
+    edr = EndpointDataReference("tp-1", "http://provider.example/public/?sig=abc", "token-123", "bearer")
     result = fetch_to_file(
-        EDR, tmp_path / "out" / "data.json", path="/items", params={"q": "1"}, transport=httpx.MockTransport(answer)
+        edr, tmp_path / "out" / "data.json", path="/items", params={"q": "1"}, transport=httpx.MockTransport(answer)
     )
-    assert str(seen[0].url) == "http://provider.example/public/items?q=1"
+    assert str(seen[0].url) == "http://provider.example/public/items?sig=abc&q=1"
+    assert result.url == "http://provider.example/public/items"  # reported without the query
     assert seen[0].headers["Authorization"] == "token-123"
     assert (tmp_path / "out" / "data.json").read_bytes() == body
     assert (result.size, result.sha256) == (len(body), hashlib.sha256(body).hexdigest())
     assert result.content_type == "application/json"
     assert "token-123" not in json.dumps(result.as_dict())
     assert list((tmp_path / "out").iterdir()) == [tmp_path / "out" / "data.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out" / "data.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_path_with_a_query_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="give query parameters as params"):
+        fetch_to_file(EDR, tmp_path / "x", path="items?limit=1")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(("status", "text"), [(403, "Failed to decode token"), (502, "source failed")])

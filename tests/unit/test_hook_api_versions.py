@@ -163,3 +163,27 @@ def test_v4_answers_read_like_v3(monkeypatch: pytest.MonkeyPatch) -> None:
     assert negotiation["contractAgreementId"] == answers["/v4beta/contractnegotiations/n-1"]["contractAgreementId"]
     process = hook.get_transfer_process("tp-1")
     assert (process["state"], process["transferType"]) == ("STARTED", "HttpData-PULL")
+
+
+@pytest.mark.parametrize(("api_version", "prefix"), [("v3", ""), ("v4beta", "edc:"), ("v4", "edc:")])
+def test_callback_auth_survives_the_versions_context(
+    monkeypatch: pytest.MonkeyPatch, api_version: str, prefix: str
+) -> None:
+    """The v4 context defines only uri/transactional/events for a CallbackAddress: plain authKey/authCodeId
+    would be dropped by EDC's JSON-LD expansion (seen on a 0.15.1 connector: no auth header then), the
+    edc: prefixed terms reach the dispatcher."""
+    conn_id = f"edc_auth_{api_version}"
+    connection(monkeypatch, conn_id, api_version=api_version, callback_auth_key="X-Cb", callback_auth_code_id="alias")
+    hook = EdcManagementHook(conn_id)
+    assert hook.callback_address("http://cb") == {
+        "@type": "CallbackAddress",
+        "uri": "http://cb",
+        "events": ["transfer.process"],
+        "transactional": False,
+        f"{prefix}authKey": "X-Cb",
+        f"{prefix}authCodeId": "alias",
+    }
+    request = hook.build_transfer_request(
+        counter_party_address="http://p", contract_id="c", transfer_type="HttpData-PULL", asset_id="a"
+    )
+    assert ("assetId" in request) is (api_version == "v3")  # the v4 TransferRequest has no assetId

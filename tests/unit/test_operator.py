@@ -4,6 +4,8 @@ connectors in tests/e2e)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from airflow_edc_callbacks.exceptions import EdcTransferFailed, TriggerEventError
 from airflow_edc_callbacks.operators import EdcTransferOperator
 
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "edc"
 CONN = json.dumps({"conn_type": "edc", "host": "http://consumer.example:29193/management", "password": "key"})
 
 
@@ -160,9 +163,93 @@ def test_negotiation_failure_stops_before_any_transfer() -> None:
         negotiated().negotiation_complete({}, failed)
 
 
-def test_empty_asset_fails_before_any_request() -> None:
-    with pytest.raises(ValueError, match="asset_id must not be empty"):
-        negotiated(asset_id="", edc_conn_id="does_not_exist").execute({"ti": None})
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"asset_id": ""}, "asset_id must not be empty"),
+        ({"timeout": 0}, "timeout must be positive"),
+        ({"negotiation_timeout": -1}, "negotiation_timeout must be positive"),
+        ({"wait_for": "whenever"}, "wait_for must be one of"),
+        ({"transfer_type": "HttpData-PUSH", "destination": "/tmp/x"}, "destination is for PULL transfers"),
+        ({"offer": "not json"}, "offer must be an ODRL offer as a JSON object"),
+    ],
+)
+def test_bad_input_fails_before_any_request(kwargs: dict[str, Any], error: str) -> None:
+    """Checked before a contract is negotiated (the connection does not even exist)."""
+    with pytest.raises(ValueError, match=error):
+        negotiated(edc_conn_id="does_not_exist", **kwargs).execute(
+            {"ti": SimpleNamespace(dag_id="d", run_id="r", task_id="t", map_index=-1, try_number=1)}
+        )
+
+
+@pytest.mark.parametrize(
+    ("offer", "parsed"),
+    [
+        (None, None),
+        ("null", None),
+        ("None", None),
+        ("", None),
+        ('{"@id": "o1", "@type": "Offer"}', {"@id": "o1", "@type": "Offer"}),
+        ({"@id": "o2"}, {"@id": "o2"}),
+    ],
+)
+def test_offer_as_mapping_or_rendered_json(offer: Any, parsed: Any) -> None:
+    from airflow_edc_callbacks.operators.negotiation import parse_offer
+
+    assert parse_offer(offer) == parsed
+
+
+def test_negotiated_transfer_defers_twice_and_resumes_with_both_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    """execute -> defer on the negotiation; its resume starts the transfer and defers again carrying the
+    negotiation's result; the transfer's resume returns both. The connector's answers are the real
+    0.15.1 bodies of tests/fixtures/edc."""
+    import httpx
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+    from airflow_edc_callbacks.triggers import EdcCallbackTrigger
+    from airflow_edc_callbacks.triggers.negotiation import EdcNegotiationTrigger
+
+    catalog = json.loads((FIXTURES / "mgmt_catalog_filtered.json").read_text())
+    requests: list[tuple[str, str, Any]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        requests.append((request.method, request.url.path, body))
+        if request.url.path.endswith("/catalog/request"):
+            return httpx.Response(200, json=catalog)
+        new_id = "cn-1" if "contractnegotiations" in request.url.path else "tp-1"
+        return httpx.Response(200, json={"@type": "IdResponse", "@id": new_id})
+
+    hook = EdcManagementHook(transport=httpx.MockTransport(answer))
+    monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__CALLBACK_BASE_URL", "http://airflow/edc-callbacks")
+    op = negotiated(transfer_type="HttpData-PUSH", data_destination={"type": "HttpData", "baseUrl": "http://s"})
+    monkeypatch.setattr(op, "_hook", lambda: hook)
+    ti = SimpleNamespace(dag_id="d", run_id="r", task_id="t", map_index=-1, try_number=1)
+
+    with pytest.raises(TaskDeferred) as first:
+        op.execute({"ti": ti})
+    assert first.value.method_name == "negotiation_complete"
+    assert first.value.timeout == op.negotiation_timeout
+    assert isinstance(first.value.trigger, EdcNegotiationTrigger)
+    assert first.value.trigger.contract_negotiation_id == "cn-1"
+    assert [r[1].rsplit("/", 2)[-2:] for r in requests] == [["catalog", "request"], ["v3", "contractnegotiations"]]
+
+    with pytest.raises(TaskDeferred) as second:
+        op.negotiation_complete({"ti": ti}, {"status": "success", **NEGOTIATION})
+    assert second.value.method_name == "execute_complete"
+    carried = second.value.kwargs["negotiation"]
+    assert (carried["contract_agreement_id"], carried["source"]) == ("agreement-1", "callback")
+    assert isinstance(second.value.trigger, EdcCallbackTrigger)
+    assert second.value.trigger.transfer_process_id == "tp-1"
+    transfer_request = requests[-1][2]
+    assert transfer_request["contractId"] == "agreement-1"
+    assert "assetId" not in transfer_request
+    assert len(requests) == 3  # no look for an earlier try's transfer on try 1
+
+    result = op.execute_complete({"ti": ti}, event(), **second.value.kwargs)
+    assert result["negotiation"] == carried
+    assert result["state"] == "COMPLETED"
 
 
 def test_pull_data_operator_checks_its_input_first() -> None:

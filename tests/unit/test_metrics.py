@@ -1,0 +1,127 @@
+"""Metrics reach a real StatsD listener through Airflow's metrics interface (``[metrics] statsd_on``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from airflow_edc_callbacks import metrics
+from airflow_edc_callbacks.receiver import ReceiverSettings, create_app
+from airflow_edc_callbacks.tokens import make_token
+from airflow_edc_callbacks.triggers import EdcCallbackTrigger
+from tests.conftest import SIGNING_KEY
+from tests.helpers import envelope, first_trigger_event, wait_until
+
+
+class StatsdListener:
+    """A UDP socket that collects the StatsD lines Airflow sends (``name:value|type``)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.lines: list[str] = []
+
+    def read(self) -> list[str]:
+        while True:
+            try:
+                data = self.sock.recv(65535)
+            except TimeoutError:
+                return self.lines
+            self.lines += data.decode().splitlines()
+
+    def names(self) -> list[str]:
+        return [line.split(":", 1)[0] for line in self.read()]
+
+
+@pytest.fixture
+def statsd(monkeypatch: pytest.MonkeyPatch) -> Iterator[StatsdListener]:
+    listener = StatsdListener()
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_ON", "True")
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_HOST", "127.0.0.1")
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_PORT", str(listener.port))
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_PREFIX", "airflow")
+    from airflow.configuration import conf
+
+    for option, value in (("statsd_on", "True"), ("statsd_host", "127.0.0.1"), ("statsd_port", str(listener.port))):
+        conf.set("metrics", option, value)
+    metrics.initialize_from_config()
+    yield listener
+    conf.set("metrics", "statsd_on", "False")
+    metrics.initialize_from_config()
+    listener.sock.close()
+
+
+def test_receiver_counts_accepted_duplicates_and_rejections(statsd: StatsdListener, edc_config: str) -> None:
+    settings = ReceiverSettings(store_url=edc_config, signing_key=SIGNING_KEY, auth=None, auth_from_config=False)
+    body = envelope("TransferProcessCompleted", "tp-m")
+    with TestClient(create_app(settings)) as client:
+        token = make_token(SIGNING_KEY, "corr-m")
+        assert client.post(f"/callbacks/{token}", json=body).status_code == 200
+        assert client.post(f"/callbacks/{token}", json=body).status_code == 200  # EDC re-delivery
+        assert client.post("/callbacks/forged.token", json=body).status_code == 404
+        assert client.post(f"/callbacks/{token}", json={"id": "x"}).status_code == 422
+        assert (
+            client.post(f"/callbacks/{token}", content=b"[", headers={"content-type": "text/plain"}).status_code == 415
+        )
+    expected = [
+        "airflow.edc_callbacks.callback.accepted",
+        "airflow.edc_callbacks.callback.duplicate",
+        "airflow.edc_callbacks.callback.rejected.unknown_target",
+        "airflow.edc_callbacks.callback.rejected.invalid",
+        "airflow.edc_callbacks.callback.rejected.not_json",
+    ]
+    wait_until(lambda: all(name in statsd.names() for name in expected), 5, "the receiver's metrics")
+    assert [line for line in statsd.lines if ".callback." in line] == [f"{name}:1|c" for name in expected]
+
+
+async def test_trigger_reports_wakeup_latency_and_state_checks(
+    statsd: StatsdListener, edc_config: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+    from airflow_edc_callbacks.models import EventEnvelope
+    from airflow_edc_callbacks.store import get_store
+
+    # woken by the listener: the event is stored after the trigger subscribed
+    trigger = EdcCallbackTrigger(correlation_id="corr-w", transfer_process_id="tp-w", fallback_check_interval=600)
+    task = asyncio.ensure_future(first_trigger_event(trigger, 10))
+    store = get_store()
+    await asyncio.to_thread(wait_until, lambda: store.max_seq() >= 0 and _subscribed(), 5, "the trigger")
+    body = envelope("TransferProcessCompleted", "tp-w")
+    await asyncio.to_thread(store.record, EventEnvelope.model_validate(body), body, correlation_id="corr-w")
+    assert (await task)["source"] == "callback"
+    # silence: the fallback asks the connector once
+    conn = {"conn_type": "edc", "host": "http://consumer.example/management", "password": "k"}
+    monkeypatch.setenv("AIRFLOW_CONN_EDC_DEFAULT", json.dumps(conn))
+    answer: dict[str, Any] = {"@id": "tp-s", "state": "COMPLETED", "type": "CONSUMER"}
+    checker = EdcCallbackTrigger(correlation_id="corr-s", transfer_process_id="tp-s", fallback_check_interval=0.1)
+    checker.hook = EdcManagementHook(async_transport=httpx.MockTransport(lambda _: httpx.Response(200, json=answer)))
+    assert (await first_trigger_event(checker, 10))["source"] == "state_check"
+
+    await asyncio.to_thread(
+        wait_until,
+        lambda: (
+            {"airflow.edc_callbacks.trigger.wakeup_latency", "airflow.edc_callbacks.trigger.state_check"}
+            <= set(statsd.names())
+        ),
+        5,
+        "the trigger's metrics",
+    )
+    latency = next(line for line in statsd.lines if line.startswith("airflow.edc_callbacks.trigger.wakeup_latency:"))
+    assert latency.endswith("|ms")
+    assert 0 <= float(latency.split(":")[1].split("|")[0]) < 5000
+
+
+def _subscribed() -> bool:
+    from airflow_edc_callbacks.store import get_listener, get_store
+
+    return get_listener(get_store()).subscription_count > 0
