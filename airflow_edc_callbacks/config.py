@@ -14,6 +14,7 @@ DEFAULT_CONN_ID = "edc_default"
 API_SERVER_PREFIX = "/edc-callbacks"
 DEFAULT_FALLBACK_CHECK_INTERVAL = 300.0
 DEFAULT_RETENTION = timedelta(days=7)
+DEFAULT_PURGE_INTERVAL = timedelta(hours=1)
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_AUTH_HEADER = "X-Edc-Callback-Auth"
 
@@ -27,6 +28,7 @@ __all__ = [
     "get_configured_signing_key",
     "get_fallback_check_interval",
     "get_max_body_bytes",
+    "get_purge_interval",
     "get_retention",
     "get_store_url",
     "parse_duration",
@@ -85,6 +87,15 @@ def get_retention() -> timedelta:
     """How long stored events are kept (default 7 days); see :func:`parse_duration` for the syntax."""
     value = _conf_get("retention")
     return parse_duration(value) if value else DEFAULT_RETENTION
+
+
+def get_purge_interval() -> timedelta:
+    """``[edc_callbacks] purge_interval``: time between the receiver's background purges (default 1 h; 0: none).
+
+    :raises ValueError: the configured value is not a duration.
+    """
+    value = _conf_get("purge_interval")
+    return parse_duration(value) if value else DEFAULT_PURGE_INTERVAL
 
 
 def get_max_body_bytes() -> int:

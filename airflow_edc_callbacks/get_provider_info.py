@@ -140,7 +140,18 @@ def get_provider_info() -> dict[str, Any]:
                         None,
                     ),
                     "retention": _option(
-                        "How long stored callback events are kept (e.g. 7d, 12h).", "string", "7d", None
+                        "How long stored callback events are kept (e.g. 7d, 12h); the events of waiting "
+                        "triggers are kept longer.",
+                        "string",
+                        "7d",
+                        None,
+                    ),
+                    "purge_interval": _option(
+                        "Time between two purges of events older than retention, run by every receiver "
+                        "in the background (e.g. 1h; 0 disables them; airflow-edc-callbacks purge runs one).",
+                        "string",
+                        "1h",
+                        None,
                     ),
                     "max_body_size": _option("Largest accepted callback body, in bytes.", "integer", "1048576", None),
                 },

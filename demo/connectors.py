@@ -34,7 +34,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -528,6 +528,26 @@ def seed_provider(conns: Connectors) -> None:
         )
 
 
+def seed_remote(provider_management_url: str, data_server_url: str, timeout: float = 300.0) -> int:
+    """Seed a provider that runs elsewhere (docker-compose.yaml): wait until its Management API answers,
+    then :func:`seed_provider`. Returns a process exit code."""
+    conns = replace(
+        _handle(Path("."), data_server_url, owned=False), provider_management_url=provider_management_url.rstrip("/")
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            seed_provider(conns)
+        except (httpx.HTTPError, ConnectorError) as err:
+            if time.monotonic() > deadline:
+                print(f"provider at {provider_management_url} not seeded: {err}", file=sys.stderr)
+                return 1
+            time.sleep(2)
+            continue
+        print(f"seeded {provider_management_url}: assets {DEMO_ASSET}, {BROKEN_ASSET} from {data_server_url}")
+        return 0
+
+
 def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
@@ -668,6 +688,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="assemble demo/edc/target/lib with Maven")
     b.add_argument("--force", action="store_true")
+    seed = sub.add_parser("seed", help="create the demo assets, policy and contract definition on a provider")
+    seed.add_argument("--provider-management-url", default=PROVIDER.management_url)
+    seed.add_argument("--data-server-url", required=True, help="the data server as the provider reaches it")
+    seed.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the provider")
     up = sub.add_parser("up", help="build, start, seed, negotiate; run until SIGINT/SIGTERM")
     up.add_argument("--workdir", type=Path, required=True)
     up.add_argument("--data-server-url", required=True)
@@ -683,6 +707,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         return 0
+
+    if args.cmd == "seed":
+        return seed_remote(args.provider_management_url, args.data_server_url, args.timeout)
 
     stop = _stop_event()  # installed before the JVMs start, so a SIGTERM during start still cleans up
     build()

@@ -23,12 +23,14 @@ status  when
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 from typing import Annotated, Any
 
@@ -41,6 +43,8 @@ from airflow_edc_callbacks import metrics
 from airflow_edc_callbacks.config import (
     get_callback_auth,
     get_max_body_bytes,
+    get_purge_interval,
+    get_retention,
     get_store_url,
 )
 from airflow_edc_callbacks.exceptions import StoreUnavailableError
@@ -68,6 +72,9 @@ class ReceiverSettings:
         connections, :func:`~airflow_edc_callbacks.static_callbacks.lookup_registration`).
     :ivar static_cache_seconds: how long a found registration is reused (a rotated secret's old value is
         accepted that long at most).
+    :ivar retention: how long events are kept (``[edc_callbacks] retention``, 7 days).
+    :ivar purge_interval: seconds between two background purges (``[edc_callbacks] purge_interval``,
+        1 hour; 0 disables them). The first runs with the first request the receiver answers.
     """
 
     store_url: str | None = None
@@ -77,6 +84,8 @@ class ReceiverSettings:
     max_body_bytes: int | None = None
     static_lookup: Callable[[str], StaticCallbackRegistration | None] | None = None
     static_cache_seconds: float = 10.0
+    retention: timedelta | None = None
+    purge_interval: float | None = None
     _store: EventStore | None = None
     _static_cache: dict[str, tuple[float, StaticCallbackRegistration]] = field(default_factory=dict)
 
@@ -90,6 +99,10 @@ class ReceiverSettings:
             self.max_body_bytes = get_max_body_bytes()
         if self.store_url is None:
             self.store_url = get_store_url()
+        if self.retention is None:
+            self.retention = get_retention()
+        if self.purge_interval is None:
+            self.purge_interval = get_purge_interval().total_seconds()
         return self
 
     def static_registration(self, name: str, *, fresh: bool = False) -> StaticCallbackRegistration | None:
@@ -234,9 +247,28 @@ def _counted(response: JSONResponse) -> JSONResponse:
     return response
 
 
-def _get_settings(request: Request) -> ReceiverSettings:
-    settings: ReceiverSettings = request.app.state.edc_settings
-    return settings.resolve()
+async def _get_settings(request: Request) -> ReceiverSettings:
+    settings: ReceiverSettings = request.app.state.edc_settings.resolve()
+    if settings.purge_interval and getattr(request.app.state, "edc_retention", None) is None:
+        # started lazily: a FastAPI app mounted on the api-server by a plugin gets no lifespan events
+        retention = settings.retention or get_retention()
+        task = _retention(settings.store, retention, settings.purge_interval)
+        request.app.state.edc_retention = asyncio.get_running_loop().create_task(task)
+    return settings
+
+
+async def _retention(store: EventStore, retention: timedelta, interval: float) -> None:
+    """Purge events older than ``retention`` now and every ``interval`` seconds (see :meth:`EventStore.purge`)."""
+    while True:
+        try:
+            purged = await run_in_threadpool(store.purge, retention)
+        except StoreUnavailableError as err:
+            log.warning("Retention: the event store is unavailable (%s); next try in %.0f s", err, interval)
+        else:
+            if purged:
+                log.info("Retention: purged %d events older than %s", purged, retention)
+                metrics.incr("store.purged", purged)
+        await asyncio.sleep(interval)
 
 
 SettingsDep = Annotated[ReceiverSettings, Depends(_get_settings)]

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from airflow_edc_callbacks.exceptions import StoreUnavailableError
 from airflow_edc_callbacks.models import EventEnvelope
 from airflow_edc_callbacks.store.schema import upgrade
-from airflow_edc_callbacks.store.tables import CallbackEventRow, TriggerCursorRow, TriggerFiredRow
+from airflow_edc_callbacks.store.tables import CallbackEventRow, TriggerCursorRow, TriggerFiredRow, TriggerHoldRow
 
 __all__ = ["NOTIFY_CHANNEL", "EventStore", "StoredEvent", "get_store"]
 
@@ -222,15 +222,71 @@ class EventStore:
     def purge(self, older_than: timedelta) -> int:
         """Delete events received more than ``older_than`` ago; returns how many were deleted.
 
+        Events of a process or correlation id a waiting trigger holds (:meth:`hold`, renewed within
+        ``older_than``) are kept. Stale holds, and what event triggers fired for deleted events, go too.
+
         :raises StoreUnavailableError: the delete failed.
         """
         cutoff = int((time.time() - older_than.total_seconds()) * 1000)
+        hold, event = TriggerHoldRow, CallbackEventRow
+        live = hold.renewed_at >= cutoff
+        held_processes = select(hold.process_id).where(live, hold.process_id.is_not(None))
+        held_correlations = select(hold.correlation_id).where(live, hold.correlation_id.is_not(None))
+        stmt = delete(event).where(
+            event.received_at < cutoff,
+            or_(event.process_id.is_(None), event.process_id.not_in(held_processes)),
+            or_(event.correlation_id.is_(None), event.correlation_id.not_in(held_correlations)),
+        )
         try:
             with self._sessions.begin() as session:
-                result = session.execute(delete(CallbackEventRow).where(CallbackEventRow.received_at < cutoff))
+                result = session.execute(stmt)
+                session.execute(delete(hold).where(hold.renewed_at < cutoff))
+                session.execute(delete(TriggerFiredRow).where(TriggerFiredRow.seq.not_in(select(event.seq))))
                 return int(getattr(result, "rowcount", 0) or 0)
         except SQLAlchemyError as err:
             raise StoreUnavailableError(f"Cannot purge the callback event store: {err}") from err
+
+    def hold(self, holder: str, *, process_id: str | None, correlation_id: str | None) -> None:
+        """Record (or renew) that ``holder`` waits for these events, so retention keeps them.
+
+        :raises StoreUnavailableError: the write failed.
+        """
+        values = {
+            "holder": holder,
+            "process_id": process_id,
+            "correlation_id": correlation_id,
+            "renewed_at": int(time.time() * 1000),
+        }
+        stmt = self._insert()(TriggerHoldRow).values(**values)
+        stmt = stmt.on_conflict_do_update(index_elements=["holder"], set_={"renewed_at": values["renewed_at"]})
+        try:
+            with self._sessions.begin() as session:
+                session.execute(stmt)
+        except SQLAlchemyError as err:
+            raise StoreUnavailableError(f"Cannot write to the callback event store: {err}") from err
+
+    def release(self, holder: str) -> None:
+        """Drop ``holder``'s hold (its trigger is done).
+
+        :raises StoreUnavailableError: the write failed.
+        """
+        try:
+            with self._sessions.begin() as session:
+                session.execute(delete(TriggerHoldRow).where(TriggerHoldRow.holder == holder))
+        except SQLAlchemyError as err:
+            raise StoreUnavailableError(f"Cannot write to the callback event store: {err}") from err
+
+    def holds(self) -> list[tuple[str, str | None, str | None, int]]:
+        """Every hold: ``(holder, process_id, correlation_id, renewed_at epoch ms)``.
+
+        :raises StoreUnavailableError: the read failed.
+        """
+        try:
+            with self._sessions() as session:
+                rows = session.execute(select(TriggerHoldRow).order_by(TriggerHoldRow.renewed_at)).scalars()
+                return [(r.holder, r.process_id, r.correlation_id, r.renewed_at) for r in rows]
+        except SQLAlchemyError as err:
+            raise StoreUnavailableError(f"Cannot read the callback event store: {err}") from err
 
     def cursor(self, name: str) -> int | None:
         """The saved cursor (a ``seq``) of the event trigger ``name``, or ``None``.

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Index, Integer, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "CallbackEventRow", "TriggerCursorRow", "TriggerFiredRow"]
+__all__ = ["Base", "CallbackEventRow", "TriggerCursorRow", "TriggerFiredRow", "TriggerHoldRow"]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_name)s",
@@ -69,3 +69,18 @@ class TriggerFiredRow(Base):
     process_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     event_type: Mapped[str] = mapped_column(String(200), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class TriggerHoldRow(Base):
+    """A waiting trigger's claim on its process's events: retention keeps them while it is renewed.
+
+    ``renewed_at`` is epoch milliseconds; a hold not renewed within the retention period is stale (its
+    trigger is gone) and protects nothing.
+    """
+
+    __tablename__ = "edc_trigger_hold"
+
+    holder: Mapped[str] = mapped_column(String(64), primary_key=True)
+    process_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    correlation_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    renewed_at: Mapped[int] = mapped_column(BigInteger, nullable=False)

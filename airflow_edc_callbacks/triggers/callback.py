@@ -11,7 +11,9 @@ the connector is not asked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -29,11 +31,14 @@ from airflow_edc_callbacks.models import (
     state_outcome,
     terminal_outcome,
 )
-from airflow_edc_callbacks.store import StoredEvent, get_listener, get_store
+from airflow_edc_callbacks.store import EventStore, StoredEvent, get_listener, get_store
 
 __all__ = ["EdcCallbackTrigger"]
 
 _STORE_RETRY_SECONDS = 5.0
+
+HOLD_RENEW_SECONDS = 3600.0
+"""How often a waiting trigger renews its hold on its events (retention keeps held events)."""
 
 
 def timeline_entry(stored: StoredEvent) -> dict[str, Any]:
@@ -159,6 +164,15 @@ class EdcCallbackTrigger(BaseTrigger):
             "timeline": timeline,
         }
 
+    async def _hold(self, store: EventStore, holder: str) -> None:
+        """Tell retention that this trigger needs its process's events (renewed every hour)."""
+        try:
+            await asyncio.to_thread(
+                store.hold, holder, process_id=self.transfer_process_id, correlation_id=self.correlation_id
+            )
+        except EdcCallbacksError as err:  # retention keeps events for days: a missed renewal is harmless
+            self.log.warning("Could not record this trigger's hold on its events: %s", err)
+
     async def _read_store(self) -> list[StoredEvent]:
         store = get_store()
         return await asyncio.to_thread(
@@ -248,6 +262,7 @@ class EdcCallbackTrigger(BaseTrigger):
         timeline: list[dict[str, Any]] = []
         subscription = None
         result: dict[str, Any] | None = None
+        holder = uuid.uuid4().hex
         while subscription is None:
             try:
                 store = await asyncio.to_thread(get_store)
@@ -255,6 +270,7 @@ class EdcCallbackTrigger(BaseTrigger):
                 subscription = listener.subscribe(
                     correlation_id=self.correlation_id, process_ids=[self.transfer_process_id]
                 )
+                await self._hold(store, holder)
                 result = self._consume(await self._read_store(), seen, timeline)
             except EdcCallbacksError as err:
                 self.log.warning("Callback event store unavailable (%s); retrying", err)
@@ -264,7 +280,11 @@ class EdcCallbackTrigger(BaseTrigger):
                 await asyncio.sleep(_STORE_RETRY_SECONDS)
         try:
             last_activity = time.monotonic()
+            renew_at = time.monotonic() + HOLD_RENEW_SECONDS
             while result is None:
+                if time.monotonic() >= renew_at:
+                    await self._hold(store, holder)
+                    renew_at = time.monotonic() + HOLD_RENEW_SECONDS
                 remaining = interval - (time.monotonic() - last_activity)
                 if remaining <= 0:
                     self.log.info(
@@ -282,7 +302,7 @@ class EdcCallbackTrigger(BaseTrigger):
                         )
                     last_activity = time.monotonic()
                     continue
-                events = await subscription.wait(remaining)
+                events = await subscription.wait(min(remaining, renew_at - time.monotonic()))
                 if events:
                     before = len(timeline)
                     result = self._consume(events, seen, timeline)
@@ -298,3 +318,5 @@ class EdcCallbackTrigger(BaseTrigger):
             yield TriggerEvent(result)
         finally:
             subscription.close()
+            with contextlib.suppress(Exception):  # a hold left behind expires after the retention period
+                await asyncio.shield(asyncio.to_thread(store.release, holder))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -91,11 +92,20 @@ async def test_trigger_reports_wakeup_latency_and_state_checks(
     from airflow_edc_callbacks.models import EventEnvelope
     from airflow_edc_callbacks.store import get_store
 
-    # woken by the listener: the event is stored after the trigger subscribed
+    # woken by the listener: the event is stored after the trigger subscribed and read the store
+    store = get_store()
+    read = threading.Event()
+    original_events = store.events
+
+    def events_then_signal(**kwargs: Any) -> Any:
+        found = original_events(**kwargs)
+        read.set()
+        return found
+
+    monkeypatch.setattr(store, "events", events_then_signal)
     trigger = EdcCallbackTrigger(correlation_id="corr-w", transfer_process_id="tp-w", fallback_check_interval=600)
     task = asyncio.ensure_future(first_trigger_event(trigger, 10))
-    store = get_store()
-    await asyncio.to_thread(wait_until, lambda: store.max_seq() >= 0 and _subscribed(), 5, "the trigger")
+    await asyncio.to_thread(wait_until, read.is_set, 5, "the trigger's first read of the store")
     body = envelope("TransferProcessCompleted", "tp-w")
     await asyncio.to_thread(store.record, EventEnvelope.model_validate(body), body, correlation_id="corr-w")
     assert (await task)["source"] == "callback"
@@ -119,9 +129,3 @@ async def test_trigger_reports_wakeup_latency_and_state_checks(
     latency = next(line for line in statsd.lines if line.startswith("airflow.edc_callbacks.trigger.wakeup_latency:"))
     assert latency.endswith("|ms")
     assert 0 <= float(latency.split(":")[1].split("|")[0]) < 5000
-
-
-def _subscribed() -> bool:
-    from airflow_edc_callbacks.store import get_listener, get_store
-
-    return get_listener(get_store()).subscription_count > 0

@@ -10,7 +10,7 @@ from airflow_edc_callbacks.receiver import ReceiverSettings, create_app
 from airflow_edc_callbacks.store import EventStore
 from airflow_edc_callbacks.tokens import make_token
 from tests.conftest import SIGNING_KEY
-from tests.helpers import envelope
+from tests.helpers import envelope, wait_until
 
 AUTH = ("X-Edc-Callback-Auth", "s3cret")
 
@@ -238,3 +238,27 @@ def test_static_lookup_failure_is_503_and_stores_nothing(store_url: str, store: 
         response = c.post("/callbacks/static/cb1", json=envelope(), headers={"X-Static-Auth": STATIC_SECRET})
     assert response.status_code == 503
     assert store.events() == []
+
+
+def test_receiver_purges_old_events_in_the_background(store_url: str, store: EventStore) -> None:
+    """Every receiver runs retention itself (purge_interval); nobody has to run the purge command."""
+    from datetime import timedelta
+
+    settings = ReceiverSettings(
+        store_url=store_url,
+        signing_key=SIGNING_KEY,
+        auth=None,
+        auth_from_config=False,
+        retention=timedelta(days=7),
+        purge_interval=0.1,
+    )
+    with TestClient(create_app(settings)) as client:
+        old = envelope("TransferProcessCompleted", "tp-old")
+        assert client.post(f"/callbacks/{make_token(SIGNING_KEY, 'c-old')}", json=old).status_code == 200
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "UPDATE edc_callback_event SET received_at = received_at - CAST(8 AS BIGINT) * 86400000"
+            )
+        new = envelope("TransferProcessCompleted", "tp-new")
+        assert client.post(f"/callbacks/{make_token(SIGNING_KEY, 'c-new')}", json=new).status_code == 200
+        wait_until(lambda: [e.process_id for e in store.events()] == ["tp-new"], 10, "the background purge")

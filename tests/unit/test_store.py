@@ -56,7 +56,7 @@ def test_events_by_correlation_or_process_oldest_first(store: EventStore) -> Non
 def test_purge_deletes_only_old_events(store: EventStore) -> None:
     _record(store, envelope(process_id="old"))
     with store.engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE edc_callback_event SET received_at = received_at - 8 * 86400000")
+        conn.exec_driver_sql("UPDATE edc_callback_event SET received_at = received_at - CAST(8 AS BIGINT) * 86400000")
     _record(store, envelope(process_id="new"))
     assert store.purge(timedelta(days=7)) == 1
     assert [e.process_id for e in store.events()] == ["new"]
@@ -153,3 +153,43 @@ async def test_lookback_mode_dispatches_each_event_once(store: EventStore) -> No
 async def test_subscribe_requires_a_started_listener(store: EventStore) -> None:
     with pytest.raises(RuntimeError, match="start"):
         StoreListener(store).subscribe(process_ids=["x"])
+
+
+def _age(store: EventStore, process_id: str, days: float) -> None:
+    """Make the events of ``process_id`` look ``days`` old (received_at is the receiver's clock)."""
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"UPDATE edc_callback_event SET received_at = received_at - {int(days * 86400000)} "
+            f"WHERE process_id = '{process_id}'"
+        )
+
+
+def test_purge_keeps_what_a_waiting_trigger_holds(store: EventStore) -> None:
+    for process_id in ("held", "held-by-token", "stale-hold", "free"):
+        _record(store, envelope("TransferProcessStarted", process_id), correlation_id=f"c-{process_id}")
+        _age(store, process_id, 8)
+    store.hold("trigger-1", process_id="held", correlation_id=None)
+    store.hold("trigger-2", process_id=None, correlation_id="c-held-by-token")
+    store.hold("trigger-3", process_id="stale-hold", correlation_id=None)
+    with store.engine.begin() as conn:  # trigger-3 was not renewed for 8 days: its triggerer is gone
+        conn.exec_driver_sql(
+            "UPDATE edc_trigger_hold SET renewed_at = renewed_at - CAST(8 AS BIGINT) * 86400000 "
+            "WHERE holder = 'trigger-3'"
+        )
+    assert store.purge(timedelta(days=7)) == 2
+    assert sorted(e.process_id or "" for e in store.events()) == ["held", "held-by-token"]
+    assert [h[0] for h in store.holds()] == ["trigger-1", "trigger-2"]  # the stale hold is gone too
+    store.release("trigger-1")
+    store.release("trigger-2")
+    assert store.purge(timedelta(days=7)) == 2
+    assert store.events() == []
+
+
+def test_purge_forgets_what_event_triggers_fired_for_purged_events(store: EventStore) -> None:
+    _record(store, envelope("TransferProcessCompleted", "old"))
+    old = store.events()[0]
+    assert store.claim("watcher", old) is True
+    _age(store, "old", 8)
+    assert store.purge(timedelta(days=7)) == 1
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM edc_trigger_fired").scalar_one() == 0

@@ -20,7 +20,7 @@ from airflow_edc_callbacks.store import get_listener, get_store
 from airflow_edc_callbacks.tokens import make_token
 from airflow_edc_callbacks.triggers import EdcCallbackTrigger
 from tests.conftest import SIGNING_KEY
-from tests.helpers import envelope, first_trigger_event
+from tests.helpers import envelope, first_trigger_event, wait_until
 
 CORRELATION = "corr-trigger"
 TP = "tp-trigger"
@@ -294,3 +294,27 @@ async def test_negotiation_trigger_resumes_on_finalized_with_the_agreement(recei
     )
     assert (payload["asset_id"], payload["counter_party_id"]) == ("demo-asset", "provider")
     assert [t["type"] for t in payload["timeline"]] == ["ContractNegotiationRequested", "ContractNegotiationFinalized"]
+
+
+async def test_a_waiting_trigger_holds_its_events_against_retention(receiver: TestClient) -> None:
+    """While the trigger waits, retention keeps its transfer's events, however old; once it fired, the
+    hold is released and the events age out like any others."""
+    from datetime import timedelta
+
+    store = get_store()
+    post(receiver, envelope("TransferProcessStarted", TP))
+    task = asyncio.ensure_future(first_trigger_event(make_trigger(), 10))
+    await until_subscribed()
+    await asyncio.to_thread(wait_until, lambda: store.holds(), 5, "the trigger's hold")
+    [(_, process_id, correlation_id, _)] = store.holds()
+    assert (process_id, correlation_id) == (TP, CORRELATION)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE edc_callback_event SET received_at = received_at - CAST(30 AS BIGINT) * 86400000")
+    assert await asyncio.to_thread(store.purge, timedelta(days=7)) == 0
+    await asyncio.to_thread(post, receiver, envelope("TransferProcessCompleted", TP))
+    payload = await task
+    assert [t["type"] for t in payload["timeline"]] == ["TransferProcessStarted", "TransferProcessCompleted"]
+    await asyncio.to_thread(wait_until, lambda: store.holds() == [], 5, "the hold's release")
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE edc_callback_event SET received_at = received_at - CAST(30 AS BIGINT) * 86400000")
+    assert await asyncio.to_thread(store.purge, timedelta(days=7)) == 2
