@@ -1,0 +1,482 @@
+"""``python -m benchmarks.run``: measure the receiver and the waiting triggers, side by side, on this machine.
+
+Writes ``benchmarks/results.md`` (tables) and ``benchmarks/results.png`` (plots). Every figure of a table
+comes from the same run. PostgreSQL is a throwaway cluster of Debian's package (tests/postgres_server.py)
+on port 25440; SQLite is a file in a temporary directory.
+
+1. Receiver throughput and latency: N callbacks POSTed by C concurrent clients to (a) a bare FastAPI
+   endpoint answering 204 and (b) the receiver storing each event durably (SQLite, PostgreSQL), each on
+   uvicorn with one worker in its own process. The client runs on the same 2-core machine.
+2. Wake-up latency: 1, 100 and 10,000 ``EdcCallbackTrigger`` waiting in one process; for a sample of them
+   an event is stored by another connection (as the receiver does) and the time from that commit to the
+   trigger's event is taken.
+3. The cost of 10,000 waiting triggers in one process over an idle window: CPU seconds, resident memory,
+   database connections and requests to the connector, against 10,000 polling sensors at a 30 s interval
+   (one state GET per sensor per interval, as a poking sensor does) over the same window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import psutil
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PG_PORT = 25440
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _envelope(process_id: str) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "at": int(time.time() * 1000),
+        "type": "TransferProcessCompleted",
+        "payload": {"transferProcessId": process_id, "type": "CONSUMER", "assetId": "demo-asset"},
+    }
+
+
+# -- 1. receiver ---------------------------------------------------------------------------------------
+@dataclass
+class LoadResult:
+    label: str
+    requests: int
+    seconds: float
+    latencies_ms: list[float] = field(repr=False)
+    statuses: dict[int, int]
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def p50(self) -> float:
+        return _percentile(self.latencies_ms, 50)
+
+    @property
+    def p99(self) -> float:
+        return _percentile(self.latencies_ms, 99)
+
+
+@contextmanager
+def _server(*args: str) -> Iterator[str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.servers", *args, "--port", str(port)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server {args} did not start") from None
+            time.sleep(0.1)
+    try:
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def _load(base: str, label: str, requests: int, concurrency: int) -> LoadResult:
+    from airflow_edc_callbacks.tokens import make_token
+    from benchmarks.servers import SIGNING_KEY
+
+    url = f"{base}/callbacks/{make_token(SIGNING_KEY, 'benchmark')}"
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        for i in range(200):  # warm-up: connections, caches, the store's first writes
+            await client.post(url, json=_envelope(f"warm-{i}"))
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(requests):
+            queue.put_nowait(i)
+
+        async def worker() -> None:
+            while not queue.empty():
+                i = queue.get_nowait()
+                body = _envelope(f"tp-{i}")
+                start = time.perf_counter()
+                response = await client.post(url, json=body)
+                latencies.append((time.perf_counter() - start) * 1000)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        seconds = time.perf_counter() - started
+    return LoadResult(label, requests, seconds, latencies, statuses)
+
+
+def receiver_benchmark(sqlite_url: str, pg_url: str, requests: int, concurrency: int) -> list[LoadResult]:
+    results = []
+    for label, args in (
+        ("bare FastAPI, 204", ("bare",)),
+        ("receiver, SQLite", ("receiver", "--store-url", sqlite_url)),
+        ("receiver, PostgreSQL", ("receiver", "--store-url", pg_url)),
+    ):
+        with _server(*args) as base:
+            result = asyncio.run(_load(base, label, requests, concurrency))
+        print(f"[receiver] {label}: {result.throughput:.0f} req/s, p50 {result.p50:.1f} ms, p99 {result.p99:.1f} ms")
+        results.append(result)
+    return results
+
+
+# -- 2. and 3. waiting triggers ---------------------------------------------------------------------
+@dataclass
+class WakeResult:
+    backend: str
+    waiting: int
+    startup_s: float
+    latencies_ms: list[float] = field(repr=False)
+
+    @property
+    def p50(self) -> float:
+        return _percentile(self.latencies_ms, 50)
+
+    @property
+    def p99(self) -> float:
+        return _percentile(self.latencies_ms, 99)
+
+
+@dataclass
+class CostResult:
+    label: str
+    waiting: int
+    window_s: float
+    cpu_s: float
+    rss_mb: float
+    db_connections: int | None
+    connector_requests: int
+    wall_s: float = 0.0
+
+
+def _connector_requests(base: str) -> int:
+    return int(httpx.get(f"{base}/count", timeout=10).json()["requests"])
+
+
+def _db_connections(url: str, store_file: str | None) -> int:
+    if store_file is not None:  # SQLite: open handles of this process on the database file
+        return sum(1 for f in psutil.Process().open_files() if f.path == store_file)
+    import psycopg
+
+    database = url.rsplit("/", 1)[1]
+    with psycopg.connect(f"host=127.0.0.1 port={PG_PORT} user=postgres dbname=postgres", autocommit=True) as c:
+        row = c.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _run_one(trigger: Any, fired: dict[str, float]) -> None:
+    """Run a trigger to its first event; note when it came (``time.perf_counter``)."""
+    events = cast("AsyncGenerator[Any, None]", trigger.run())
+    try:
+        await events.__anext__()
+        fired[trigger.transfer_process_id] = time.perf_counter()
+    finally:
+        await events.aclose()
+
+
+async def _waiting_triggers(
+    backend: str, url: str, store_file: str | None, counts: list[int], samples: int, idle_s: float, connector: str
+) -> tuple[list[WakeResult], CostResult | None]:
+    from airflow_edc_callbacks.models import EventEnvelope
+    from airflow_edc_callbacks.store import EventStore, get_listener, get_store
+    from airflow_edc_callbacks.triggers import EdcCallbackTrigger
+
+    os.environ["AIRFLOW__EDC_CALLBACKS__STORE_URL"] = url
+    os.environ["AIRFLOW_CONN_EDC_BENCH"] = (
+        f'{{"conn_type": "edc", "host": "{connector}/management", "password": "k"}}'  # only a fallback uses it
+    )
+    store = get_store(url)
+    loop = asyncio.get_running_loop()
+    reads = 0
+    expected = 0
+    all_read = asyncio.Event()
+    original_events = store.events
+
+    def counted_events(**kwargs: Any) -> Any:
+        nonlocal reads
+        found = original_events(**kwargs)
+        reads += 1  # under the GIL; only compared, never lost for the purpose of this wait
+        if reads >= expected:
+            loop.call_soon_threadsafe(all_read.set)
+        return found
+
+    store.events = counted_events  # type: ignore[method-assign]
+    writer = EventStore(url)  # another connection pool, as the receiver's
+    results: list[WakeResult] = []
+    cost: CostResult | None = None
+    for count in counts:
+        run_id = uuid.uuid4().hex[:8]
+        fired: dict[str, float] = {}
+
+        triggers = [
+            EdcCallbackTrigger(
+                correlation_id=f"{run_id}-{i}",
+                transfer_process_id=f"{run_id}-tp-{i}",
+                conn_id="edc_bench",
+                fallback_check_interval=3600,
+            )
+            for i in range(count)
+        ]
+        reads, expected = 0, count
+        all_read.clear()
+        started = time.perf_counter()
+        tasks = [asyncio.create_task(_run_one(t, fired)) for t in triggers]
+        await all_read.wait()  # every trigger subscribed and read the store: all are waiting now
+        startup = time.perf_counter() - started
+        listener = get_listener(store)
+        print(f"[wake-up] {backend}: {count} triggers waiting after {startup:.1f} s")
+
+        if count == max(counts):
+            process = psutil.Process()
+            await asyncio.sleep(1.0)
+            cpu_before = sum(process.cpu_times()[:2])
+            requests_before = await asyncio.to_thread(_connector_requests, connector)
+            await asyncio.sleep(idle_s)  # idle: the figure is what this costs
+            cpu = sum(process.cpu_times()[:2]) - cpu_before
+            cost = CostResult(
+                f"{count} triggers, {backend}",
+                count,
+                idle_s,
+                cpu,
+                process.memory_info().rss / 2**20,
+                _db_connections(url, store_file),
+                await asyncio.to_thread(_connector_requests, connector) - requests_before,
+                idle_s,
+            )
+            print(f"[waiting] {cost}")
+
+        latencies = []
+        step = max(1, count // samples)
+        for i in list(range(0, count, step))[:samples]:
+            trigger = triggers[i]
+            body = _envelope(trigger.transfer_process_id)
+            envelope = EventEnvelope.model_validate(body)
+            await asyncio.to_thread(writer.record, envelope, body, correlation_id=trigger.correlation_id)
+            committed = time.perf_counter()
+            deadline = committed + 30
+            while trigger.transfer_process_id not in fired:
+                if time.perf_counter() > deadline:
+                    raise TimeoutError(f"trigger {i} of {count} never fired")
+                await asyncio.sleep(0.0005)
+            latencies.append((fired[trigger.transfer_process_id] - committed) * 1000)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        result = WakeResult(backend, count, startup, latencies)
+        print(f"[wake-up] {backend}, {count} waiting: p50 {result.p50:.1f} ms, p99 {result.p99:.1f} ms")
+        results.append(result)
+        assert listener.subscription_count == 0
+    writer.dispose()
+    get_listener(store).stop()
+    store.dispose()
+    return results, cost
+
+
+def polling_cost(count: int, interval_s: float, window_s: float, connector: str) -> CostResult:
+    """``count`` sensors each GETting their transfer's state every ``interval_s``, over ``window_s``,
+    all in this process (the connector stand-in runs in its own): the cheapest possible poller, one
+    asyncio loop; Airflow's own sensors cost a worker slot or a triggerer coroutine each on top."""
+    process = psutil.Process()
+
+    async def poll(client: httpx.AsyncClient, i: int, stop_at: float) -> None:
+        await asyncio.sleep(interval_s * i / count)  # spread over the interval, as sensors started at random
+        while time.perf_counter() < stop_at:
+            await client.get(f"{connector}/management/v3/transferprocesses/tp-{i}/state")
+            await asyncio.sleep(interval_s)
+
+    async def run() -> tuple[float, int, float]:
+        # enough keep-alive connections that the client pool does not dominate the cost
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+            before = await asyncio.to_thread(_connector_requests, connector)
+            cpu_before = sum(process.cpu_times()[:2])
+            started = time.perf_counter()
+            stop_at = started + window_s
+            await asyncio.gather(*(poll(client, i, stop_at) for i in range(count)))
+            cpu = sum(process.cpu_times()[:2]) - cpu_before
+            wall = time.perf_counter() - started
+            return cpu, await asyncio.to_thread(_connector_requests, connector) - before, wall
+
+    cpu, requests, wall = asyncio.run(run())
+    return CostResult(
+        f"{count} polling sensors, every {interval_s:.0f} s",
+        count,
+        window_s,
+        cpu,
+        process.memory_info().rss / 2**20,
+        None,
+        requests,
+        wall,
+    )
+
+
+# -- report -------------------------------------------------------------------------------------------
+def write_report(
+    receiver: list[LoadResult],
+    wake: list[WakeResult],
+    costs: list[CostResult],
+    args: argparse.Namespace,
+    seconds: float,
+) -> None:
+    bare = receiver[0]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured by `python -m benchmarks.run` on {time.strftime('%Y-%m-%d')} on this project's build machine "
+        f"({psutil.cpu_count()} cores, Python {sys.version.split()[0]}); the whole run took {seconds:.0f} s. "
+        "Client, servers and PostgreSQL share the machine. See `benchmarks/run.py` for what each figure is.",
+        "",
+        f"## Receiver: {args.requests} callbacks, {args.concurrency} concurrent clients, uvicorn with 1 worker",
+        "",
+        "| server | requests/s | vs bare | p50 ms | p99 ms | answers |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in receiver:
+        answers = ", ".join(f"{code}: {n}" for code, n in sorted(r.statuses.items()))
+        lines.append(
+            f"| {r.label} | {r.throughput:.0f} | {r.throughput / bare.throughput:.2f} | {r.p50:.1f} | "
+            f"{r.p99:.1f} | {answers} |"
+        )
+    lines += [
+        "",
+        f"## Wake-up latency: from the event's commit to the trigger's event ({args.samples} samples each)",
+        "",
+        "| store | triggers waiting in one process | p50 ms | p99 ms | all subscribed after s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for w in wake:
+        lines.append(f"| {w.backend} | {w.waiting} | {w.p50:.1f} | {w.p99:.1f} | {w.startup_s:.1f} |")
+    lines += [
+        "",
+        f"## The cost of waiting, over {args.idle:.0f} s",
+        "",
+        "| who waits | CPU s | over wall s | resident MB | database connections | requests to the connector |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for c in costs:
+        connections = "-" if c.db_connections is None else str(c.db_connections)
+        lines.append(
+            f"| {c.label} | {c.cpu_s:.2f} | {c.wall_s:.0f} | {c.rss_mb:.0f} | {connections} | {c.connector_requests} |"
+        )
+    lines += [
+        "",
+        "Database connections: SQLite counts this process's open handles on the database file; PostgreSQL",
+        "counts the server's sessions on the store's database: the listener's one, plus the idle connections",
+        "SQLAlchemy's pool keeps after the triggers' start-up reads (a smaller pool for triggerers is open work).",
+        "The polling sensors are the cheapest possible poller (one asyncio loop, keep-alive connections): one",
+        "round of 10,000 state requests every 30 s already keeps both cores busy here, so the round took the",
+        "wall time shown instead of 30 s. Airflow's own sensors add a worker slot or a triggerer coroutine each.",
+        "",
+        "![results](results.png)",
+        "",
+    ]
+    (HERE / "results.md").write_text("\n".join(lines))
+
+
+def plot(receiver: list[LoadResult], wake: list[WakeResult], costs: list[CostResult]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    ax = axes[0]
+    ax.bar([r.label for r in receiver], [r.throughput for r in receiver], color=["#999", "#4c72b0", "#55a868"])
+    ax.set_title("Receiver throughput (requests/s)")
+    ax.tick_params(axis="x", labelsize=8)
+    ax = axes[1]
+    for backend, color in (("SQLite", "#4c72b0"), ("PostgreSQL", "#55a868")):
+        rows = [w for w in wake if w.backend == backend]
+        ax.plot([w.waiting for w in rows], [w.p50 for w in rows], "o-", color=color, label=f"{backend} p50")
+        ax.plot([w.waiting for w in rows], [w.p99 for w in rows], "s--", color=color, label=f"{backend} p99")
+    ax.set_xscale("log")
+    ax.set_xlabel("triggers waiting in one process")
+    ax.set_ylabel("ms")
+    ax.set_title("Wake-up latency (commit -> trigger event)")
+    ax.legend(fontsize=8)
+    ax = axes[2]
+    ax.bar([c.label for c in costs], [c.connector_requests for c in costs], color="#c44e52")
+    ax.set_title("Requests to the connector while waiting")
+    ax.tick_params(axis="x", labelsize=7, rotation=15)
+    fig.tight_layout()
+    fig.savefig(HERE / "results.png", dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=3000, help="callbacks per receiver variant")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--waiting", type=int, nargs="+", default=[1, 100, 10_000], help="triggers waiting")
+    parser.add_argument("--samples", type=int, default=20, help="wake-ups measured per size")
+    parser.add_argument("--idle", type=float, default=30.0, help="seconds of the cost-of-waiting window")
+    args = parser.parse_args(argv)
+
+    sys.path.insert(0, str(REPO))
+    os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="edc-bench-airflow-"))
+    os.environ["AIRFLOW__EDC_CALLBACKS__CALLBACK_SIGNING_KEY"] = "benchmark-signing-key"
+    from tests.postgres_server import PostgresServer
+
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="edc-bench-"))
+    pg = PostgresServer(port=PG_PORT).start()
+    try:
+        receiver = receiver_benchmark(
+            f"sqlite:///{workdir / 'receiver.db'}", pg.create_database(), args.requests, args.concurrency
+        )
+        wake: list[WakeResult] = []
+        costs: list[CostResult] = []
+        sqlite_file = workdir / "triggers.db"
+        with _server("connector") as connector:
+            for backend, url, store_file in (
+                ("SQLite", f"sqlite:///{sqlite_file}", str(sqlite_file)),
+                ("PostgreSQL", pg.create_database(), None),
+            ):
+                results, cost = asyncio.run(
+                    _waiting_triggers(backend, url, store_file, args.waiting, args.samples, args.idle, connector)
+                )
+                wake += results
+                if cost is not None:
+                    costs.append(cost)
+            costs.append(polling_cost(max(args.waiting), 30.0, args.idle, connector))
+            print(f"[waiting] {costs[-1]}")
+    finally:
+        pg.destroy()
+    write_report(receiver, wake, costs, args, time.perf_counter() - started)
+    plot(receiver, wake, costs)
+    print(f"wrote {HERE / 'results.md'} and {HERE / 'results.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
