@@ -130,12 +130,15 @@ def state_outcome(state: str, wait_for: WaitFor) -> str | None:
 
 
 def _storable(value: object) -> object:
-    """Reject strings that cannot be stored as UTF-8 (lone surrogates from ``\\ud800`` escapes)."""
+    """Reject strings a database cannot store as text: lone surrogates (from ``\\ud800`` escapes) and
+    NUL characters (PostgreSQL text cannot hold them)."""
     if isinstance(value, str):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise ValueError("string is not valid Unicode (lone surrogate)") from None
+        if "\x00" in value:
+            raise ValueError("string contains a NUL character")
     return value
 
 

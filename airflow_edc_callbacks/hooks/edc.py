@@ -612,7 +612,7 @@ class EdcManagementHook(BaseHook):
 
     def _edr_from_callbacks(self, transfer_process_id: str) -> tuple[EndpointDataReference | None, str]:
         try:
-            events = get_store().events(process_id=transfer_process_id)
+            events = get_store(waiting=True).events(process_id=transfer_process_id)
         except StoreUnavailableError as err:
             return None, f"unavailable ({err})"
         started = [i for i, e in enumerate(events) if e.event_type == TransferEventType.STARTED.value]

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, create_engine, delete, event, func, or_, select, 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from airflow_edc_callbacks.exceptions import StoreUnavailableError
@@ -88,11 +88,14 @@ class EventStore:
 
     :param url: a SQLAlchemy URL, e.g. ``sqlite:////opt/airflow/edc_callbacks.db`` or
         ``postgresql+psycopg2://user:pw@host/db``.
+    :param pool_size: connections kept open in the pool when idle (more are opened under load, up to
+        ``pool_size + 8``, and closed when returned).
     :raises StoreUnavailableError: the database cannot be opened.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
         self.url = url
+        self.pool_size = pool_size
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self.is_postgresql = parsed.get_backend_name() == "postgresql"
@@ -100,7 +103,9 @@ class EventStore:
             if self.is_sqlite and parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             # hide_parameters: errors must not carry event bodies (EDR tokens) into logs
-            self.engine: Engine = create_engine(url, pool_pre_ping=not self.is_sqlite, hide_parameters=True)
+            in_memory = self.is_sqlite and parsed.database in (None, "", ":memory:")
+            pooling = {} if in_memory else {"pool_size": pool_size, "max_overflow": 8}
+            self.engine: Engine = create_engine(url, pool_pre_ping=not self.is_sqlite, hide_parameters=True, **pooling)
             if self.is_sqlite:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             upgrade(self.engine)
@@ -130,6 +135,7 @@ class EventStore:
         :param route: ``dynamic`` or ``static:<name>``; a duplicate arriving by a new route adds the
             route to the stored event.
         :returns: ``True`` if the event is new, ``False`` for a duplicate.
+        :raises ValueError: the database refused one of its values (it is not stored).
         :raises StoreUnavailableError: the write failed.
         """
         values = {
@@ -151,6 +157,8 @@ class EventStore:
                     self._add_route(session, envelope.id, route, correlation_id)
                 elif self.is_postgresql:  # delivered to every listener when this transaction commits
                     session.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(seq))))
+        except DataError as err:  # the database refused a value, not a fault of the store
+            raise ValueError(f"the store cannot hold a value of this event: {type(err.orig).__name__}") from None
         except SQLAlchemyError as err:
             raise StoreUnavailableError(f"Cannot write to the callback event store: {err}") from err
         return inserted
@@ -343,22 +351,30 @@ class EventStore:
         self.engine.dispose()
 
 
-_stores: dict[tuple[int, str], EventStore] = {}
+_stores: dict[tuple[int, str, bool], EventStore] = {}
 _stores_lock = threading.Lock()
 
 
-def get_store(url: str | None = None) -> EventStore:
+WAITING_POOL_SIZE = 1
+"""Idle connections the store of waiting triggers keeps for their reads and hold renewals; with the
+listener's own connection, a waiting process keeps two."""
+
+
+def get_store(url: str | None = None, *, waiting: bool = False) -> EventStore:
     """The process-wide :class:`EventStore` for ``url`` (default: ``[edc_callbacks] store_url``).
 
-    One per process and URL, re-created after a fork.
+    One per process, URL and use, re-created after a fork. ``waiting`` is the store of processes that
+    wait for events (triggerers, workers): its pool keeps :data:`WAITING_POOL_SIZE` idle connection
+    besides the listener's, so thousands of waiting triggers cost two connections per process while
+    idle; receivers keep a larger pool for bursts of callbacks.
     """
     if url is None:
         from airflow_edc_callbacks.config import get_store_url
 
         url = get_store_url()
-    key = (os.getpid(), url)
+    key = (os.getpid(), url, waiting)
     with _stores_lock:
         store = _stores.get(key)
         if store is None:
-            store = _stores[key] = EventStore(url)
+            store = _stores[key] = EventStore(url, pool_size=WAITING_POOL_SIZE if waiting else 5)
         return store

@@ -174,7 +174,7 @@ class EdcCallbackTrigger(BaseTrigger):
             self.log.warning("Could not record this trigger's hold on its events: %s", err)
 
     async def _read_store(self) -> list[StoredEvent]:
-        store = get_store()
+        store = get_store(waiting=True)
         return await asyncio.to_thread(
             store.events, correlation_id=self.correlation_id, process_id=self.transfer_process_id
         )
@@ -265,7 +265,7 @@ class EdcCallbackTrigger(BaseTrigger):
         holder = uuid.uuid4().hex
         while subscription is None:
             try:
-                store = await asyncio.to_thread(get_store)
+                store = await asyncio.to_thread(get_store, waiting=True)
                 listener = await asyncio.to_thread(get_listener(store).start)
                 subscription = listener.subscribe(
                     correlation_id=self.correlation_id, process_ids=[self.transfer_process_id]

@@ -136,7 +136,7 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
             while True:
                 try:
                     if subscription is None:
-                        store = await asyncio.to_thread(get_store)
+                        store = await asyncio.to_thread(get_store, waiting=True)
                         cursor = await self._start(store)  # the cursor first, then subscribe, then read
                         listener = await asyncio.to_thread(get_listener(store).start)
                         subscription = listener.subscribe(everything=True)

@@ -93,7 +93,7 @@ async def test_trigger_reports_wakeup_latency_and_state_checks(
     from airflow_edc_callbacks.store import get_store
 
     # woken by the listener: the event is stored after the trigger subscribed and read the store
-    store = get_store()
+    store = get_store(waiting=True)  # the triggers' store
     read = threading.Event()
     original_events = store.events
 

@@ -150,3 +150,44 @@ def test_many_processes_upgrade_one_database_at_once(pg_url: str) -> None:
     assert current_revision(stores[0].engine) == head_revision()
     for store in stores:
         store.dispose()
+
+
+async def test_many_waiting_triggers_cost_two_connections_per_process(postgres: PostgresServer) -> None:
+    """200 triggers waiting in one process: the listener's connection and one pooled connection for their
+    reads and holds; nothing more stays open while they wait."""
+    import os
+
+    import psycopg
+
+    from airflow_edc_callbacks.store import get_listener, get_store
+    from airflow_edc_callbacks.triggers import EdcCallbackTrigger
+    from tests.conftest import close_store
+
+    url = postgres.create_database()
+    os.environ["AIRFLOW__EDC_CALLBACKS__STORE_URL"] = url
+    store = get_store(waiting=True)
+    triggers = [
+        EdcCallbackTrigger(correlation_id=f"c{i}", transfer_process_id=f"tp-{i}", fallback_check_interval=600)
+        for i in range(200)
+    ]
+    runs = [t.run() for t in triggers]
+    tasks = [asyncio.ensure_future(r.__anext__()) for r in runs]
+    try:
+        await asyncio.to_thread(wait_until, lambda: len(store.holds()) == 200, 30, "200 waiting triggers")
+        assert get_listener(store).subscription_count == 200
+        # their start-up reads are done when only the listener's connection is still checked out
+        await asyncio.to_thread(wait_until, lambda: store.engine.pool.checkedout() == 1, 30, "the start-up reads")
+        database = url.rsplit("/", 1)[1]
+        with psycopg.connect(f"host=127.0.0.1 port={postgres.port} user=postgres dbname=postgres") as admin:
+            sessions = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (database,)
+            ).fetchone()
+        assert sessions == (2,)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for run in runs:
+            await run.aclose()  # type: ignore[attr-defined]
+        del os.environ["AIRFLOW__EDC_CALLBACKS__STORE_URL"]
+        close_store(url)

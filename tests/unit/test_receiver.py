@@ -262,3 +262,16 @@ def test_receiver_purges_old_events_in_the_background(store_url: str, store: Eve
         new = envelope("TransferProcessCompleted", "tp-new")
         assert client.post(f"/callbacks/{make_token(SIGNING_KEY, 'c-new')}", json=new).status_code == 200
         wait_until(lambda: [e.process_id for e in store.events()] == ["tp-new"], 10, "the background purge")
+
+
+@pytest.mark.parametrize("field", ["id", "type", "transferProcessId"])
+def test_nul_characters_are_refused_with_422_on_every_store(client: TestClient, store: EventStore, field: str) -> None:
+    """Found by the fuzz run on PostgreSQL: text columns cannot hold NUL; the receiver says 422, not 503."""
+    body = envelope("TransferProcessCompleted", "tp-nul")
+    if field == "transferProcessId":
+        body["payload"]["transferProcessId"] = "tp\x00nul"
+    else:
+        body[field] = body[field] + "\x00"
+    response = client.post(f"/callbacks/{make_token(SIGNING_KEY, 'c-nul')}", json=body)
+    assert response.status_code == 422, response.text
+    assert store.events() == []
