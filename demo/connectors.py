@@ -55,6 +55,7 @@ __all__ = [
     "build",
     "main",
     "negotiate",
+    "negotiate_once",
     "seed_provider",
     "start",
     "start_push_transfer",
@@ -561,7 +562,29 @@ def _get(obj: dict[str, Any], *keys: str) -> Any:
     return None
 
 
+NEGOTIATION_ATTEMPTS = 3
+"""EDC 0.15.1 now and then ends a negotiation by itself when two DSP messages overtake each other (a 409
+such as "negotiation cannot be verified"); :func:`negotiate` negotiates again then."""
+
+
 def negotiate(conns: Connectors, asset_id: str, timeout: float = 60.0) -> str:
+    """:func:`negotiate_once`, again when EDC terminated the negotiation by itself (up to
+    :data:`NEGOTIATION_ATTEMPTS` times); returns the contract agreement id."""
+    for attempt in range(1, NEGOTIATION_ATTEMPTS + 1):
+        try:
+            return negotiate_once(conns, asset_id, timeout)
+        except NegotiationTerminated as err:
+            if attempt == NEGOTIATION_ATTEMPTS:
+                raise
+            print(f"[connectors] negotiating {asset_id} again: {err}", file=sys.stderr, flush=True)
+    raise AssertionError("unreachable")
+
+
+class NegotiationTerminated(ConnectorError):
+    """A negotiation ended TERMINATED."""
+
+
+def negotiate_once(conns: Connectors, asset_id: str, timeout: float = 60.0) -> str:
     """Negotiate a contract for ``asset_id`` on the consumer and return the contract agreement id.
 
     Requests the provider's catalog through the consumer (``POST /v3/catalog/request``), takes the first
@@ -621,7 +644,7 @@ def negotiate(conns: Connectors, asset_id: str, timeout: float = 60.0) -> str:
             if state == "FINALIZED":
                 return str(n["contractAgreementId"])
             if state == "TERMINATED":
-                raise ConnectorError(f"negotiation {negotiation_id} TERMINATED: {n.get('errorDetail')}")
+                raise NegotiationTerminated(f"negotiation {negotiation_id} TERMINATED: {n.get('errorDetail')}")
             if time.monotonic() > deadline:
                 raise ConnectorError(f"negotiation {negotiation_id} still {state} after {timeout}s")
             time.sleep(0.1)
