@@ -60,9 +60,23 @@ def _envelope(process_id: str) -> dict[str, Any]:
     }
 
 
+class _Latencies:
+    """p50/p99 of ``latencies_ms``."""
+
+    latencies_ms: list[float]
+
+    @property
+    def p50(self) -> float:
+        return _percentile(self.latencies_ms, 50)
+
+    @property
+    def p99(self) -> float:
+        return _percentile(self.latencies_ms, 99)
+
+
 # -- 1. receiver ---------------------------------------------------------------------------------------
 @dataclass
-class LoadResult:
+class LoadResult(_Latencies):
     label: str
     requests: int
     seconds: float
@@ -72,14 +86,6 @@ class LoadResult:
     @property
     def throughput(self) -> float:
         return self.requests / self.seconds
-
-    @property
-    def p50(self) -> float:
-        return _percentile(self.latencies_ms, 50)
-
-    @property
-    def p99(self) -> float:
-        return _percentile(self.latencies_ms, 99)
 
 
 @contextmanager
@@ -153,19 +159,11 @@ def receiver_benchmark(sqlite_url: str, pg_url: str, requests: int, concurrency:
 
 # -- 2. and 3. waiting triggers ---------------------------------------------------------------------
 @dataclass
-class WakeResult:
+class WakeResult(_Latencies):
     backend: str
     waiting: int
     startup_s: float
     latencies_ms: list[float] = field(repr=False)
-
-    @property
-    def p50(self) -> float:
-        return _percentile(self.latencies_ms, 50)
-
-    @property
-    def p99(self) -> float:
-        return _percentile(self.latencies_ms, 99)
 
 
 @dataclass

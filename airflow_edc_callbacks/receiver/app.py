@@ -251,8 +251,7 @@ async def _get_settings(request: Request) -> ReceiverSettings:
     settings: ReceiverSettings = request.app.state.edc_settings.resolve()
     if settings.purge_interval and getattr(request.app.state, "edc_retention", None) is None:
         # started lazily: a FastAPI app mounted on the api-server by a plugin gets no lifespan events
-        retention = settings.retention or get_retention()
-        task = _retention(settings.store, retention, settings.purge_interval)
+        task = _retention(settings.store, settings.retention or get_retention(), settings.purge_interval)
         request.app.state.edc_retention = asyncio.get_running_loop().create_task(task)
     return settings
 
