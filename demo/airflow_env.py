@@ -54,7 +54,9 @@ import httpx
 __all__ = [
     "TERMINAL_RUN_STATES",
     "TERMINAL_TI_STATES",
+    "AirflowRestApi",
     "AirflowStandalone",
+    "stop_session",
     "tuned_airflow_env",
 ]
 
@@ -215,6 +217,47 @@ def _signal_all(pids: Iterable[int], sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
+def stop_session(
+    sid: int,
+    leader: subprocess.Popen[bytes] | None = None,
+    grace_s: float = 20.0,
+    first: signal.Signals = signal.SIGINT,
+) -> set[int]:
+    """Stop every process of session ``sid`` (and its leader's descendants that left it); return survivors.
+
+    ``first`` goes to the leader (SIGINT: Airflow's orderly shutdown; SIGKILL: a crash), then SIGTERM and
+    SIGKILL to whatever is left of the session after ``grace_s`` seconds.
+    """
+    tracked = _descendants(sid) | {sid}
+
+    def remaining() -> set[int]:
+        if leader is not None:
+            leader.poll()  # reap the leader
+        tracked.update(_descendants(sid))
+        return _live_processes(sid, tracked)
+
+    def wait_gone(timeout: float) -> set[int]:
+        end = time.monotonic() + timeout
+        left = remaining()
+        while left and time.monotonic() < end:
+            time.sleep(0.2)
+            left = remaining()
+        return left
+
+    if first is signal.SIGKILL:
+        _signal_all(remaining(), signal.SIGKILL)
+        return wait_gone(5.0)
+    _signal_all([sid], first)
+    left = wait_gone(grace_s)
+    if left:
+        _signal_all(left, signal.SIGTERM)
+        left = wait_gone(5.0)
+    if left:
+        _signal_all(left, signal.SIGKILL)
+        left = wait_gone(5.0)
+    return left
+
+
 def _port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
@@ -226,244 +269,36 @@ def _port_open(port: int, host: str = "127.0.0.1") -> bool:
 # --------------------------------------------------------------------------------------------------------------
 
 
-class AirflowStandalone:
-    """Run ``airflow standalone`` in its own session and talk to its REST API (``/api/v2``) on 127.0.0.1.
+class AirflowRestApi:
+    """Talk to a running Airflow 3 api-server's REST API (``/api/v2``) on 127.0.0.1 and wait for DAGs, runs, tasks.
 
-    :param home: ``AIRFLOW_HOME``; created if missing. ``standalone.log`` (all component output) and
-        ``standalone.pid`` are written there.
-    :param dags_folder: the DAG folder; created if missing.
-    :param port: api-server port. ``port + 1`` and ``port + 2`` are used for the worker / triggerer log servers.
-        Do not use 8793 / 8794 / 8974.
-    :param extra_env: environment overrides (e.g. ``AIRFLOW__CORE__PLUGINS_FOLDER`` or provider settings),
-        applied after the harness's own settings.
-    :param reuse: if True and ``home/standalone.pid`` names a live standalone on the same port whose health
-        endpoint answers, :meth:`start` attaches to it instead of starting another one. An attached instance is
-        left running by :meth:`stop` unless ``stop(force=True)``.
-    :param poll_interval: sleep between polls of all ``wait_for_*`` helpers.
+    Subclasses start the Airflow processes; they override :meth:`log_tail` and :meth:`check_alive`.
+
+    :param port: the api-server port.
+    :param poll_interval: sleep between polls of all ``wait_for_*`` helpers (seconds).
     """
 
-    def __init__(
-        self,
-        home: Path,
-        dags_folder: Path,
-        port: int = 28080,
-        extra_env: dict[str, str] | None = None,
-        *,
-        reuse: bool = False,
-        poll_interval: float = 0.25,
-    ) -> None:
-        self.home = Path(home).resolve()
-        self.dags_folder = Path(dags_folder).resolve()
+    def __init__(self, port: int, *, poll_interval: float = 0.25) -> None:
         self.port = port
-        self.extra_env = dict(extra_env or {})
-        self.reuse = reuse
         self.poll_interval = poll_interval
         self.base_url = f"http://127.0.0.1:{port}"
-        self.log_path = self.home / "standalone.log"
-        self.pid_path = self.home / "standalone.pid"
-        self.env = tuned_airflow_env(self.home, self.dags_folder, port, self.extra_env)
-        self.pid: int | None = None
-        self.owned = False
-        self.started_at: float | None = None  # time.time() when start() began
-        self.healthy_after_s: float | None = None  # seconds from start() to all components healthy
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log_file: Any = None
         self._client: httpx.Client | None = None
         self._token: str | None = None
         self._lock = threading.Lock()
 
-    # ------------------------------------------------------------------ lifecycle
+    def log_tail(self, lines: int = 60) -> str:
+        """The end of the Airflow processes' output, added to timeout errors."""
+        return ""
 
-    def __enter__(self) -> AirflowStandalone:
-        self.start()
-        return self
+    def check_alive(self, what: str) -> None:
+        """Raise RuntimeError if the Airflow processes died (called while waiting for ``what``)."""
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def ui_url(self) -> str:
-        """URL of the web UI / REST API root."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def is_running(self) -> bool:
-        """True while the standalone leader process is alive (not a zombie)."""
-        if self.pid is None:
-            return False
-        if self._proc is not None:
-            return self._proc.poll() is None
-        st = _proc_stat(self.pid)
-        return st is not None and st[0] not in ("Z", "X")
-
-    def start(self, deadline_s: float = 240) -> AirflowStandalone:
-        """Start ``airflow standalone`` (or attach, see ``reuse``) and wait until all components are healthy.
-
-        :raises RuntimeError: if the port is taken by something else or standalone exits early.
-        :raises TimeoutError: if health is not reached within ``deadline_s`` (the process is then stopped).
-        """
-        if self.is_running():
-            return self
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.dags_folder.mkdir(parents=True, exist_ok=True)
-        self.started_at = time.time()
-        t0 = time.monotonic()
-
-        if self.reuse and self._try_attach():
-            self.healthy_after_s = time.monotonic() - t0
-            return self
-        for p in (self.port, self.port + 1, self.port + 2):
-            if _port_open(p):
-                raise RuntimeError(
-                    f"port {p} on 127.0.0.1 is already in use; cannot start airflow standalone on port {self.port}"
-                )
-
-        self._log_file = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 (kept open for the child)
-        stamp = dt.datetime.now().isoformat(timespec="seconds")
-        self._log_file.write(
-            f"\n===== airflow_env: starting standalone on port {self.port} at {stamp} =====\n".encode()
-        )
-        self._proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "airflow"), "standalone"],
-            cwd=str(self.home),
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.pid = self._proc.pid
-        self.owned = True
-        self.pid_path.write_text(json.dumps({"pid": self.pid, "port": self.port, "home": str(self.home)}))
-        try:
-            self._wait_healthy(t0 + deadline_s, since=self.started_at)
-        except BaseException:
-            self.stop()
-            raise
-        self.healthy_after_s = time.monotonic() - t0
-        return self
-
-    def _try_attach(self) -> bool:
-        try:
-            info = json.loads(self.pid_path.read_text())
-        except (OSError, ValueError):
-            return False
-        pid = int(info.get("pid", 0))
-        st = _proc_stat(pid) if pid else None
-        if st is None or st[0] in ("Z", "X") or info.get("port") != self.port or info.get("home") != str(self.home):
-            return False
-        try:
-            health = self.health()
-        except httpx.HTTPError:
-            return False
-        if not self._all_healthy(health):
-            return False
-        self.pid = pid
-        self.owned = False
-        return True
-
-    def health(self) -> dict[str, Any]:
-        """``GET /api/v2/monitor/health`` (no auth needed)."""
-        r = self.client.get("/api/v2/monitor/health", timeout=5)
-        r.raise_for_status()
-        health: dict[str, Any] = r.json()
-        return health
-
-    @staticmethod
-    def _all_healthy(health: Mapping[str, Any], since: float | None = None) -> bool:
-        for comp in HEALTH_COMPONENTS:
-            info = health.get(comp) or {}
-            if info.get("status") != "healthy":
-                return False
-            if since is not None and comp != "metadatabase":
-                # Jobs of a previous, SIGKILLed run on the same home may still look alive for a while.
-                beat = info.get(f"latest_{comp}_heartbeat")
-                if not beat or dt.datetime.fromisoformat(beat.replace("Z", "+00:00")).timestamp() < since - 1:
-                    return False
-        return True
-
-    def _wait_healthy(self, deadline: float, since: float) -> None:
-        last: Any = "no answer yet"
-        while True:
-            if self._proc is not None and self._proc.poll() is not None:
-                raise RuntimeError(
-                    f"airflow standalone exited with code {self._proc.returncode} before becoming healthy\n"
-                    + self.log_tail()
-                )
-            try:
-                last = self.health()
-                if self._all_healthy(last, since=since):
-                    return
-            except (httpx.HTTPError, ValueError) as e:
-                last = repr(e)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"airflow standalone not healthy in time; last health: {last}\n" + self.log_tail())
-            time.sleep(0.5)
-
-    def stop(self, grace_s: float = 20.0, *, force: bool = False) -> None:
-        """Stop standalone and every process of its session; never leaves processes behind.
-
-        SIGINT to the standalone leader (its own orderly shutdown of the four components), then SIGTERM and
-        finally SIGKILL to every remaining process of the session (task runners live in their own process
-        groups, hence session-wide) and to descendants that may have left the session.
-        An attached (``reuse``) instance is only stopped with ``force=True``.
-        """
+    def close_client(self) -> None:
+        """Close the HTTP client (a new one is made on the next request)."""
         if self._client is not None:
             self._client.close()
             self._client = None
             self._token = None
-        if self.pid is None or (not self.owned and not force):
-            return
-        sid = self.pid
-        tracked = _descendants(sid) | {sid}
-
-        def remaining() -> set[int]:
-            if self._proc is not None:
-                self._proc.poll()  # reap the leader
-            tracked.update(_descendants(sid))
-            return _live_processes(sid, tracked)
-
-        def wait_gone(timeout: float) -> set[int]:
-            end = time.monotonic() + timeout
-            left = remaining()
-            while left and time.monotonic() < end:
-                time.sleep(0.2)
-                left = remaining()
-            return left
-
-        _signal_all([sid], signal.SIGINT)
-        left = wait_gone(grace_s)
-        if left:
-            _signal_all(left, signal.SIGTERM)
-            left = wait_gone(5.0)
-        if left:
-            _signal_all(left, signal.SIGKILL)
-            left = wait_gone(5.0)
-        if self._proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(timeout=5)
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
-        if left:
-            raise RuntimeError(f"processes survived SIGKILL: {sorted(left)}")
-        try:
-            if json.loads(self.pid_path.read_text()).get("pid") == sid:
-                self.pid_path.unlink()
-        except (OSError, ValueError):
-            pass
-        self.pid = None
-        self._proc = None
-
-    def log_tail(self, lines: int = 60) -> str:
-        """The last ``lines`` lines of ``home/standalone.log``."""
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 200 * lines))
-                text = f.read().decode(errors="replace")
-        except OSError:
-            return "(no standalone.log)"
-        return "--- tail of standalone.log ---\n" + "\n".join(text.splitlines()[-lines:])
 
     # ------------------------------------------------------------------ HTTP
 
@@ -527,8 +362,7 @@ class AirflowStandalone:
                 raise TimeoutError(
                     f"timed out after {deadline_s}s waiting for {what}; last seen: {last}\n" + self.log_tail()
                 )
-            if self.owned and not self.is_running():
-                raise RuntimeError(f"airflow standalone died while waiting for {what}\n" + self.log_tail())
+            self.check_alive(what)
             time.sleep(self.poll_interval)
 
     # ------------------------------------------------------------------ DAGs and runs
@@ -707,6 +541,219 @@ class AirflowStandalone:
             except ValueError:
                 return value
         return value
+
+
+class AirflowStandalone(AirflowRestApi):
+    """Run ``airflow standalone`` in its own session and talk to its REST API (``/api/v2``) on 127.0.0.1.
+
+    :param home: ``AIRFLOW_HOME``; created if missing. ``standalone.log`` (all component output) and
+        ``standalone.pid`` are written there.
+    :param dags_folder: the DAG folder; created if missing.
+    :param port: api-server port. ``port + 1`` and ``port + 2`` are used for the worker / triggerer log servers.
+        Do not use 8793 / 8794 / 8974.
+    :param extra_env: environment overrides (e.g. ``AIRFLOW__CORE__PLUGINS_FOLDER`` or provider settings),
+        applied after the harness's own settings.
+    :param reuse: if True and ``home/standalone.pid`` names a live standalone on the same port whose health
+        endpoint answers, :meth:`start` attaches to it instead of starting another one. An attached instance is
+        left running by :meth:`stop` unless ``stop(force=True)``.
+    :param poll_interval: sleep between polls of all ``wait_for_*`` helpers.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        dags_folder: Path,
+        port: int = 28080,
+        extra_env: dict[str, str] | None = None,
+        *,
+        reuse: bool = False,
+        poll_interval: float = 0.25,
+    ) -> None:
+        self.home = Path(home).resolve()
+        self.dags_folder = Path(dags_folder).resolve()
+        super().__init__(port, poll_interval=poll_interval)
+        self.extra_env = dict(extra_env or {})
+        self.reuse = reuse
+        self.log_path = self.home / "standalone.log"
+        self.pid_path = self.home / "standalone.pid"
+        self.env = tuned_airflow_env(self.home, self.dags_folder, port, self.extra_env)
+        self.pid: int | None = None
+        self.owned = False
+        self.started_at: float | None = None  # time.time() when start() began
+        self.healthy_after_s: float | None = None  # seconds from start() to all components healthy
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_file: Any = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> AirflowStandalone:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def ui_url(self) -> str:
+        """URL of the web UI / REST API root."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def is_running(self) -> bool:
+        """True while the standalone leader process is alive (not a zombie)."""
+        if self.pid is None:
+            return False
+        if self._proc is not None:
+            return self._proc.poll() is None
+        st = _proc_stat(self.pid)
+        return st is not None and st[0] not in ("Z", "X")
+
+    def start(self, deadline_s: float = 240) -> AirflowStandalone:
+        """Start ``airflow standalone`` (or attach, see ``reuse``) and wait until all components are healthy.
+
+        :raises RuntimeError: if the port is taken by something else or standalone exits early.
+        :raises TimeoutError: if health is not reached within ``deadline_s`` (the process is then stopped).
+        """
+        if self.is_running():
+            return self
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.dags_folder.mkdir(parents=True, exist_ok=True)
+        self.started_at = time.time()
+        t0 = time.monotonic()
+
+        if self.reuse and self._try_attach():
+            self.healthy_after_s = time.monotonic() - t0
+            return self
+        for p in (self.port, self.port + 1, self.port + 2):
+            if _port_open(p):
+                raise RuntimeError(
+                    f"port {p} on 127.0.0.1 is already in use; cannot start airflow standalone on port {self.port}"
+                )
+
+        self._log_file = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 (kept open for the child)
+        stamp = dt.datetime.now().isoformat(timespec="seconds")
+        self._log_file.write(
+            f"\n===== airflow_env: starting standalone on port {self.port} at {stamp} =====\n".encode()
+        )
+        self._proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "airflow"), "standalone"],
+            cwd=str(self.home),
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.pid = self._proc.pid
+        self.owned = True
+        self.pid_path.write_text(json.dumps({"pid": self.pid, "port": self.port, "home": str(self.home)}))
+        try:
+            self._wait_healthy(t0 + deadline_s, since=self.started_at)
+        except BaseException:
+            self.stop()
+            raise
+        self.healthy_after_s = time.monotonic() - t0
+        return self
+
+    def _try_attach(self) -> bool:
+        try:
+            info = json.loads(self.pid_path.read_text())
+        except (OSError, ValueError):
+            return False
+        pid = int(info.get("pid", 0))
+        st = _proc_stat(pid) if pid else None
+        if st is None or st[0] in ("Z", "X") or info.get("port") != self.port or info.get("home") != str(self.home):
+            return False
+        try:
+            health = self.health()
+        except httpx.HTTPError:
+            return False
+        if not self._all_healthy(health):
+            return False
+        self.pid = pid
+        self.owned = False
+        return True
+
+    def health(self) -> dict[str, Any]:
+        """``GET /api/v2/monitor/health`` (no auth needed)."""
+        r = self.client.get("/api/v2/monitor/health", timeout=5)
+        r.raise_for_status()
+        health: dict[str, Any] = r.json()
+        return health
+
+    @staticmethod
+    def _all_healthy(health: Mapping[str, Any], since: float | None = None) -> bool:
+        for comp in HEALTH_COMPONENTS:
+            info = health.get(comp) or {}
+            if info.get("status") != "healthy":
+                return False
+            if since is not None and comp != "metadatabase":
+                # Jobs of a previous, SIGKILLed run on the same home may still look alive for a while.
+                beat = info.get(f"latest_{comp}_heartbeat")
+                if not beat or dt.datetime.fromisoformat(beat.replace("Z", "+00:00")).timestamp() < since - 1:
+                    return False
+        return True
+
+    def _wait_healthy(self, deadline: float, since: float) -> None:
+        last: Any = "no answer yet"
+        while True:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise RuntimeError(
+                    f"airflow standalone exited with code {self._proc.returncode} before becoming healthy\n"
+                    + self.log_tail()
+                )
+            try:
+                last = self.health()
+                if self._all_healthy(last, since=since):
+                    return
+            except (httpx.HTTPError, ValueError) as e:
+                last = repr(e)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"airflow standalone not healthy in time; last health: {last}\n" + self.log_tail())
+            time.sleep(0.5)
+
+    def stop(self, grace_s: float = 20.0, *, force: bool = False) -> None:
+        """Stop standalone and every process of its session; never leaves processes behind.
+
+        SIGINT to the standalone leader (its own orderly shutdown of the four components), then SIGTERM and
+        finally SIGKILL to every remaining process of the session (task runners live in their own process
+        groups, hence session-wide) and to descendants that may have left the session.
+        An attached (``reuse``) instance is only stopped with ``force=True``.
+        """
+        self.close_client()
+        if self.pid is None or (not self.owned and not force):
+            return
+        sid = self.pid
+        left = stop_session(sid, self._proc, grace_s)
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=5)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        if left:
+            raise RuntimeError(f"processes survived SIGKILL: {sorted(left)}")
+        try:
+            if json.loads(self.pid_path.read_text()).get("pid") == sid:
+                self.pid_path.unlink()
+        except (OSError, ValueError):
+            pass
+        self.pid = None
+        self._proc = None
+
+    def log_tail(self, lines: int = 60) -> str:
+        """The last ``lines`` lines of ``home/standalone.log``."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 200 * lines))
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return "(no standalone.log)"
+        return "--- tail of standalone.log ---\n" + "\n".join(text.splitlines()[-lines:])
+
+    def check_alive(self, what: str) -> None:
+        if self.owned and not self.is_running():
+            raise RuntimeError(f"airflow standalone died while waiting for {what}\n" + self.log_tail())
 
 
 _CONTEXT_KEYS = frozenset(

@@ -57,20 +57,24 @@ class EdcEnvironment:
     def proxied_management_url(self) -> str:
         return f"{self.proxy.url}{edc.CONSUMER.management_path}"
 
-    def slow_agreement(self) -> str:
-        """An agreement for ``slow-asset`` (its source answers after 8 s, so the transfer stays running)."""
-        if "slow-asset" not in self.agreements:
+    def slow_agreement(self, seconds: int = 8) -> str:
+        """An agreement for an asset whose source answers after ``seconds`` (so its transfers stay running).
+
+        The asset is ``slow-asset`` for 8 s, else ``slow-asset-<seconds>``.
+        """
+        asset = "slow-asset" if seconds == 8 else f"slow-asset-{seconds}"
+        if asset not in self.agreements:
             with self.connectors.client("provider") as client:
                 body = {
                     "@context": {"@vocab": edc.EDC_NS},
-                    "@id": "slow-asset",
-                    "properties": {"name": "slow asset"},
-                    "dataAddress": {"type": "HttpData", "baseUrl": f"{self.data_server.url}/source/slow/8"},
+                    "@id": asset,
+                    "properties": {"name": f"asset answering after {seconds} s"},
+                    "dataAddress": {"type": "HttpData", "baseUrl": f"{self.data_server.url}/source/slow/{seconds}"},
                 }
                 response = client.post("/v3/assets", json=body)
                 assert response.status_code in (200, 409), response.text
-            self.agreements["slow-asset"] = edc.negotiate(self.connectors, "slow-asset")
-        return self.agreements["slow-asset"]
+            self.agreements[asset] = edc.negotiate(self.connectors, asset)
+        return self.agreements[asset]
 
     def consumer_state(self, transfer_id: str) -> str:
         """The consumer's state of a transfer, asked directly (not through the counting proxy)."""

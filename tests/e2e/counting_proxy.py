@@ -1,13 +1,17 @@
-"""A counting reverse proxy in front of the consumer's Management API.
+"""A counting reverse proxy: in front of the consumer's Management API, or balancing over several receivers.
 
 It forwards every request unchanged and records ``(monotonic time, method, path)``, so a test can show
-that no request for a transfer's state reached the connector while its task was deferred.
+that no request for a transfer's state reached the connector while its task was deferred. Given several
+upstreams it takes them in turn (round robin), as a load balancer in front of api-server replicas would,
+and records which upstream got which path.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -18,11 +22,16 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
 
 @dataclass
 class CountingProxy:
-    """Listens on ``127.0.0.1:port`` and forwards to ``upstream``; ``requests`` lists what passed."""
+    """Listens on ``127.0.0.1:port`` and forwards to ``upstream`` (one base URL, or several in turn).
 
-    upstream: str
+    ``requests`` lists what passed; ``forwarded`` maps each upstream to ``(path, request body, status)`` of
+    each request it answered.
+    """
+
+    upstream: str | Sequence[str]
     port: int
     requests: list[tuple[float, str, str]] = field(default_factory=list)
+    forwarded: dict[str, list[tuple[str, bytes, int]]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
 
@@ -37,7 +46,10 @@ class CountingProxy:
 
     def start(self) -> CountingProxy:
         proxy = self
-        client = httpx.Client(base_url=self.upstream, timeout=60)
+        upstreams = [self.upstream] if isinstance(self.upstream, str) else list(self.upstream)
+        self.forwarded = {url: [] for url in upstreams}
+        client = httpx.Client(timeout=60, limits=httpx.Limits(max_connections=200))
+        turns = itertools.cycle(upstreams)
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, format: str, *args: object) -> None:
@@ -46,10 +58,13 @@ class CountingProxy:
             def _forward(self) -> None:
                 with proxy._lock:
                     proxy.requests.append((time.monotonic(), self.command, self.path))
+                    target = next(turns)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-                upstream = client.request(self.command, self.path, content=body, headers=headers)
+                upstream = client.request(self.command, target + self.path, content=body, headers=headers)
+                with proxy._lock:
+                    proxy.forwarded[target].append((self.path, body or b"", upstream.status_code))
                 self.send_response(upstream.status_code)
                 for key, value in upstream.headers.items():
                     if key.lower() not in HOP_BY_HOP | {"content-encoding"}:

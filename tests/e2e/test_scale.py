@@ -1,0 +1,170 @@
+"""Production shape end to end: Airflow's components as separate processes on PostgreSQL (Airflow's database
+and the callback store), two api-servers receiving callbacks behind a round-robin balancer, two
+triggerers, 50 concurrent transfers on the real connectors, and one triggerer killed while they wait."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from airflow_edc_callbacks.config import API_SERVER_PREFIX
+from airflow_edc_callbacks.store import EventStore
+from demo.airflow_cluster import AirflowCluster
+from tests.e2e.conftest import REPO, WORK, EdcEnvironment, consumer_connection_json
+from tests.e2e.counting_proxy import CountingProxy
+from tests.postgres_server import PostgresServer
+
+pytestmark = pytest.mark.e2e
+
+API_PORTS = (28180, 28181)
+LOG_PORTS = 28182  # worker log server; the triggerers' follow
+BALANCER_PORT = 28190
+DAG_ID = "example_edc_mapped_transfers"
+TRANSFERS = 50
+SOURCE_DELAY = 20
+"""Seconds the provider's source takes to answer: transfers keep running while the triggerer is killed."""
+
+
+@dataclass
+class Cluster:
+    airflow: AirflowCluster
+    balancer: CountingProxy
+    store_url: str
+
+
+@pytest.fixture(scope="module")
+def cluster(edc_env: EdcEnvironment, postgres: PostgresServer) -> Iterator[Cluster]:
+    dags = WORK / "cluster-dags"
+    shutil.rmtree(dags, ignore_errors=True)
+    dags.mkdir(parents=True)
+    (dags / f"{DAG_ID}.py").symlink_to(REPO / "dags" / f"{DAG_ID}.py")
+    home = WORK / "cluster"
+    shutil.rmtree(home, ignore_errors=True)
+    store_url = postgres.create_database()
+    balancer = CountingProxy(upstream=[f"http://127.0.0.1:{port}" for port in API_PORTS], port=BALANCER_PORT)
+    env = {
+        "AIRFLOW_CONN_EDC_DEFAULT": consumer_connection_json(),
+        "AIRFLOW__EDC_CALLBACKS__STORE_URL": store_url,
+        # the connectors reach the receivers through the balancer, as through a Service in front of replicas
+        "AIRFLOW__EDC_CALLBACKS__CALLBACK_BASE_URL": f"{balancer.url}{API_SERVER_PREFIX}",
+        "AIRFLOW__EDC_CALLBACKS__CALLBACK_SIGNING_KEY": "cluster-test-signing-key-0123456789",
+        "AIRFLOW__EDC_CALLBACKS__FALLBACK_CHECK_INTERVAL": "900",  # any state request would be a poll
+    }
+    airflow = AirflowCluster(
+        home,
+        dags,
+        postgres.create_database(),
+        API_PORTS,
+        triggerers=2,
+        triggerer_capacity=30,  # 50 triggers cannot all land on one triggerer
+        log_ports=LOG_PORTS,
+        extra_env=env,
+    )
+    balancer.start()
+    try:
+        with airflow:
+            yield Cluster(airflow, balancer, store_url)
+    finally:
+        balancer.stop()
+
+
+def _triggerer_of(ti: dict[str, Any]) -> int | None:
+    job = ti.get("triggerer_job") or {}
+    return job.get("id")
+
+
+def test_fifty_transfers_survive_a_killed_triggerer_with_callbacks_spread_over_two_receivers(
+    cluster: Cluster, edc_env: EdcEnvironment
+) -> None:
+    af = cluster.airflow
+    af.wait_for_dag(DAG_ID, deadline_s=120)
+    conf = {
+        "contract_id": edc_env.slow_agreement(SOURCE_DELAY),
+        "counter_party_address": edc_env.connectors.provider_dsp_address,
+        "sink_base_url": f"{edc_env.data_server.url}/sink",
+        "count": TRANSFERS,
+    }
+    run_id = af.trigger_dag(DAG_ID, conf=conf)
+
+    # Wait until both triggerers run triggers and one of them holds at least five, then kill that one.
+    job_ids = {t.job_id: t.name for t in af.triggerers}
+    seen_on: set[int] = set()
+    victim: str | None = None
+    orphaned: set[int] = set()
+    deadline = time.monotonic() + 300
+    while victim is None:
+        assert time.monotonic() < deadline, f"triggers never spread over both triggerers: {af.log_tail()}"
+        tis = [t for t in af.task_instances(DAG_ID, run_id) if t["task_id"] == "transfer"]
+        deferred: dict[int, set[int]] = {}
+        for ti in tis:
+            job = _triggerer_of(ti)
+            if ti["state"] == "deferred" and job is not None:
+                deferred.setdefault(job, set()).add(ti["map_index"])
+        seen_on |= set(deferred)
+        busiest = max(deferred, key=lambda job: len(deferred[job]), default=None)
+        if seen_on >= set(job_ids) and busiest is not None and len(deferred[busiest]) >= 5:
+            victim, orphaned = job_ids[busiest], deferred[busiest]
+        else:
+            time.sleep(0.5)
+    af.kill(victim)
+    killed_at = time.monotonic()
+
+    assert af.wait_for_run(DAG_ID, run_id, deadline_s=600) == "success"
+    finished_in = time.monotonic() - killed_at
+
+    tis = [t for t in af.task_instances(DAG_ID, run_id) if t["task_id"] == "transfer"]
+    tis.sort(key=lambda t: int(t["map_index"]))
+    assert [t["map_index"] for t in tis] == list(range(TRANSFERS))
+    assert {t["state"] for t in tis} == {"success"}
+    assert {t["try_number"] for t in tis} == {1}, "a task failed once and was retried"
+
+    results = [af.xcom(DAG_ID, run_id, "transfer", map_index=i) for i in range(TRANSFERS)]
+    transfer_ids = [r["transfer_process_id"] for r in results]
+    assert len(set(transfer_ids)) == TRANSFERS
+    assert {(r["state"], r["source"]) for r in results} == {("COMPLETED", "callback")}
+    assert af.xcom(DAG_ID, run_id, "summary") == {"COMPLETED": TRANSFERS, "via callback": TRANSFERS}
+
+    # Each task resumed once: one "is COMPLETED" line in its only try's log, also for the orphaned ones.
+    for i, transfer_id in enumerate(transfer_ids):
+        log = af.task_log(DAG_ID, run_id, "transfer", try_number=1, map_index=i)
+        resumed = re.findall(rf"Transfer process {transfer_id} is COMPLETED", log)
+        assert len(resumed) == 1, f"map_index {i} (orphaned: {i in orphaned}) resumed {len(resumed)} times"
+
+    # Each event stored once: every envelope the receivers accepted is one row, whichever receiver took it
+    # and however often it came. EDC 0.15.1 sends TransferProcessCompleted twice under two envelope ids
+    # (tests/fixtures/edc/README.md); every other state is one event.
+    store = EventStore(cluster.store_url)
+    try:
+        events = [e for tid in transfer_ids for e in store.events(process_id=tid)]
+    finally:
+        store.dispose()
+    stored_ids = [e.envelope_id for e in events]
+    assert len(set(stored_ids)) == len(stored_ids)
+    accepted: dict[str, set[str]] = {}
+    for url, got in cluster.balancer.forwarded.items():
+        accepted[url] = {json.loads(body)["id"] for _, body, status in got if status in (200, 204)}
+        assert {status for *_, status in got} <= {200, 204}, f"{url} refused callbacks"
+        assert len(accepted[url]) >= TRANSFERS, f"callbacks not spread: {url} took {len(accepted[url])}"
+    ours = {e.envelope_id for e in events}
+    assert ours == set().union(*accepted.values())  # every accepted envelope is stored, nothing else
+    per_type = Counter((e.process_id, e.event_type) for e in events)
+    for tid in transfer_ids:
+        assert per_type[(tid, "TransferProcessStarted")] == 1
+        assert per_type[(tid, "TransferProcessCompleted")] in (1, 2)
+    assert {n for (_, kind), n in per_type.items() if kind != "TransferProcessCompleted"} == {1}
+    answered = {url: len(ids) for url, ids in accepted.items()}
+
+    # The connector was never asked about these transfers while callbacks flowed.
+    assert [r for tid in transfer_ids for r in edc_env.proxy.requests_for(tid)] == []
+    print(
+        f"\n{TRANSFERS} transfers: killed {victim} holding {len(orphaned)} waiting triggers; "
+        f"run finished {finished_in:.1f} s later; callbacks per receiver {answered}"
+    )
