@@ -2,8 +2,8 @@
 
 ``destinations`` makes one sink address per transfer; ``transfer`` is mapped over them, so the run starts
 ``count`` transfer processes on the consumer connector (connection ``edc_default``) under one contract
-agreement. Every mapped task defers; deferred tasks take no worker slot, so thousands can wait at once,
-and each resumes on its transfer's ``TransferProcessCompleted``. ``summary`` counts the results.
+agreement. Every mapped task defers; deferred tasks take no worker slot, so many can wait at once
+(up to 1000 here), and each resumes on its transfer's ``TransferProcessCompleted``. ``summary`` counts the results.
 
 Trigger it with a contract agreement id of a provider asset::
 

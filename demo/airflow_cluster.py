@@ -20,26 +20,31 @@ Facts this module relies on (seen on Airflow 3.3.2):
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
+import functools
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import httpx
 
-from demo.airflow_env import HEALTH_COMPONENTS, AirflowRestApi, stop_session, tuned_airflow_env
+from demo.airflow_env import AirflowRestApi, port_open, stop_session, tuned_airflow_env
+
+T = TypeVar("T")
 
 __all__ = ["AirflowCluster", "Component"]
 
 
 @dataclass
 class Component:
-    """One Airflow component process (``airflow <argv...>``) and its log file."""
+    """One Airflow component process (``airflow <argv...>``), in a session of its own, and its log file.
+
+    ``job_id`` is the component's Airflow job (set for triggerers); ``killed`` marks a deliberate crash.
+    """
 
     name: str
     argv: list[str]
@@ -63,12 +68,13 @@ class Component:
         )
 
     def running(self) -> bool:
+        """True while the component's main process is alive."""
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, first: signal.Signals = signal.SIGINT, grace_s: float = 20.0) -> set[int]:
         """Stop the component's whole session; return pids that survived SIGKILL (normally none)."""
         left: set[int] = set()
-        if self.proc is not None:
+        if self.proc is not None and self.proc.returncode is None:  # stopped once: its pid may be reused
             left = stop_session(self.proc.pid, self.proc, grace_s, first)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=5)
@@ -78,6 +84,7 @@ class Component:
         return left
 
     def log_tail(self, lines: int = 15) -> str:
+        """The last ``lines`` lines of the component's log, headed by its file name."""
         try:
             text = self.log_path.read_bytes()[-200 * lines :].decode(errors="replace")
         except OSError:
@@ -94,7 +101,8 @@ class AirflowCluster(AirflowRestApi):
     :param api_ports: one api-server per port; the first one serves the execution API and :attr:`base_url`.
     :param triggerers: how many triggerer processes.
     :param triggerer_capacity: ``--capacity`` of each triggerer (``None``: Airflow's default, 1000).
-    :param log_ports: first of ``1 + triggerers`` consecutive ports for the worker and triggerer log servers.
+    :param log_port_base: first of ``1 + triggerers`` consecutive ports for the worker and triggerer log
+        servers; they must not overlap ``api_ports``.
     :param extra_env: applied last (``AIRFLOW_CONN_*``, ``AIRFLOW__EDC_CALLBACKS__*``...).
     """
 
@@ -107,9 +115,12 @@ class AirflowCluster(AirflowRestApi):
         triggerers: int = 2,
         *,
         triggerer_capacity: int | None = None,
-        log_ports: int = 28182,
+        log_port_base: int = 28182,
         extra_env: Mapping[str, str] | None = None,
     ) -> None:
+        log_ports = range(log_port_base, log_port_base + 1 + triggerers)
+        if set(api_ports) & set(log_ports):
+            raise ValueError(f"api ports {list(api_ports)} overlap the log server ports {list(log_ports)}")
         super().__init__(api_ports[0])
         self.home = Path(home).resolve()
         self.dags_folder = Path(dags_folder).resolve()
@@ -121,13 +132,13 @@ class AirflowCluster(AirflowRestApi):
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": database_url,
                 "AIRFLOW__API_AUTH__JWT_SECRET": "airflow-cluster-jwt-secret",
                 "AIRFLOW__API__SECRET_KEY": "airflow-cluster-secret-key",
-                "AIRFLOW__API__WORKERS": "1",
-                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_ports),
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_port_base),
                 # a crashed triggerer's triggers move to a live one after this many seconds without a heartbeat
                 "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
             }
         )
         self.env.update(extra_env or {})
+        self.ports = [*self.api_ports, *log_ports]
         self.components: dict[str, Component] = {}
         for i, port in enumerate(self.api_ports, 1):
             env = {**self.env, "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}"}
@@ -136,7 +147,7 @@ class AirflowCluster(AirflowRestApi):
         self._add("dag-processor", ["dag-processor"], self.env)
         capacity = [] if triggerer_capacity is None else ["--capacity", str(triggerer_capacity)]
         for i in range(1, triggerers + 1):
-            env = {**self.env, "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(log_ports + i)}
+            env = {**self.env, "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(log_port_base + i)}
             self._add(f"triggerer-{i}", ["triggerer", *capacity], env)
 
     def _add(self, name: str, argv: list[str], env: dict[str, str]) -> None:
@@ -144,6 +155,7 @@ class AirflowCluster(AirflowRestApi):
 
     @property
     def triggerers(self) -> list[Component]:
+        """The triggerer components, in start order."""
         return [c for name, c in self.components.items() if name.startswith("triggerer-")]
 
     # ------------------------------------------------------------------ lifecycle
@@ -160,9 +172,12 @@ class AirflowCluster(AirflowRestApi):
 
         Triggerers start one at a time so that :attr:`Component.job_id` maps each process to its job.
 
-        :raises RuntimeError: a component exits while starting, or the migration fails.
+        :raises RuntimeError: a port is taken, a component exits while starting, or the migration fails.
         :raises TimeoutError: not healthy within ``deadline_s`` seconds (everything is stopped then).
         """
+        taken = [port for port in self.ports if port_open(port)]
+        if taken:
+            raise RuntimeError(f"ports {taken} on 127.0.0.1 are in use; cannot start the Airflow components")
         self.home.mkdir(parents=True, exist_ok=True)
         self.dags_folder.mkdir(parents=True, exist_ok=True)
         end = time.monotonic() + deadline_s
@@ -172,6 +187,7 @@ class AirflowCluster(AirflowRestApi):
             capture_output=True,
             text=True,
             check=False,
+            timeout=deadline_s,
         )
         if done.returncode != 0:
             raise RuntimeError(f"airflow db migrate failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -181,19 +197,19 @@ class AirflowCluster(AirflowRestApi):
                 if not component.name.startswith("triggerer-"):
                     component.start(self.home)
             for port in self.api_ports:
-                self._poll_until(f"api-server on {port}", lambda p=port: self._version_ok(p), end)
+                self._poll_until(f"api-server on {port}", functools.partial(self._version_ok, port), end)
             for component in self.triggerers:
                 known = {job["id"] for job in self.triggerer_jobs()}
                 component.start(self.home)
-                jobs = self._poll_until(
-                    f"{component.name}'s job",
-                    lambda known=known: [j for j in self.triggerer_jobs() if j["id"] not in known],
-                    end,
-                )
+                new_jobs = functools.partial(self._new_triggerer_jobs, known)
+                jobs = self._poll_until(f"{component.name}'s job", new_jobs, end)
                 component.job_id = int(jobs[0]["id"])
             self._poll_until("all components healthy", lambda: self._healthy(since), end)
-        except BaseException:
-            self.stop()
+        except BaseException as err:
+            try:
+                self.stop()
+            except RuntimeError as stop_err:  # keep the start-up error in front
+                print(f"stopping the Airflow components after {err!r} failed: {stop_err}", file=sys.stderr)
             raise
         return self
 
@@ -203,27 +219,22 @@ class AirflowCluster(AirflowRestApi):
         except httpx.HTTPError:
             return False
 
-    def _healthy(self, since: float) -> bool:
-        health = self.client.get("/api/v2/monitor/health", timeout=5).json()
-        for comp in HEALTH_COMPONENTS:
-            info = health.get(comp) or {}
-            beat = info.get(f"latest_{comp}_heartbeat")
-            if info.get("status") != "healthy" or (
-                comp != "metadatabase"
-                and (not beat or dt.datetime.fromisoformat(beat.replace("Z", "+00:00")).timestamp() < since - 1)
-            ):
-                return False
-        return True
+    def _new_triggerer_jobs(self, known: set[int]) -> list[dict[str, Any]]:
+        return [job for job in self.triggerer_jobs() if job["id"] not in known]
 
-    def _poll_until(self, what: str, probe: Any, end: float) -> Any:
+    def _healthy(self, since: float) -> bool:
+        return self._all_healthy(self.health(), since=since)
+
+    def _poll_until(self, what: str, probe: Callable[[], T], end: float) -> T:
+        """Call ``probe`` every 0.5 s until it returns something truthy; TimeoutError at ``end`` (monotonic)."""
         while True:
             self.check_alive(what)
             try:
                 value = probe()
-            except httpx.HTTPError:
-                value = None
-            if value:
-                return value
+                if value:
+                    return value
+            except (httpx.HTTPError, ValueError):  # not up yet, or not answering JSON yet
+                pass
             if time.monotonic() > end:
                 raise TimeoutError(f"timed out waiting for {what}\n{self.log_tail()}")
             time.sleep(0.5)
@@ -255,6 +266,7 @@ class AirflowCluster(AirflowRestApi):
             raise RuntimeError(f"processes survived SIGKILL: {left}")
 
     def check_alive(self, what: str) -> None:
+        """Raise RuntimeError naming the first component (not deliberately killed) that exited."""
         for component in self.components.values():
             if component.proc is not None and not component.killed and not component.running():
                 raise RuntimeError(
@@ -263,4 +275,5 @@ class AirflowCluster(AirflowRestApi):
                 )
 
     def log_tail(self, lines: int = 15) -> str:
+        """The last lines of every started component's log."""
         return "\n".join(c.log_tail(lines) for c in self.components.values() if c.proc is not None)

@@ -56,6 +56,7 @@ __all__ = [
     "TERMINAL_TI_STATES",
     "AirflowRestApi",
     "AirflowStandalone",
+    "port_open",
     "stop_session",
     "tuned_airflow_env",
 ]
@@ -225,8 +226,9 @@ def stop_session(
 ) -> set[int]:
     """Stop every process of session ``sid`` (and its leader's descendants that left it); return survivors.
 
-    ``first`` goes to the leader (SIGINT: Airflow's orderly shutdown; SIGKILL: a crash), then SIGTERM and
-    SIGKILL to whatever is left of the session after ``grace_s`` seconds.
+    ``first`` goes to the leader (SIGINT: Airflow's orderly shutdown), then SIGTERM and SIGKILL to whatever
+    is left of the session after ``grace_s`` seconds. ``first=SIGKILL`` kills every process of the session
+    at once, as a crash of its host would.
     """
     tracked = _descendants(sid) | {sid}
 
@@ -258,7 +260,8 @@ def stop_session(
     return left
 
 
-def _port_open(port: int, host: str = "127.0.0.1") -> bool:
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """True if something accepts TCP connections on ``host:port``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
@@ -292,6 +295,26 @@ class AirflowRestApi:
 
     def check_alive(self, what: str) -> None:
         """Raise RuntimeError if the Airflow processes died (called while waiting for ``what``)."""
+
+    def health(self) -> dict[str, Any]:
+        """``GET /api/v2/monitor/health`` (no auth needed)."""
+        r = self.client.get("/api/v2/monitor/health", timeout=5)
+        r.raise_for_status()
+        health: dict[str, Any] = r.json()
+        return health
+
+    @staticmethod
+    def _all_healthy(health: Mapping[str, Any], since: float | None = None) -> bool:
+        for comp in HEALTH_COMPONENTS:
+            info = health.get(comp) or {}
+            if info.get("status") != "healthy":
+                return False
+            if since is not None and comp != "metadatabase":
+                # Jobs of a previous, SIGKILLed run on the same home may still look alive for a while.
+                beat = info.get(f"latest_{comp}_heartbeat")
+                if not beat or dt.datetime.fromisoformat(beat.replace("Z", "+00:00")).timestamp() < since - 1:
+                    return False
+        return True
 
     def close_client(self) -> None:
         """Close the HTTP client (a new one is made on the next request)."""
@@ -624,7 +647,7 @@ class AirflowStandalone(AirflowRestApi):
             self.healthy_after_s = time.monotonic() - t0
             return self
         for p in (self.port, self.port + 1, self.port + 2):
-            if _port_open(p):
+            if port_open(p):
                 raise RuntimeError(
                     f"port {p} on 127.0.0.1 is already in use; cannot start airflow standalone on port {self.port}"
                 )
@@ -671,26 +694,6 @@ class AirflowStandalone(AirflowRestApi):
             return False
         self.pid = pid
         self.owned = False
-        return True
-
-    def health(self) -> dict[str, Any]:
-        """``GET /api/v2/monitor/health`` (no auth needed)."""
-        r = self.client.get("/api/v2/monitor/health", timeout=5)
-        r.raise_for_status()
-        health: dict[str, Any] = r.json()
-        return health
-
-    @staticmethod
-    def _all_healthy(health: Mapping[str, Any], since: float | None = None) -> bool:
-        for comp in HEALTH_COMPONENTS:
-            info = health.get(comp) or {}
-            if info.get("status") != "healthy":
-                return False
-            if since is not None and comp != "metadatabase":
-                # Jobs of a previous, SIGKILLed run on the same home may still look alive for a while.
-                beat = info.get(f"latest_{comp}_heartbeat")
-                if not beat or dt.datetime.fromisoformat(beat.replace("Z", "+00:00")).timestamp() < since - 1:
-                    return False
         return True
 
     def _wait_healthy(self, deadline: float, since: float) -> None:

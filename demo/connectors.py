@@ -480,26 +480,31 @@ def _upsert(client: httpx.Client, path: str, body: dict[str, Any], put_path: str
         raise ConnectorError(f"seeding {path} {body.get('@id')}: HTTP {r.status_code} {r.text}")
 
 
+def add_asset(client: httpx.Client, asset_id: str, source_url: str) -> None:
+    """Create or update a provider asset whose HttpData source is ``source_url`` (``client``: the provider's)."""
+    _upsert(
+        client,
+        "/v3/assets",
+        {
+            "@context": _ctx(),
+            "@id": asset_id,
+            "properties": {"name": asset_id, "contenttype": "application/json"},
+            "dataAddress": {
+                "@type": "DataAddress",
+                "type": "HttpData",
+                "baseUrl": source_url,
+                "proxyPath": "false",
+            },
+        },
+    )
+
+
 def seed_provider(conns: Connectors) -> None:
     """Create or update the provider's demo assets, the allow-all policy and the contract definition."""
     base = conns.data_server_url
     with conns.client("provider") as c:
         for asset_id, source in ((DEMO_ASSET, f"{base}/source/{DEMO_ASSET}"), (BROKEN_ASSET, f"{base}/source/broken")):
-            _upsert(
-                c,
-                "/v3/assets",
-                {
-                    "@context": _ctx(),
-                    "@id": asset_id,
-                    "properties": {"name": asset_id, "contenttype": "application/json"},
-                    "dataAddress": {
-                        "@type": "DataAddress",
-                        "type": "HttpData",
-                        "baseUrl": source,
-                        "proxyPath": "false",
-                    },
-                },
-            )
+            add_asset(c, asset_id, source)
         _upsert(
             c,
             "/v3/policydefinitions",

@@ -7,6 +7,8 @@ Routes:
 - ``GET /source/status/{code}``: always answers with that status code (failure-mode experiments).
 - ``GET /source/slow/{seconds}``: waits that long (at most 600 s), then answers like ``/source/slow``
   (keeps a PUSH transfer in ``STARTED``, e.g. to test terminate/timeout paths).
+- ``GET /source/random/{seconds}``: waits a uniformly random time up to that long, then answers like
+  ``/source/slow`` (transfers of unknown length, for the end-to-end benchmark).
 - ``POST|PUT /sink/{anything...}``: writes the body to a file under the sink directory and records it.
 - ``POST|PUT /sink-fail/{anything...}``: a sink that answers ``500`` (records the attempt).
 - ``GET /sink-status``: JSON list of everything that arrived at the sinks.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import random
 import re
 import signal
 import threading
@@ -114,6 +117,13 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 code = 400
             self._json(code, {"status": code})
+        elif path.startswith("/source/random/"):
+            try:
+                longest = min(float(path.rsplit("/", 1)[1]), 600.0)
+            except ValueError:
+                longest = 5.0
+            time.sleep(random.uniform(0.0, max(longest, 0.0)))
+            self._send(200, source_bytes("slow"))
         elif path.startswith("/source/slow/"):
             try:
                 seconds = min(float(path.rsplit("/", 1)[1]), 600.0)

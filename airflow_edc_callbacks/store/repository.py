@@ -16,6 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from airflow_edc_callbacks.exceptions import StoreUnavailableError
 from airflow_edc_callbacks.models import EventEnvelope
@@ -89,7 +90,8 @@ class EventStore:
     :param url: a SQLAlchemy URL, e.g. ``sqlite:////opt/airflow/edc_callbacks.db`` or
         ``postgresql+psycopg2://user:pw@host/db``.
     :param pool_size: connections kept open in the pool when idle (more are opened under load, up to
-        ``pool_size + 8``, and closed when returned).
+        ``pool_size + 8``, and closed when returned); ``0``: no pool, each use opens a connection and
+        closes it afterwards (the waiting processes' store, see :func:`get_store`).
     :raises StoreUnavailableError: the database cannot be opened.
     """
 
@@ -104,7 +106,11 @@ class EventStore:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             # hide_parameters: errors must not carry event bodies (EDR tokens) into logs
             in_memory = self.is_sqlite and parsed.database in (None, "", ":memory:")
-            pooling = {} if in_memory else {"pool_size": pool_size, "max_overflow": 8}
+            pooling: dict[str, Any] = {}
+            if pool_size == 0 and not in_memory:
+                pooling = {"poolclass": NullPool}
+            elif not in_memory:
+                pooling = {"pool_size": pool_size, "max_overflow": 8}
             self.engine: Engine = create_engine(url, pool_pre_ping=not self.is_sqlite, hide_parameters=True, **pooling)
             if self.is_sqlite:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -355,18 +361,19 @@ _stores: dict[tuple[int, str, bool], EventStore] = {}
 _stores_lock = threading.Lock()
 
 
-WAITING_POOL_SIZE = 1
-"""Idle connections the store of waiting triggers keeps for their reads and hold renewals; with the
-listener's own connection, a waiting process keeps two."""
+WAITING_POOL_SIZE = 0
+"""Idle connections the store of waiting triggers keeps: none. Their reads (once when a trigger starts)
+and hold renewals (hourly) open a connection and close it, so while triggers wait the only connection
+of the process is the listener's."""
 
 
 def get_store(url: str | None = None, *, waiting: bool = False) -> EventStore:
     """The process-wide :class:`EventStore` for ``url`` (default: ``[edc_callbacks] store_url``).
 
     One per process, URL and use, re-created after a fork. ``waiting`` is the store of processes that
-    wait for events (triggerers, workers): its pool keeps :data:`WAITING_POOL_SIZE` idle connection
-    besides the listener's, so thousands of waiting triggers cost two connections per process while
-    idle; receivers keep a larger pool for bursts of callbacks.
+    wait for events (triggerers, workers): it keeps no idle connection (:data:`WAITING_POOL_SIZE`), so
+    thousands of waiting triggers cost one connection per process while idle, the listener's;
+    receivers keep a pool of five for bursts of callbacks.
     """
     if url is None:
         from airflow_edc_callbacks.config import get_store_url

@@ -263,22 +263,24 @@ class EdcCallbackTrigger(BaseTrigger):
         subscription = None
         result: dict[str, Any] | None = None
         holder = uuid.uuid4().hex
-        while subscription is None:
-            try:
-                store = await asyncio.to_thread(get_store, waiting=True)
-                listener = await asyncio.to_thread(get_listener(store).start)
-                subscription = listener.subscribe(
-                    correlation_id=self.correlation_id, process_ids=[self.transfer_process_id]
-                )
-                await self._hold(store, holder)
-                result = self._consume(await self._read_store(), seen, timeline)
-            except EdcCallbacksError as err:
-                self.log.warning("Callback event store unavailable (%s); retrying", err)
-                if subscription is not None:
-                    subscription.close()
-                    subscription = None
-                await asyncio.sleep(_STORE_RETRY_SECONDS)
+        store: EventStore | None = None
         try:
+            while subscription is None:
+                try:
+                    store = await asyncio.to_thread(get_store, waiting=True)
+                    listener = await asyncio.to_thread(get_listener(store).start)
+                    subscription = listener.subscribe(
+                        correlation_id=self.correlation_id, process_ids=[self.transfer_process_id]
+                    )
+                    await self._hold(store, holder)
+                    result = self._consume(await self._read_store(), seen, timeline)
+                except EdcCallbacksError as err:
+                    self.log.warning("Callback event store unavailable (%s); retrying", err)
+                    if subscription is not None:
+                        subscription.close()
+                        subscription = None
+                    await asyncio.sleep(_STORE_RETRY_SECONDS)
+            assert store is not None  # set before the subscription
             last_activity = time.monotonic()
             renew_at = time.monotonic() + HOLD_RENEW_SECONDS
             while result is None:
@@ -316,7 +318,9 @@ class EdcCallbackTrigger(BaseTrigger):
                 self.log.info("Holding the event %.1f s until the worker that deferred the task has exited", hold)
                 await asyncio.sleep(hold)
             yield TriggerEvent(result)
-        finally:
-            subscription.close()
-            with contextlib.suppress(Exception):  # a hold left behind expires after the retention period
-                await asyncio.shield(asyncio.to_thread(store.release, holder))
+        finally:  # also when cancelled while starting: no subscription or hold is left behind
+            if subscription is not None:
+                subscription.close()
+            if store is not None:
+                with contextlib.suppress(Exception):  # a hold left behind expires after the retention period
+                    await asyncio.shield(asyncio.to_thread(store.release, holder))

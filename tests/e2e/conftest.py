@@ -65,14 +65,7 @@ class EdcEnvironment:
         asset = "slow-asset" if seconds == 8 else f"slow-asset-{seconds}"
         if asset not in self.agreements:
             with self.connectors.client("provider") as client:
-                body = {
-                    "@context": {"@vocab": edc.EDC_NS},
-                    "@id": asset,
-                    "properties": {"name": f"asset answering after {seconds} s"},
-                    "dataAddress": {"type": "HttpData", "baseUrl": f"{self.data_server.url}/source/slow/{seconds}"},
-                }
-                response = client.post("/v3/assets", json=body)
-                assert response.status_code in (200, 409), response.text
+                edc.add_asset(client, asset, f"{self.data_server.url}/source/slow/{seconds}")
             self.agreements[asset] = edc.negotiate(self.connectors, asset)
         return self.agreements[asset]
 

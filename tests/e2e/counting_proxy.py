@@ -34,6 +34,7 @@ class CountingProxy:
     forwarded: dict[str, list[tuple[str, bytes, int]]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
+    _client: httpx.Client | None = None
 
     @property
     def url(self) -> str:
@@ -48,7 +49,7 @@ class CountingProxy:
         proxy = self
         upstreams = [self.upstream] if isinstance(self.upstream, str) else list(self.upstream)
         self.forwarded = {url: [] for url in upstreams}
-        client = httpx.Client(timeout=60, limits=httpx.Limits(max_connections=200))
+        client = self._client = httpx.Client(timeout=60, limits=httpx.Limits(max_connections=200))
         turns = itertools.cycle(upstreams)
 
         class Handler(BaseHTTPRequestHandler):
@@ -84,3 +85,5 @@ class CountingProxy:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        if self._client is not None:
+            self._client.close()

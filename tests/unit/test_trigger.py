@@ -318,3 +318,30 @@ async def test_a_waiting_trigger_holds_its_events_against_retention(receiver: Te
     with store.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE edc_callback_event SET received_at = received_at - CAST(30 AS BIGINT) * 86400000")
     assert await asyncio.to_thread(store.purge, timedelta(days=7)) == 2
+
+
+async def test_cancelled_while_starting_leaves_no_subscription_or_hold(
+    edc_config: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Airflow cancels triggers whose task was cleared or timed out, also one still reading the store:
+    its subscription and its hold on the events go with it."""
+    reading = asyncio.Event()
+    never = asyncio.Event()
+
+    async def blocked_read(self: EdcCallbackTrigger) -> list[Any]:
+        reading.set()
+        await never.wait()
+        return []
+
+    monkeypatch.setattr(EdcCallbackTrigger, "_read_store", blocked_read)
+    store = get_store(waiting=True)
+    task = asyncio.ensure_future(first_trigger_event(make_trigger()))
+    await asyncio.wait_for(reading.wait(), 10)
+    listener = get_listener(store)
+    assert listener.subscription_count == 1
+    assert len(store.holds()) == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert listener.subscription_count == 0
+    await asyncio.to_thread(wait_until, lambda: store.holds() == [], 10, "the hold to be released")
