@@ -16,7 +16,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 
 from airflow_edc_callbacks.exceptions import StoreUnavailableError
 from airflow_edc_callbacks.models import EventEnvelope
@@ -80,6 +79,48 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+class _IdleConnectionCloser:
+    """Closes an engine's idle pooled connections once none was checked out for ``idle_timeout`` seconds.
+
+    A watcher thread runs only from a check-in until the pool has been idle that long (between one and
+    two timeouts), so an idle process has no thread waking up for this. Checked-out connections (the
+    listener's) are left alone: ``QueuePool.dispose()`` only closes the connections idle in the pool,
+    and the pool opens new ones on the next checkout.
+    """
+
+    def __init__(self, engine: Engine, idle_timeout: float) -> None:
+        self._engine = engine
+        self._timeout = idle_timeout
+        self._lock = threading.Lock()
+        self._checkouts = 0
+        self._watching = False
+        event.listen(engine, "checkout", self._on_checkout)
+        event.listen(engine, "checkin", self._on_checkin)
+
+    def _on_checkout(self, *_args: Any) -> None:
+        with self._lock:
+            self._checkouts += 1
+
+    def _on_checkin(self, *_args: Any) -> None:
+        with self._lock:
+            if self._watching:
+                return
+            self._watching = True
+        threading.Thread(target=self._watch, name="edc-callbacks-idle-closer", daemon=True).start()
+
+    def _watch(self) -> None:
+        with self._lock:
+            seen = self._checkouts
+        while True:
+            time.sleep(self._timeout)
+            with self._lock:
+                if self._checkouts == seen:
+                    self._watching = False
+                    break
+                seen = self._checkouts
+        self._engine.pool.dispose()
+
+
 class EventStore:
     """Callback events in a SQL database (SQLite file by default, PostgreSQL in production).
 
@@ -90,12 +131,13 @@ class EventStore:
     :param url: a SQLAlchemy URL, e.g. ``sqlite:////opt/airflow/edc_callbacks.db`` or
         ``postgresql+psycopg2://user:pw@host/db``.
     :param pool_size: connections kept open in the pool when idle (more are opened under load, up to
-        ``pool_size + 8``, and closed when returned); ``0``: no pool, each use opens a connection and
-        closes it afterwards (the waiting processes' store, see :func:`get_store`).
+        ``pool_size + 8``, and closed when returned).
+    :param idle_timeout: seconds without any use after which the pool's idle connections are closed
+        too (``None``: kept open); the store of waiting processes uses it (see :func:`get_store`).
     :raises StoreUnavailableError: the database cannot be opened.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5, idle_timeout: float | None = None) -> None:
         self.url = url
         self.pool_size = pool_size
         parsed = make_url(url)
@@ -106,14 +148,12 @@ class EventStore:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             # hide_parameters: errors must not carry event bodies (EDR tokens) into logs
             in_memory = self.is_sqlite and parsed.database in (None, "", ":memory:")
-            pooling: dict[str, Any] = {}
-            if pool_size == 0 and not in_memory:
-                pooling = {"poolclass": NullPool}
-            elif not in_memory:
-                pooling = {"pool_size": pool_size, "max_overflow": 8}
+            pooling = {} if in_memory else {"pool_size": pool_size, "max_overflow": 8}
             self.engine: Engine = create_engine(url, pool_pre_ping=not self.is_sqlite, hide_parameters=True, **pooling)
             if self.is_sqlite:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
+            if idle_timeout is not None and not in_memory:
+                _IdleConnectionCloser(self.engine, idle_timeout)
             upgrade(self.engine)
         except (SQLAlchemyError, OSError) as err:
             raise StoreUnavailableError(f"Cannot open the callback event store {self!r}: {err}") from err
@@ -361,19 +401,19 @@ _stores: dict[tuple[int, str, bool], EventStore] = {}
 _stores_lock = threading.Lock()
 
 
-WAITING_POOL_SIZE = 0
-"""Idle connections the store of waiting triggers keeps: none. Their reads (once when a trigger starts)
-and hold renewals (hourly) open a connection and close it, so while triggers wait the only connection
-of the process is the listener's."""
+WAITING_IDLE_TIMEOUT = 10.0
+"""Seconds after which the store of waiting triggers closes its idle connections. A trigger reads the
+store when it starts and renews its hold hourly; between those, the only connection of a waiting process
+is the listener's. Thousands of triggers starting at once (a triggerer restart) share a small pool."""
 
 
 def get_store(url: str | None = None, *, waiting: bool = False) -> EventStore:
     """The process-wide :class:`EventStore` for ``url`` (default: ``[edc_callbacks] store_url``).
 
     One per process, URL and use, re-created after a fork. ``waiting`` is the store of processes that
-    wait for events (triggerers, workers): it keeps no idle connection (:data:`WAITING_POOL_SIZE`), so
-    thousands of waiting triggers cost one connection per process while idle, the listener's;
-    receivers keep a pool of five for bursts of callbacks.
+    wait for events (triggerers, workers): a pool of one that closes its idle connections after
+    :data:`WAITING_IDLE_TIMEOUT` seconds, so thousands of waiting triggers cost one connection per
+    process while idle, the listener's; receivers keep a pool of five for bursts of callbacks.
     """
     if url is None:
         from airflow_edc_callbacks.config import get_store_url
@@ -383,5 +423,9 @@ def get_store(url: str | None = None, *, waiting: bool = False) -> EventStore:
     with _stores_lock:
         store = _stores.get(key)
         if store is None:
-            store = _stores[key] = EventStore(url, pool_size=WAITING_POOL_SIZE if waiting else 5)
+            if waiting:
+                store = EventStore(url, pool_size=1, idle_timeout=WAITING_IDLE_TIMEOUT)
+            else:
+                store = EventStore(url, pool_size=5)
+            _stores[key] = store
         return store

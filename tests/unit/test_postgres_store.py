@@ -152,17 +152,20 @@ def test_many_processes_upgrade_one_database_at_once(pg_url: str) -> None:
         store.dispose()
 
 
-async def test_many_waiting_triggers_cost_one_connection_per_process(postgres: PostgresServer) -> None:
-    """200 triggers waiting in one process: once their start-up reads are done, the listener's connection
-    is the only one open; their reads opened connections and closed them."""
+async def test_many_waiting_triggers_cost_one_connection_per_process(
+    postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """200 triggers waiting in one process: once their start-up reads are done and the pool has been
+    idle for its timeout, the listener's connection is the only one open; a later read still works."""
     import os
 
     import psycopg
 
-    from airflow_edc_callbacks.store import get_listener, get_store
+    from airflow_edc_callbacks.store import get_listener, get_store, repository
     from airflow_edc_callbacks.triggers import EdcCallbackTrigger
     from tests.conftest import close_store
 
+    monkeypatch.setattr(repository, "WAITING_IDLE_TIMEOUT", 0.5)
     url = postgres.create_database()
     os.environ["AIRFLOW__EDC_CALLBACKS__STORE_URL"] = url
     store = get_store(waiting=True)
@@ -184,11 +187,11 @@ async def test_many_waiting_triggers_cost_one_connection_per_process(postgres: P
     try:
         await asyncio.to_thread(wait_until, lambda: len(store.holds()) == 200, 30, "200 waiting triggers")
         assert get_listener(store).subscription_count == 200
-        # every trigger has read the store (its hold comes first, then its read): all sessions but the
-        # listener's close; one more would stay open for good and time this out
+        # every trigger has read the store (its hold comes first, then its read) and the pool was idle for
+        # 0.5 s: all sessions but the listener's close; one more would stay open for good and time this out
         await asyncio.to_thread(wait_until, lambda: sessions() == 1, 30, "one session: the listener's")
-        assert store.events(process_id="tp-0") == []  # a read opens a connection of its own and closes it
-        await asyncio.to_thread(wait_until, lambda: sessions() == 1, 30, "the read's session to end")
+        assert store.events(process_id="tp-0") == []  # the pool opens a connection again after closing its own
+        await asyncio.to_thread(wait_until, lambda: sessions() == 1, 30, "the read's session to close when idle")
     finally:
         for task in tasks:
             task.cancel()

@@ -9,7 +9,7 @@ import pytest
 
 from airflow_edc_callbacks.models import EventEnvelope
 from airflow_edc_callbacks.store import EventStore, StoreListener
-from tests.helpers import envelope
+from tests.helpers import envelope, wait_until
 
 
 def _record(store: EventStore, body: dict, correlation_id: str | None = "c1", route: str = "dynamic") -> bool:
@@ -193,3 +193,14 @@ def test_purge_forgets_what_event_triggers_fired_for_purged_events(store: EventS
     assert store.purge(timedelta(days=7)) == 1
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM edc_trigger_fired").scalar_one() == 0
+
+
+def test_idle_connections_close_after_the_idle_timeout_and_the_pool_reopens(store_url: str) -> None:
+    store = EventStore(store_url, pool_size=1, idle_timeout=0.2)
+    try:
+        assert store.max_seq() == 0
+        assert store.engine.pool.checkedin() == 1  # kept for the next use...
+        wait_until(lambda: store.engine.pool.checkedin() == 0, 10, "the idle connection to close")  # ...for a while
+        assert store.max_seq() == 0  # a new connection for the next use
+    finally:
+        store.dispose()
