@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -21,6 +22,8 @@ from airflow_edc_callbacks.exceptions import StoreUnavailableError
 from airflow_edc_callbacks.models import EventEnvelope
 from airflow_edc_callbacks.store.schema import upgrade
 from airflow_edc_callbacks.store.tables import CallbackEventRow, TriggerCursorRow, TriggerFiredRow, TriggerHoldRow
+
+log = logging.getLogger(__name__)
 
 __all__ = ["NOTIFY_CHANNEL", "EventStore", "StoredEvent", "get_store"]
 
@@ -85,7 +88,8 @@ class _IdleConnectionCloser:
     A watcher thread runs only from a check-in until the pool has been idle that long (between one and
     two timeouts), so an idle process has no thread waking up for this. Checked-out connections (the
     listener's) are left alone: ``QueuePool.dispose()`` only closes the connections idle in the pool,
-    and the pool opens new ones on the next checkout.
+    and the pool opens new ones on the next checkout. ``dispose()`` forgets the checked-out connection
+    in its count, so a process may open one more connection under load than ``pool_size + 8``.
     """
 
     def __init__(self, engine: Engine, idle_timeout: float) -> None:
@@ -106,7 +110,12 @@ class _IdleConnectionCloser:
             if self._watching:
                 return
             self._watching = True
-        threading.Thread(target=self._watch, name="edc-callbacks-idle-closer", daemon=True).start()
+        try:
+            threading.Thread(target=self._watch, name="edc-callbacks-idle-closer", daemon=True).start()
+        except RuntimeError as err:  # no thread to spare, or shutting down: keep the connections, never raise
+            log.warning("Cannot watch the callback event store's idle connections: %s", err)
+            with self._lock:
+                self._watching = False
 
     def _watch(self) -> None:
         with self._lock:

@@ -105,6 +105,7 @@ class EdcCallbackTrigger(BaseTrigger):
         self.fallback_check_interval = fallback_check_interval
         self.not_before = not_before
         self.hook: EdcManagementHook | None = None
+        self._holding: asyncio.Future[None] | None = None  # the latest hold write, see _hold
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -165,11 +166,17 @@ class EdcCallbackTrigger(BaseTrigger):
         }
 
     async def _hold(self, store: EventStore, holder: str) -> None:
-        """Tell retention that this trigger needs its process's events (renewed every hour)."""
+        """Tell retention that this trigger needs its process's events (renewed every hour).
+
+        The write runs on even if the trigger is cancelled meanwhile; ``run`` waits for it before it
+        releases the hold, so a release never lands before the hold it releases.
+        """
+        write = asyncio.to_thread(
+            store.hold, holder, process_id=self.transfer_process_id, correlation_id=self.correlation_id
+        )
+        self._holding = asyncio.ensure_future(write)
         try:
-            await asyncio.to_thread(
-                store.hold, holder, process_id=self.transfer_process_id, correlation_id=self.correlation_id
-            )
+            await asyncio.shield(self._holding)
         except EdcCallbacksError as err:  # retention keeps events for days: a missed renewal is harmless
             self.log.warning("Could not record this trigger's hold on its events: %s", err)
 
@@ -321,6 +328,7 @@ class EdcCallbackTrigger(BaseTrigger):
         finally:  # also when cancelled while starting: no subscription or hold is left behind
             if subscription is not None:
                 subscription.close()
-            if store is not None:
+            if store is not None and self._holding is not None:
                 with contextlib.suppress(Exception):  # a hold left behind expires after the retention period
+                    await asyncio.shield(self._holding)
                     await asyncio.shield(asyncio.to_thread(store.release, holder))

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -345,3 +346,42 @@ async def test_cancelled_while_starting_leaves_no_subscription_or_hold(
         await task
     assert listener.subscription_count == 0
     await asyncio.to_thread(wait_until, lambda: store.holds() == [], 10, "the hold to be released")
+
+
+async def test_cancelled_while_its_hold_is_written_releases_the_hold_after_it(edc_config: str) -> None:
+    """The hold's write goes on in its thread after a cancel; the release must come after it, or the
+    hold would outlive the trigger."""
+    store = get_store(waiting=True)
+    writing = threading.Event()
+    proceed = threading.Event()
+    released = threading.Event()
+    order: list[str] = []
+    original_hold, original_release = store.hold, store.release
+
+    def slow_hold(*args: Any, **kwargs: Any) -> None:
+        writing.set()
+        proceed.wait(10)
+        original_hold(*args, **kwargs)
+        order.append("hold")
+
+    def release(holder: str) -> None:
+        order.append("release")
+        released.set()
+        original_release(holder)
+
+    store.hold = slow_hold  # type: ignore[method-assign]
+    store.release = release  # type: ignore[method-assign]
+    try:
+        task = asyncio.ensure_future(first_trigger_event(make_trigger()))
+        await asyncio.to_thread(writing.wait, 10)
+        task.cancel()
+        # give a premature release every chance to happen while the hold is still being written
+        assert not await asyncio.to_thread(released.wait, 1.0)
+        proceed.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        del store.hold, store.release
+    assert order == ["hold", "release"]
+    assert store.holds() == []
+    assert get_listener(store).subscription_count == 0
