@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 0 if ok else 1
     finally:
         data.stop()
+        _say("Stopped airflow standalone, the connectors and the data server.")
 
 
 def _print_results(results: dict[str, Any], received: list[dict[str, Any]], source: bytes) -> bool:
