@@ -25,16 +25,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import httpx
 
-from demo.airflow_env import AirflowRestApi, port_open, stop_session, tuned_airflow_env
-
-T = TypeVar("T")
+from demo.airflow_env import AirflowRestApi, file_tail, port_open, stop_session, tuned_airflow_env
 
 __all__ = ["AirflowCluster", "Component"]
 
@@ -85,11 +83,7 @@ class Component:
 
     def log_tail(self, lines: int = 15) -> str:
         """The last ``lines`` lines of the component's log, headed by its file name."""
-        try:
-            text = self.log_path.read_bytes()[-200 * lines :].decode(errors="replace")
-        except OSError:
-            return f"--- {self.name}: no log ---"
-        return f"--- tail of {self.log_path.name} ---\n" + "\n".join(text.splitlines()[-lines:])
+        return file_tail(self.log_path, lines) or f"--- {self.name}: no log ---"
 
 
 class AirflowCluster(AirflowRestApi):
@@ -197,14 +191,15 @@ class AirflowCluster(AirflowRestApi):
                 if not component.name.startswith("triggerer-"):
                     component.start(self.home)
             for port in self.api_ports:
-                self._poll_until(f"api-server on {port}", functools.partial(self._version_ok, port), end)
+                api_server_up = functools.partial(self._api_server_up, port)
+                self._poll(f"api-server on {port}", api_server_up, end - time.monotonic())
             for component in self.triggerers:
                 known = {job["id"] for job in self.triggerer_jobs()}
                 component.start(self.home)
                 new_jobs = functools.partial(self._new_triggerer_jobs, known)
-                jobs = self._poll_until(f"{component.name}'s job", new_jobs, end)
+                jobs = self._poll(f"{component.name}'s job", new_jobs, end - time.monotonic())
                 component.job_id = int(jobs[0]["id"])
-            self._poll_until("all components healthy", lambda: self._healthy(since), end)
+            self._poll("all components healthy", functools.partial(self._healthy, since), end - time.monotonic())
         except BaseException as err:
             try:
                 self.stop()
@@ -213,31 +208,23 @@ class AirflowCluster(AirflowRestApi):
             raise
         return self
 
-    def _version_ok(self, port: int) -> bool:
+    def _api_server_up(self, port: int) -> tuple[bool, str]:
         try:
-            return httpx.get(f"http://127.0.0.1:{port}/api/v2/version", timeout=5, trust_env=False).is_success
-        except httpx.HTTPError:
-            return False
+            response = httpx.get(f"http://127.0.0.1:{port}/api/v2/version", timeout=5, trust_env=False)
+        except httpx.HTTPError as err:
+            return False, repr(err)
+        return response.is_success, f"HTTP {response.status_code}"
 
-    def _new_triggerer_jobs(self, known: set[int]) -> list[dict[str, Any]]:
-        return [job for job in self.triggerer_jobs() if job["id"] not in known]
+    def _new_triggerer_jobs(self, known: set[int]) -> tuple[bool, list[dict[str, Any]]]:
+        jobs = [job for job in self.triggerer_jobs() if job["id"] not in known]
+        return bool(jobs), jobs
 
-    def _healthy(self, since: float) -> bool:
-        return self._all_healthy(self.health(), since=since)
-
-    def _poll_until(self, what: str, probe: Callable[[], T], end: float) -> T:
-        """Call ``probe`` every 0.5 s until it returns something truthy; TimeoutError at ``end`` (monotonic)."""
-        while True:
-            self.check_alive(what)
-            try:
-                value = probe()
-                if value:
-                    return value
-            except (httpx.HTTPError, ValueError):  # not up yet, or not answering JSON yet
-                pass
-            if time.monotonic() > end:
-                raise TimeoutError(f"timed out waiting for {what}\n{self.log_tail()}")
-            time.sleep(0.5)
+    def _healthy(self, since: float) -> tuple[bool, Any]:
+        try:
+            health = self.health()
+        except (httpx.HTTPError, ValueError) as err:  # not up yet, or not answering JSON yet
+            return False, repr(err)
+        return self._all_healthy(health, since=since), health
 
     def triggerer_jobs(self, alive_only: bool = True) -> list[dict[str, Any]]:
         """Triggerer jobs (``GET /api/v2/jobs?job_type=TriggererJob``): ``id``, ``hostname``, ``latest_heartbeat``..."""

@@ -56,6 +56,7 @@ __all__ = [
     "TERMINAL_TI_STATES",
     "AirflowRestApi",
     "AirflowStandalone",
+    "file_tail",
     "port_open",
     "stop_session",
     "tuned_airflow_env",
@@ -258,6 +259,18 @@ def stop_session(
         _signal_all(left, signal.SIGKILL)
         left = wait_gone(5.0)
     return left
+
+
+def file_tail(path: Path, lines: int) -> str | None:
+    """The last ``lines`` lines of a log file headed by its name, or None if it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 200 * lines))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    return f"--- tail of {path.name} ---\n" + "\n".join(text.splitlines()[-lines:])
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -745,14 +758,7 @@ class AirflowStandalone(AirflowRestApi):
 
     def log_tail(self, lines: int = 60) -> str:
         """The last ``lines`` lines of ``home/standalone.log``."""
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 200 * lines))
-                text = f.read().decode(errors="replace")
-        except OSError:
-            return "(no standalone.log)"
-        return "--- tail of standalone.log ---\n" + "\n".join(text.splitlines()[-lines:])
+        return file_tail(self.log_path, lines) or "(no standalone.log)"
 
     def check_alive(self, what: str) -> None:
         if self.owned and not self.is_running():
