@@ -27,6 +27,17 @@ EDC_NAMESPACE = "https://w3id.org/edc/v0.0.1/ns/"
 
 EDC_CONTEXT: dict[str, Any] = {"@vocab": EDC_NAMESPACE}
 
+MAX_JSON_DEPTH = 64
+"""The deepest nesting of objects and arrays an accepted event body may have (the envelope is depth 1).
+
+One limit for parsing (the receiver refuses deeper bodies with 422), storage and every reader (redaction
+for output walks iteratively and cuts anything deeper). EDC's deepest payloads (a contract agreement's
+ODRL policy inside ``ContractNegotiationFinalized``) stay far below it.
+"""
+
+MAX_EPOCH_MS = 253_402_300_799_999
+"""The largest ``at`` accepted: 9999-12-31T23:59:59.999Z, the last instant ``datetime`` can show."""
+
 MANAGEMENT_V2_CONTEXT = "https://w3id.org/edc/connector/management/v2"
 """The JSON-LD context of Management API v4 (``v4beta`` in EDC 0.14-0.16, ``v4`` from 0.17): its JSON
 schemas require ``@context`` to be an array holding this IRI."""
@@ -35,6 +46,8 @@ __all__ = [
     "EDC_CONTEXT",
     "EDC_NAMESPACE",
     "MANAGEMENT_V2_CONTEXT",
+    "MAX_EPOCH_MS",
+    "MAX_JSON_DEPTH",
     "TERMINAL_TRANSFER_STATES",
     "EndpointDataReference",
     "EventEnvelope",
@@ -267,8 +280,15 @@ def jsonld_get(document: Mapping[str, Any], key: str, default: Any = None) -> An
 
 
 def iso_from_epoch_ms(epoch_ms: int) -> str:
-    """ISO 8601 UTC text of an epoch-milliseconds time, e.g. an envelope's ``at``."""
-    return datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+    """ISO 8601 UTC text of an epoch-milliseconds time, e.g. an envelope's ``at``.
+
+    Never raises: a value outside what ``datetime`` holds (years 1 to 9999; stores written before the
+    receiver bounded ``at`` may hold one) is shown as ``<n> ms``.
+    """
+    try:
+        return datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+    except (ValueError, OverflowError, OSError, TypeError):
+        return f"{epoch_ms} ms"
 
 
 @dataclass(frozen=True)
