@@ -26,7 +26,7 @@ SIGNING_KEY = b"test-signing-key-0123456789"
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     """One real PostgreSQL server (Debian's package, a throwaway cluster) for the session."""
-    server = PostgresServer().start()
+    server = PostgresServer(int(os.environ.get("EDC_TEST_PG_PORT", "25432"))).start()
     yield server
     server.destroy()
 
