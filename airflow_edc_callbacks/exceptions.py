@@ -12,6 +12,8 @@ __all__ = [
     "EdcNegotiationFailed",
     "EdcTransferFailed",
     "EdcTransportError",
+    "EventConflictError",
+    "ProcessBoundElsewhereError",
     "StoreUnavailableError",
     "TriggerEventError",
 ]
@@ -118,6 +120,35 @@ class EdcDataFetchError(EdcCallbacksError):
 
 class StoreUnavailableError(EdcCallbacksError):
     """The callback event store cannot be reached or written."""
+
+
+class EventConflictError(EdcCallbacksError):
+    """An event arrived with the envelope id of a stored event but another body; the stored one stays.
+
+    :ivar envelope_id: the envelope id both deliveries carry.
+    """
+
+    def __init__(self, envelope_id: str) -> None:
+        self.envelope_id = envelope_id
+        super().__init__(f"Event {envelope_id} is stored with another body; this delivery is not stored")
+
+
+class ProcessBoundElsewhereError(EdcCallbacksError):
+    """A process is bound to the correlation id of another task instance (see ``EventStore.bind``).
+
+    :ivar process_id: the transfer process or contract negotiation id.
+    :ivar bound_to: the correlation id it is bound to.
+    :ivar offered: the correlation id that was offered for it (a callback token's, or a task's).
+    """
+
+    def __init__(self, process_id: str, bound_to: str, offered: str) -> None:
+        self.process_id = process_id
+        self.bound_to = bound_to
+        self.offered = offered
+        super().__init__(
+            f"Process {process_id} is bound to correlation id {bound_to}, not to {offered}: "
+            "an event for it counts only with the token of the task instance that started it"
+        )
 
 
 class TriggerEventError(EdcCallbacksError):

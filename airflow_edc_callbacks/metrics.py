@@ -6,9 +6,15 @@ Names (Airflow adds its ``statsd_prefix``/``otel_prefix``, e.g. ``airflow.``):
 ``edc_callbacks.callback.accepted``                        counter  a new event stored (any route)
 ``edc_callbacks.callback.duplicate``                       counter  an event stored before (EDC re-delivery, or
                                                                     dynamic and static route both)
-``edc_callbacks.callback.rejected.<reason>``               counter  ``unauthorized`` (401), ``unknown_target``
-                                                                    (404), ``too_large`` (413), ``not_json``
-                                                                    (415), ``invalid`` (422), ``unavailable`` (503)
+``edc_callbacks.callback.ignored``                         counter  an event about no process on a dynamic token
+                                                                    (acknowledged, not stored)
+``edc_callbacks.callback.conflict``                        counter  an envelope id stored before with another
+                                                                    body (409; the stored event stays)
+``edc_callbacks.callback.rejected.<reason>``               counter  ``malformed`` (400), ``unauthorized`` (401),
+                                                                    ``wrong_process`` (403), ``unknown_target``
+                                                                    (404), ``timeout`` (408), ``too_large`` (413),
+                                                                    ``not_json`` (415), ``invalid`` (422),
+                                                                    ``unavailable`` (503)
 ``edc_callbacks.trigger.wakeup_latency``                   timer    ms from the receiver storing an event to the
                                                                     waiting trigger deciding on it
 ``edc_callbacks.trigger.state_check``                      counter  a trigger asked the connector (fallback)
@@ -33,8 +39,11 @@ __all__ = ["PREFIX", "REJECTION_REASONS", "incr", "initialize_from_config", "tim
 PREFIX = "edc_callbacks"
 
 REJECTION_REASONS = {
+    400: "malformed",
     401: "unauthorized",
+    403: "wrong_process",
     404: "unknown_target",
+    408: "timeout",
     413: "too_large",
     415: "not_json",
     422: "invalid",
@@ -85,9 +94,15 @@ def timing(name: str, milliseconds: float) -> None:
         log.debug("Metric %s not emitted", name, exc_info=True)
 
 
-def callback_answered(status_code: int, duplicate: bool = False) -> None:
-    """Count one receiver answer: accepted, duplicate or rejected by reason."""
+def callback_answered(status_code: int, status: str | None = None) -> None:
+    """Count one receiver answer: accepted, duplicate, ignored, conflict, or rejected by reason.
+
+    :param status_code: the HTTP status answered.
+    :param status: for a 200, the answer's ``status`` (``stored``, ``duplicate`` or ``ignored``).
+    """
     if status_code == 200:
-        incr("callback.duplicate" if duplicate else "callback.accepted")
+        incr({"duplicate": "callback.duplicate", "ignored": "callback.ignored"}.get(status or "", "callback.accepted"))
+    elif status_code == 409:
+        incr("callback.conflict")
     else:
         incr(f"callback.rejected.{REJECTION_REASONS.get(status_code, f'http_{status_code}')}")

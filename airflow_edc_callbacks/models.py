@@ -18,9 +18,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 EDC_NAMESPACE = "https://w3id.org/edc/v0.0.1/ns/"
 """The EDC JSON-LD vocabulary (``@vocab`` of Management API v3 requests)."""
@@ -53,9 +62,11 @@ __all__ = [
     "EventEnvelope",
     "TransferEventType",
     "WaitFor",
+    "check_json_value",
     "iso_from_epoch_ms",
     "jsonld_get",
     "normalize_jsonld",
+    "process_id_field",
     "redact_tokens",
     "resolve_wait_for",
     "terminal_outcome",
@@ -142,6 +153,9 @@ def state_outcome(state: str, wait_for: WaitFor) -> str | None:
     return None
 
 
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def _storable(value: object) -> object:
     """Reject strings a database cannot store as text: lone surrogates (from ``\\ud800`` escapes) and
     NUL characters (PostgreSQL text cannot hold them)."""
@@ -153,6 +167,40 @@ def _storable(value: object) -> object:
         if "\x00" in value:
             raise ValueError("string contains a NUL character")
     return value
+
+
+def _identifier(value: str) -> str:
+    """An id or type that goes into log lines and database columns: storable, no control characters
+    (CR/LF would forge log lines)."""
+    _storable(value)
+    if _CONTROL_CHARACTERS.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def check_json_value(value: Any, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """Check a parsed JSON document against the receiver's input domain, without recursion.
+
+    Nesting at most ``max_depth`` (a scalar or an empty container counts as its container's level; the
+    envelope object is level 1), every string and key valid Unicode without NUL.
+
+    :raises ValueError: naming the first rule broken.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth > max_depth:
+                raise ValueError(f"JSON nested deeper than {max_depth} levels")
+            for key, child in item.items():
+                _storable(key)
+                stack.append((child, depth + 1))
+        elif isinstance(item, list):
+            if depth > max_depth:
+                raise ValueError(f"JSON nested deeper than {max_depth} levels")
+            stack.extend((child, depth + 1) for child in item)
+        else:
+            _storable(item)
 
 
 class CallbackAddressModel(BaseModel):
@@ -167,16 +215,20 @@ class CallbackAddressModel(BaseModel):
     authCodeId: str | None = None
 
 
+ProcessId = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_identifier)]
+
+
 class EventPayload(BaseModel):
-    """The ``payload`` of an event envelope; transfer and negotiation fields are all optional.
+    """The ``payload`` of an event; every field is optional (checked for transfer process and contract
+    negotiation events only).
 
     Unknown fields are kept (``extra="allow"``) so newer connectors' additions pass through.
     """
 
     model_config = ConfigDict(extra="allow")
 
-    transferProcessId: str | None = Field(default=None, min_length=1, max_length=200)
-    contractNegotiationId: str | None = Field(default=None, min_length=1, max_length=200)
+    transferProcessId: ProcessId | None = None
+    contractNegotiationId: ProcessId | None = None
     assetId: str | None = None
     contractId: str | None = None
     type: str | None = Field(default=None, description="CONSUMER or PROVIDER")
@@ -192,27 +244,75 @@ class EventPayload(BaseModel):
 
     @property
     def process_id(self) -> str | None:
-        """The transfer process id, or the contract negotiation id for negotiation events."""
+        """The transfer process id, or the contract negotiation id (see :attr:`EventEnvelope.process_id`,
+        which also looks at the event type)."""
         return self.transferProcessId or self.contractNegotiationId
+
+
+PROCESS_EVENT_ID_FIELDS: dict[str, str] = {
+    "TransferProcess": "transferProcessId",
+    "ContractNegotiation": "contractNegotiationId",
+}
+"""Event ``type`` prefixes this product acts on, and the payload field naming their process (EDC
+``TransferProcessEvent`` and ``ContractNegotiationEvent``). Every other event type (``AssetCreated``,
+``PolicyDefinitionCreated``... that a static callback with no ``events`` filter receives) is about no
+process: it never reaches a transfer or negotiation waiter."""
+
+
+def process_id_field(event_type: str) -> str | None:
+    """The payload field that names the process of an event of ``event_type``, or ``None`` for an event
+    type that is not about a transfer process or contract negotiation."""
+    for prefix, field_name in PROCESS_EVENT_ID_FIELDS.items():
+        if event_type.startswith(prefix):
+            return field_name
+    return None
 
 
 class EventEnvelope(BaseModel):
     """The JSON body EDC POSTs to a callback address (``org.eclipse.edc.spi.event.EventEnvelope``).
 
-    ``at`` is in epoch milliseconds; ``type`` is the event class name, e.g. ``TransferProcessCompleted``.
+    ``at`` is in epoch milliseconds (0 to :data:`MAX_EPOCH_MS`); ``type`` is the event class name, e.g.
+    ``TransferProcessCompleted``. ``id`` and ``type`` hold no control characters. The payload of a
+    transfer process or contract negotiation event must name its process (``transferProcessId`` /
+    ``contractNegotiationId``) and is checked as :class:`EventPayload`; the payload of any other event
+    type only has to be a JSON object (it is kept unchecked in an :class:`EventPayload`).
     """
 
     model_config = ConfigDict(extra="allow")
 
     id: str = Field(min_length=1, max_length=200)
-    at: int = Field(strict=True, ge=0, lt=2**63, description="epoch milliseconds")
+    at: int = Field(strict=True, ge=0, le=MAX_EPOCH_MS, description="epoch milliseconds")
     type: str = Field(min_length=1, max_length=200)
     payload: EventPayload
 
     @field_validator("id", "type", mode="after")
     @classmethod
-    def storable_strings(cls, value: object) -> object:
-        return _storable(value)
+    def plain_identifier(cls, value: str) -> str:
+        return _identifier(value)
+
+    @field_validator("payload", mode="wrap")
+    @classmethod
+    def payload_of_its_type(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+        """Check the payload of a process event as :class:`EventPayload`; take any other event's JSON
+        object as it is (its fields are none of this product's business)."""
+        event_type = info.data.get("type")
+        if isinstance(event_type, str) and process_id_field(event_type) is None and isinstance(value, dict):
+            return EventPayload.model_construct(**value)
+        return handler(value)
+
+    @model_validator(mode="after")
+    def names_its_process(self) -> EventEnvelope:
+        field_name = process_id_field(self.type)
+        if field_name is not None and not getattr(self.payload, field_name):
+            raise ValueError(f"a {self.type} event's payload must have {field_name}")
+        return self
+
+    @property
+    def process_id(self) -> str | None:
+        """The transfer process id or contract negotiation id this event is about; ``None`` for an event
+        type that is not about a process (see :data:`PROCESS_EVENT_ID_FIELDS`)."""
+        field_name = process_id_field(self.type)
+        return getattr(self.payload, field_name) if field_name is not None else None
 
 
 def _strip_key(key: str) -> str:

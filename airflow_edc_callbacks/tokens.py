@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from airflow_edc_callbacks.config import airflow_home, get_callback_base_url, get_configured_signing_key
@@ -28,6 +29,7 @@ __all__ = [
     "callback_url",
     "correlation_id_for",
     "get_signing_key",
+    "get_verification_keys",
     "make_token",
     "verify_token",
 ]
@@ -53,14 +55,17 @@ def make_token(key: bytes, correlation_id: str) -> str:
     return f"{correlation_id}.{_signature(key, correlation_id)}"
 
 
-def verify_token(key: bytes, token: str) -> str | None:
-    """Return the correlation id of a token signed with ``key``, or ``None`` (constant-time comparison)."""
+def verify_token(keys: bytes | Sequence[bytes], token: str) -> str | None:
+    """Return the correlation id of a token signed with ``keys`` (one key, or the current key and older
+    ones during a rotation), or ``None``. Constant-time comparison with every key."""
     correlation_id, sep, signature = token.partition(".")
     if not sep or not _CORRELATION_ID.match(correlation_id):
         return None
-    if not hmac.compare_digest(signature.encode(), _signature(key, correlation_id).encode()):
-        return None
-    return correlation_id
+    candidates = [keys] if isinstance(keys, bytes) else list(keys)
+    valid = False
+    for key in candidates:  # no early exit: the time does not tell which key matched
+        valid |= hmac.compare_digest(signature.encode(), _signature(key, correlation_id).encode())
+    return correlation_id if valid else None
 
 
 def correlation_id_for(dag_id: str, run_id: str, task_id: str, map_index: int | None = -1) -> str:
@@ -73,19 +78,35 @@ def correlation_id_for(dag_id: str, run_id: str, task_id: str, map_index: int | 
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
+def _configured_keys() -> list[bytes]:
+    value = get_configured_signing_key()
+    return [key.strip().encode() for key in value.split(",") if key.strip()] if value else []
+
+
+def get_verification_keys() -> list[bytes]:
+    """Every key a callback token may be signed with: the signing key first, then the older keys.
+
+    ``[edc_callbacks] callback_signing_key`` takes a comma-separated list: the first key signs new tokens,
+    every key verifies. To rotate, put the new key first and keep the old one behind it until no task
+    that got a token signed with it still waits (the longest ``timeout`` of your transfers), then drop it.
+    """
+    return _configured_keys() or [get_signing_key()]
+
+
 def get_signing_key() -> bytes:
     """The key that signs callback tokens.
 
-    ``[edc_callbacks] callback_signing_key`` when set. Otherwise a random key generated once and kept in
+    The first key of ``[edc_callbacks] callback_signing_key`` when set (see
+    :func:`get_verification_keys` for rotation). Otherwise a random key generated once and kept in
     ``AIRFLOW_HOME/edc_callbacks_signing.key`` (mode 0600); that only works when the api-server, the
     workers and the triggerer share ``AIRFLOW_HOME``, so a warning says that several hosts must share one
     configured key.
 
     :raises EdcCallbacksError: the key file exists but stays empty.
     """
-    value = get_configured_signing_key()
-    if value:
-        return value.encode()
+    keys = _configured_keys()
+    if keys:
+        return keys[0]
     path = airflow_home() / SIGNING_KEY_FILE
     try:
         return _read_key(path)

@@ -580,7 +580,9 @@ class EdcManagementHook(BaseHook):
         token there). When the connector has no such entry or no EDR cache API (404) and ``use_callbacks``
         is set, takes the ``dataAddress`` of the transfer's ``TransferProcessStarted`` event from the
         callback store (``source = "callback"``), but only while the transfer is still ``STARTED`` (one
-        state request) and no later event of it is stored: an ended transfer's token is revoked.
+        state request) and no later event of it is stored: an ended transfer's token is revoked. Only
+        trusted events are read (static-route ones, and those with the token of the task instance the
+        transfer is bound to; see ``StoredEvent.trusted``).
         The token is registered with Airflow's secrets masker.
 
         :raises EdcEdrNotFound: no usable EDR (not a PULL transfer, not started yet, or already ended;
@@ -612,12 +614,14 @@ class EdcManagementHook(BaseHook):
 
     def _edr_from_callbacks(self, transfer_process_id: str) -> tuple[EndpointDataReference | None, str]:
         try:
-            events = get_store(waiting=True).events(process_id=transfer_process_id)
+            store = get_store(waiting=True)
+            bound = store.binding(transfer_process_id)
+            events = [e for e in store.events(process_id=transfer_process_id) if e.trusted(bound)]
         except StoreUnavailableError as err:
             return None, f"unavailable ({err})"
         started = [i for i, e in enumerate(events) if e.event_type == TransferEventType.STARTED.value]
         if not started:
-            return None, "no TransferProcessStarted callback is stored"
+            return None, "no TransferProcessStarted callback is stored that may be trusted"
         last = started[-1]
         later = [e.event_type for e in events[last + 1 :]]
         if later:

@@ -11,13 +11,21 @@ by ``airflow-edc-callbacks serve``. It answers 2xx only after the event is commi
 ======  =====================================================================
 status  when
 ======  =====================================================================
-200     stored (``{"status": "stored"}``) or already stored (``"duplicate"``)
+200     stored (``{"status": "stored"}``), already stored (``"duplicate"``), or an event about no
+        transfer process or contract negotiation that a dynamic token carried (``"ignored"``, not
+        stored; through a static route such an event is stored for watchers)
+400     the body is not parseable JSON (syntax, a number Python will not read, ``NaN``)
 401     the auth header (configured, or the static registration's) is missing or wrong
+403     the token is not the one of the task instance its process is bound to (nothing stored)
 404     the token's signature does not verify, or no static callback has that name
+409     an event with this envelope id and another body is stored (the stored one stays)
 413     the body is larger than ``[edc_callbacks] max_body_size`` (1 MiB)
-415     the body is not JSON (content type or content)
-422     the JSON is not an EDC event envelope
-503     the store cannot be written (with ``Retry-After``)
+415     the content type is not JSON
+422     the JSON is not an EDC event envelope, or leaves the input domain (nesting deeper than
+        :data:`~airflow_edc_callbacks.models.MAX_JSON_DEPTH`, ``at`` outside years 1970-9999, control
+        characters in ``id``, ``type`` or a process id, invalid Unicode or NUL in any string)
+503     the store cannot be opened or written (with ``Retry-After``); nothing is answered 2xx that is
+        not committed to the store
 ======  =====================================================================
 """
 
@@ -47,11 +55,11 @@ from airflow_edc_callbacks.config import (
     get_retention,
     get_store_url,
 )
-from airflow_edc_callbacks.exceptions import StoreUnavailableError
-from airflow_edc_callbacks.models import EventEnvelope
+from airflow_edc_callbacks.exceptions import EventConflictError, ProcessBoundElsewhereError, StoreUnavailableError
+from airflow_edc_callbacks.models import EventEnvelope, check_json_value
 from airflow_edc_callbacks.static_callbacks import StaticCallbackRegistration, check_name, lookup_registration
 from airflow_edc_callbacks.store import EventStore, get_store
-from airflow_edc_callbacks.tokens import get_signing_key, verify_token
+from airflow_edc_callbacks.tokens import get_verification_keys, verify_token
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +71,8 @@ class ReceiverSettings:
     """What the receiver needs; fields left ``None`` are read from ``[edc_callbacks]`` on first use.
 
     :ivar store_url: the event store URL.
-    :ivar signing_key: the callback token signing key.
+    :ivar signing_key: the key callback tokens are verified with, or a list of keys (the current one and
+        older ones during a rotation); default every key of ``[edc_callbacks] callback_signing_key``.
     :ivar auth: ``(header name, expected value)``, or ``None``: then, while ``auth_from_config`` is true,
         it is read from ``callback_auth_secret`` / ``callback_auth_header``, else no header is checked.
     :ivar auth_from_config: whether a ``None`` ``auth`` is read from the configuration.
@@ -78,7 +87,7 @@ class ReceiverSettings:
     """
 
     store_url: str | None = None
-    signing_key: bytes | None = None
+    signing_key: bytes | list[bytes] | None = None
     auth: tuple[str, str] | None = None
     auth_from_config: bool = True
     max_body_bytes: int | None = None
@@ -91,7 +100,7 @@ class ReceiverSettings:
 
     def resolve(self) -> ReceiverSettings:
         if self.signing_key is None:
-            self.signing_key = get_signing_key()
+            self.signing_key = get_verification_keys()
         if self.auth is None and self.auth_from_config:
             self.auth = get_callback_auth()
             self.auth_from_config = False
@@ -131,6 +140,10 @@ class ReceiverSettings:
 
     @property
     def store(self) -> EventStore:
+        """The event store, opened on first use (blocking: call it from a thread).
+
+        :raises StoreUnavailableError: it cannot be opened; the next use tries again.
+        """
         if self._store is None:
             self._store = get_store(self.store_url)
         return self._store
@@ -166,6 +179,45 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+_PARSE_IN_THREAD_BYTES = 64 * 1024
+"""Bodies larger than this are parsed and checked in a worker thread, off the event loop."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_envelope(raw: bytes) -> tuple[EventEnvelope, dict[str, Any]]:
+    """Parse and validate a body: the envelope model and the JSON object as received.
+
+    :raises _Rejected: 400 for unparseable JSON, 422 for anything outside the input domain.
+    """
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError:
+        raise _Rejected(_error(422, "JSON nested too deeply for an EDC EventEnvelope")) from None
+    except (UnicodeDecodeError, ValueError):
+        raise _Rejected(_error(400, "Body is not parseable JSON")) from None
+    if not isinstance(body, dict):
+        raise _Rejected(_error(422, "Body must be a JSON object (an EDC EventEnvelope)"))
+    try:
+        check_json_value(body)
+    except ValueError as err:
+        raise _Rejected(_error(422, str(err))) from None
+    try:
+        envelope = EventEnvelope.model_validate(body)
+    except ValidationError as err:
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in err.errors(include_url=False)]
+        raise _Rejected(JSONResponse({"detail": errors}, status_code=422)) from None
+    return envelope, body
+
+
+def _open_and_record(
+    cfg: ReceiverSettings, envelope: EventEnvelope, body: dict[str, Any], correlation_id: str | None, route: str
+) -> bool:
+    return cfg.store.record(envelope, body, correlation_id=correlation_id, route=route)
+
+
 async def _accept_event(
     request: Request, cfg: ReceiverSettings, *, correlation_id: str | None, route: str
 ) -> JSONResponse:
@@ -174,28 +226,39 @@ async def _accept_event(
         return _error(415, "Content-Type must be application/json")
     try:
         raw = await _read_body(request, cfg.max_body_bytes or 0)
+        if len(raw) > _PARSE_IN_THREAD_BYTES:
+            envelope, body = await run_in_threadpool(_parse_envelope, raw)
+        else:
+            envelope, body = _parse_envelope(raw)
     except _Rejected as rejected:
         return rejected.response
+    if envelope.process_id is None and correlation_id is not None:
+        # a dynamic callback address is registered for transfer or negotiation events only
+        log.info("Callback %s (%s) via %s is about no process: not stored", envelope.id, envelope.type, route)
+        return JSONResponse({"status": "ignored", "id": envelope.id})
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
-        return _error(415, "Body is not valid JSON")
-    except RecursionError:
-        return _error(422, "JSON nested too deeply for an EDC EventEnvelope")
-    if not isinstance(body, dict):
-        return _error(422, "Body must be a JSON object (an EDC EventEnvelope)")
-    try:
-        envelope = EventEnvelope.model_validate(body)
-    except ValidationError as err:
-        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in err.errors(include_url=False)]
-        return JSONResponse({"detail": errors}, status_code=422)
-    if envelope.payload.process_id is None:
-        return _error(422, "payload has neither transferProcessId nor contractNegotiationId")
-    try:
-        inserted = await run_in_threadpool(cfg.store.record, envelope, body, correlation_id=correlation_id, route=route)
+        inserted = await run_in_threadpool(_open_and_record, cfg, envelope, body, correlation_id, route)
     except StoreUnavailableError as err:
         log.error("Callback %s (%s) not stored: %s", envelope.id, envelope.type, err)
         return _error(503, "Event store unavailable", {"Retry-After": "5"})
+    except ProcessBoundElsewhereError as err:
+        log.warning(
+            "Callback %s (%s) refused: process %s is bound to another task instance than the token's (%s)",
+            envelope.id,
+            envelope.type,
+            err.process_id,
+            err.offered,
+        )
+        return _error(403, f"This callback token is not the one of the task that started {err.process_id}")
+    except EventConflictError:
+        log.warning(
+            "Callback %s (%s) for %s via %s: this envelope id is stored with another body; kept the stored one",
+            envelope.id,
+            envelope.type,
+            envelope.process_id,
+            route,
+        )
+        return _error(409, "An event with this id and another body is stored")
     except (ValueError, OverflowError, RecursionError) as err:  # the database refused a value
         log.warning("Callback %s (%s) not storable: %s", envelope.id, envelope.type, type(err).__name__)
         return _error(422, "Event envelope has values the store cannot hold")
@@ -203,7 +266,7 @@ async def _accept_event(
         "Callback %s %s for %s via %s (%s)",
         envelope.type,
         envelope.id,
-        envelope.payload.process_id,
+        envelope.process_id or "no process",
         route,
         "stored" if inserted else "duplicate",
     )
@@ -242,8 +305,11 @@ async def _static_callback(name: str, request: Request, cfg: ReceiverSettings) -
 
 
 def _counted(response: JSONResponse) -> JSONResponse:
-    """Count the answer in the metrics (accepted, duplicate, rejected by reason) and return it."""
-    metrics.callback_answered(response.status_code, duplicate=b'"status":"duplicate"' in bytes(response.body))
+    """Count the answer in the metrics (accepted, duplicate, ignored, conflict, rejected by reason)."""
+    status = None
+    if response.status_code == 200:
+        status = json.loads(bytes(response.body)).get("status")
+    metrics.callback_answered(response.status_code, status)
     return response
 
 
@@ -251,16 +317,20 @@ async def _get_settings(request: Request) -> ReceiverSettings:
     settings: ReceiverSettings = request.app.state.edc_settings.resolve()
     if settings.purge_interval and getattr(request.app.state, "edc_retention", None) is None:
         # started lazily: a FastAPI app mounted on the api-server by a plugin gets no lifespan events
-        task = _retention(settings.store, settings.retention or get_retention(), settings.purge_interval)
+        task = _retention(settings, settings.retention or get_retention(), settings.purge_interval)
         request.app.state.edc_retention = asyncio.get_running_loop().create_task(task)
     return settings
 
 
-async def _retention(store: EventStore, retention: timedelta, interval: float) -> None:
+def _purge(cfg: ReceiverSettings, retention: timedelta) -> int:
+    return cfg.store.purge(retention)
+
+
+async def _retention(cfg: ReceiverSettings, retention: timedelta, interval: float) -> None:
     """Purge events older than ``retention`` now and every ``interval`` seconds (see :meth:`EventStore.purge`)."""
     while True:
         try:
-            purged = await run_in_threadpool(store.purge, retention)
+            purged = await run_in_threadpool(_purge, cfg, retention)
         except StoreUnavailableError as err:
             log.warning("Retention: the event store is unavailable (%s); next try in %.0f s", err, interval)
         else:
@@ -268,6 +338,10 @@ async def _retention(store: EventStore, retention: timedelta, interval: float) -
                 log.info("Retention: purged %d events older than %s", purged, retention)
                 metrics.incr("store.purged", purged)
         await asyncio.sleep(interval)
+
+
+def _ping(cfg: ReceiverSettings) -> None:
+    cfg.store.ping()
 
 
 SettingsDep = Annotated[ReceiverSettings, Depends(_get_settings)]
@@ -279,12 +353,15 @@ _CALLBACK_OPENAPI: dict[str, Any] = {
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventEnvelope"}}},
     },
     "responses": {
-        "200": {"description": "Stored, or already stored (duplicate delivery)"},
+        "200": {"description": "Stored, already stored (duplicate delivery), or about no process (ignored)"},
+        "400": {"description": "Body is not parseable JSON"},
         "401": {"description": "Auth header missing or wrong"},
+        "403": {"description": "The token is not the one of the task its process is bound to"},
         "404": {"description": "Unknown or forged callback token"},
+        "409": {"description": "An event with this id and another body is stored"},
         "413": {"description": "Body too large"},
-        "415": {"description": "Body is not JSON"},
-        "422": {"description": "Body is not an EDC event envelope"},
+        "415": {"description": "Content type is not JSON"},
+        "422": {"description": "Body is not an EDC event envelope, or outside the accepted input domain"},
         "503": {"description": "Event store unavailable; nothing stored"},
     },
 }
@@ -337,7 +414,7 @@ def create_app(settings: ReceiverSettings | None = None) -> FastAPI:
     @router.get("/health", summary="Receiver and store health")
     async def health(cfg: SettingsDep) -> JSONResponse:
         try:
-            await run_in_threadpool(cfg.store.ping)
+            await run_in_threadpool(_ping, cfg)
         except StoreUnavailableError:
             return _error(503, "Event store unavailable", {"Retry-After": "5"})
         return JSONResponse({"status": "ok", "store": "ok"})

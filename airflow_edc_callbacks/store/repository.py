@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import threading
@@ -18,14 +20,20 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from airflow_edc_callbacks.exceptions import StoreUnavailableError
+from airflow_edc_callbacks.exceptions import EventConflictError, ProcessBoundElsewhereError, StoreUnavailableError
 from airflow_edc_callbacks.models import EventEnvelope
 from airflow_edc_callbacks.store.schema import upgrade
-from airflow_edc_callbacks.store.tables import CallbackEventRow, TriggerCursorRow, TriggerFiredRow, TriggerHoldRow
+from airflow_edc_callbacks.store.tables import (
+    CallbackEventRow,
+    ProcessBindingRow,
+    TriggerCursorRow,
+    TriggerFiredRow,
+    TriggerHoldRow,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NOTIFY_CHANNEL", "EventStore", "StoredEvent", "get_store"]
+__all__ = ["NOTIFY_CHANNEL", "EventStore", "StoredEvent", "body_sha256", "get_store"]
 
 NOTIFY_CHANNEL = "edc_callback_events"
 """PostgreSQL: the channel each new event's ``seq`` is sent on (``pg_notify``) when its insert commits."""
@@ -58,6 +66,23 @@ class StoredEvent:
         payload = self.body.get("payload")
         return payload if isinstance(payload, dict) else {}
 
+    @property
+    def via_static(self) -> bool:
+        """Whether a static callback route delivered it (its registration's secret was checked): it has a
+        ``static:<name>`` route, or no correlation id (the receiver stores every event of a dynamic
+        callback token with the token's correlation id, so a token-less event came by a static route)."""
+        return self.correlation_id is None or any(route.startswith("static:") for route in self.routes)
+
+    def trusted(self, bound_correlation: str | None) -> bool:
+        """The trust rule: whether this event may drive a waiting task, a sensor, a watcher or an EDR.
+
+        True when a static route delivered it, or when it came with the token of ``bound_correlation``,
+        the correlation id its process is bound to (:meth:`EventStore.binding`; ``None`` while unbound).
+        An event posted with the token of another task instance, or of a correlation id no process is
+        bound to, is not trusted.
+        """
+        return self.via_static or self.correlation_id == bound_correlation
+
     @classmethod
     def from_row(cls, row: CallbackEventRow | Any) -> StoredEvent:
         """Build from an ORM row or a Core row of the same columns."""
@@ -72,6 +97,19 @@ class StoredEvent:
             routes=tuple(row.routes.split()),
             body=row.body,
         )
+
+
+def body_sha256(body: Any) -> str:
+    """Hex SHA-256 of a JSON document's canonical form (sorted keys, no white space, UTF-8): two deliveries
+    of one event have the same, whatever order the sender wrote the keys in.
+
+    :raises ValueError: the document cannot be serialised (nested too deeply for the encoder).
+    """
+    try:
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except RecursionError:
+        raise ValueError("JSON document nested too deeply to hash") from None
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -182,34 +220,47 @@ class EventStore:
         correlation_id: str | None,
         route: str = "dynamic",
     ) -> bool:
-        """Store an event durably, once per envelope id.
+        """Store an event durably, once per envelope id; a stored event never changes afterwards.
 
         :param envelope: the validated envelope.
-        :param body: the envelope as received (stored verbatim).
+        :param body: the envelope as received (stored verbatim, with the SHA-256 of its canonical JSON).
         :param correlation_id: the correlation id of the callback token it arrived on, if any.
-        :param route: ``dynamic`` or ``static:<name>``; a duplicate arriving by a new route adds the
-            route to the stored event.
-        :returns: ``True`` if the event is new, ``False`` for a duplicate.
+        :param route: ``dynamic`` or ``static:<name>``. A delivery of the same body by a new route adds the
+            route to the stored event; its correlation id stays the one it was first stored with.
+        :returns: ``True`` if the event is new, ``False`` for a duplicate (same envelope id, same body).
+        :raises ProcessBoundElsewhereError: ``correlation_id`` is given and the event's process is bound
+            to another correlation id (nothing is stored).
+        :raises EventConflictError: an event with this envelope id and another body is stored (nothing
+            changes).
         :raises ValueError: the database refused one of its values (it is not stored).
         :raises StoreUnavailableError: the write failed.
         """
+        process_id = envelope.process_id
+        digest = body_sha256(body)
         values = {
             "envelope_id": envelope.id,
             "event_type": envelope.type,
-            "process_id": envelope.payload.process_id,
+            "process_id": process_id,
             "correlation_id": correlation_id,
             "event_at": envelope.at,
             "received_at": int(time.time() * 1000),
             "routes": route,
             "body": body,
+            "body_sha256": digest,
         }
         stmt = self._insert()(CallbackEventRow).values(**values).on_conflict_do_nothing(index_elements=["envelope_id"])
         try:
             with self._sessions.begin() as session:
+                if correlation_id is not None and process_id is not None:
+                    bound = session.scalar(
+                        select(ProcessBindingRow.correlation_id).where(ProcessBindingRow.process_id == process_id)
+                    )
+                    if bound is not None and bound != correlation_id:
+                        raise ProcessBoundElsewhereError(process_id, bound, correlation_id)
                 seq = session.execute(stmt.returning(CallbackEventRow.seq)).scalar_one_or_none()
                 inserted = seq is not None
                 if not inserted:
-                    self._add_route(session, envelope.id, route, correlation_id)
+                    self._add_route(session, envelope.id, route, digest)
                 elif self.is_postgresql:  # delivered to every listener when this transaction commits
                     session.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(seq))))
         except DataError as err:  # the database refused a value, not a fault of the store
@@ -219,22 +270,64 @@ class EventStore:
         return inserted
 
     @staticmethod
-    def _add_route(session: Session, envelope_id: str, route: str, correlation_id: str | None) -> None:
+    def _add_route(session: Session, envelope_id: str, route: str, digest: str) -> None:
         row = session.execute(
-            select(CallbackEventRow.routes, CallbackEventRow.correlation_id).where(
+            select(CallbackEventRow.routes, CallbackEventRow.body_sha256, CallbackEventRow.body).where(
                 CallbackEventRow.envelope_id == envelope_id
             )
         ).one()
+        try:
+            stored_digest = row.body_sha256 or body_sha256(row.body)  # events stored before revision 0003
+        except ValueError:
+            stored_digest = None
+        if stored_digest != digest:
+            raise EventConflictError(envelope_id)
         routes = row.routes.split()
-        changes: dict[str, Any] = {}
         if route not in routes:
-            changes["routes"] = " ".join([*routes, route])
-        if row.correlation_id is None and correlation_id is not None:
-            changes["correlation_id"] = correlation_id
-        if changes:
             session.execute(
-                update(CallbackEventRow).where(CallbackEventRow.envelope_id == envelope_id).values(**changes)
+                update(CallbackEventRow)
+                .where(CallbackEventRow.envelope_id == envelope_id)
+                .values(routes=" ".join([*routes, route]))
             )
+
+    def bind(self, process_id: str, correlation_id: str) -> str:
+        """Bind a process to the task instance that started it; the first binding stays for good.
+
+        The operator calls it when the connector's answer names the transfer process or contract
+        negotiation, the waiting trigger again when it starts (both idempotent). Events stored before
+        (callbacks can beat the connector's answer) count from then on, as do later ones.
+
+        :param process_id: the transfer process or contract negotiation id.
+        :param correlation_id: the task instance's correlation id (the one in its callback token).
+        :returns: the correlation id the process is bound to (``correlation_id`` unless it was bound to
+            another one before).
+        :raises StoreUnavailableError: the write failed.
+        """
+        stmt = self._insert()(ProcessBindingRow).values(
+            process_id=process_id, correlation_id=correlation_id, bound_at=int(time.time() * 1000)
+        )
+        try:
+            with self._sessions.begin() as session:
+                session.execute(stmt.on_conflict_do_nothing(index_elements=["process_id"]))
+                bound = session.scalar(
+                    select(ProcessBindingRow.correlation_id).where(ProcessBindingRow.process_id == process_id)
+                )
+        except SQLAlchemyError as err:
+            raise StoreUnavailableError(f"Cannot write to the callback event store: {err}") from err
+        return str(bound)
+
+    def binding(self, process_id: str) -> str | None:
+        """The correlation id ``process_id`` is bound to (see :meth:`bind`), or ``None``.
+
+        :raises StoreUnavailableError: the read failed.
+        """
+        try:
+            with self._sessions() as session:
+                return session.scalar(
+                    select(ProcessBindingRow.correlation_id).where(ProcessBindingRow.process_id == process_id)
+                )
+        except SQLAlchemyError as err:
+            raise StoreUnavailableError(f"Cannot read the callback event store: {err}") from err
 
     def events(
         self,
@@ -286,7 +379,8 @@ class EventStore:
         """Delete events received more than ``older_than`` ago; returns how many were deleted.
 
         Events of a process or correlation id a waiting trigger holds (:meth:`hold`, renewed within
-        ``older_than``) are kept. Stale holds, and what event triggers fired for deleted events, go too.
+        ``older_than``) are kept. Stale holds, what event triggers fired for deleted events, and bindings
+        older than ``older_than`` of processes with no event left and no hold go too.
 
         :raises StoreUnavailableError: the delete failed.
         """
@@ -305,6 +399,14 @@ class EventStore:
                 result = session.execute(stmt)
                 session.execute(delete(hold).where(hold.renewed_at < cutoff))
                 session.execute(delete(TriggerFiredRow).where(TriggerFiredRow.seq.not_in(select(event.seq))))
+                kept = select(event.process_id).where(event.process_id.is_not(None))
+                session.execute(
+                    delete(ProcessBindingRow).where(
+                        ProcessBindingRow.bound_at < cutoff,
+                        ProcessBindingRow.process_id.not_in(kept),
+                        ProcessBindingRow.process_id.not_in(held_processes),
+                    )
+                )
                 return int(getattr(result, "rowcount", 0) or 0)
         except SQLAlchemyError as err:
             raise StoreUnavailableError(f"Cannot purge the callback event store: {err}") from err
@@ -365,12 +467,15 @@ class EventStore:
     def claim(self, name: str, stored: StoredEvent) -> bool:
         """Advance the cursor of ``name`` to ``stored`` and claim its (process id, event type) in one commit.
 
+        An event about no process (``AssetCreated``...) is claimed by its envelope id instead.
+
         :returns: ``True`` the first time this (process id, event type) is claimed by ``name``,
             ``False`` for a repeat (EDC can publish one state change twice, with two envelope ids).
         :raises StoreUnavailableError: the write failed.
         """
+        key = stored.process_id or f"envelope:{stored.envelope_id}"
         fired = self._insert()(TriggerFiredRow).values(
-            name=name, process_id=stored.process_id or "", event_type=stored.event_type, seq=stored.seq
+            name=name, process_id=key, event_type=stored.event_type, seq=stored.seq
         )
         cursor = self._insert()(TriggerCursorRow).values(name=name, seq=stored.seq)
         cursor = cursor.on_conflict_do_update(index_elements=["name"], set_={"seq": stored.seq})

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Index, Integer, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "CallbackEventRow", "TriggerCursorRow", "TriggerFiredRow", "TriggerHoldRow"]
+__all__ = ["Base", "CallbackEventRow", "ProcessBindingRow", "TriggerCursorRow", "TriggerFiredRow", "TriggerHoldRow"]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_name)s",
@@ -32,7 +32,8 @@ class CallbackEventRow(Base):
     ``seq`` orders events by the time they were stored (a cursor for listeners); ``event_at`` is the
     envelope's ``at`` (epoch milliseconds, connector clock) and ``received_at`` the receiver's clock
     (epoch milliseconds). ``routes`` lists every route the event arrived by (``dynamic``,
-    ``static:<name>``), space separated.
+    ``static:<name>``), space separated. ``body_sha256`` is the hex SHA-256 of the body's canonical JSON
+    (sorted keys, no white space); ``NULL`` for events stored before revision 0003.
     """
 
     __tablename__ = "edc_callback_event"
@@ -46,6 +47,7 @@ class CallbackEventRow(Base):
     received_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
     routes: Mapped[str] = mapped_column(String(1000), nullable=False)
     body: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    body_sha256: Mapped[str | None] = mapped_column(String(64))
 
     # AUTOINCREMENT: SQLite never reuses a purged seq, so a listener's cursor stays valid
     __table_args__ = (Index("ix_edc_callback_event_received_at", "received_at"), {"sqlite_autoincrement": True})
@@ -84,3 +86,18 @@ class TriggerHoldRow(Base):
     process_id: Mapped[str | None] = mapped_column(String(200), index=True)
     correlation_id: Mapped[str | None] = mapped_column(String(128), index=True)
     renewed_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class ProcessBindingRow(Base):
+    """The task instance (its correlation id) that started a transfer process or contract negotiation.
+
+    Written by the operator once the connector's answer names the process, and by the waiting trigger;
+    never changed afterwards. A dynamic callback event counts for a process only when it arrived with the
+    token of the correlation id the process is bound to. ``bound_at`` is epoch milliseconds.
+    """
+
+    __tablename__ = "edc_process_binding"
+
+    process_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    correlation_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    bound_at: Mapped[int] = mapped_column(BigInteger, nullable=False)

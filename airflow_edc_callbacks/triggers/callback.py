@@ -60,8 +60,9 @@ class EdcCallbackTrigger(BaseTrigger):
 
     Its kwargs hold no secret: the store URL and the connector's API key are resolved in the triggerer.
 
-    :param correlation_id: the correlation id in the callback token the operator sent; ``None`` for a
-        transfer started elsewhere, which is then followed on token-less (static callback) events only.
+    :param correlation_id: the correlation id in the callback token the operator sent (the trigger binds
+        the process to it); ``None`` for a transfer started elsewhere (a sensor), followed on static-route
+        events and on events with the token of the correlation id the process is bound to, if any.
     :param transfer_process_id: the consumer's transfer process id.
     :param wait_for: ``started`` or ``completed`` (see :class:`~airflow_edc_callbacks.models.WaitFor`).
     :param conn_id: the ``edc`` connection, used only for the state-check fallback.
@@ -106,6 +107,8 @@ class EdcCallbackTrigger(BaseTrigger):
         self.not_before = not_before
         self.hook: EdcManagementHook | None = None
         self._holding: asyncio.Future[None] | None = None  # the latest hold write, see _hold
+        self._bound: str | None = None  # the correlation id the process is bound to, once known
+        self._untrusted: dict[str, StoredEvent] = {}  # events of the process not trusted (yet)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -126,19 +129,42 @@ class EdcCallbackTrigger(BaseTrigger):
         self.hook = self.hook or EdcManagementHook(self.conn_id)
         return self.hook
 
-    def _relevant(self, stored: StoredEvent) -> bool:
-        """This transfer's event, arrived on this task's token or on no token (static callbacks).
+    def _about_this_process(self, stored: StoredEvent) -> bool:
+        return stored.process_id == self.transfer_process_id and stored.event_type.startswith(self.EVENT_PREFIX)
 
-        An event posted with another valid token (another task's, or one from ``callback-url``) is not
-        accepted for this transfer: a token only vouches for its own correlation id. A trigger without a
-        correlation id (a sensor on a transfer started elsewhere) accepts every event of its transfer,
-        also one that arrived by a dynamic callback first and by the static callback second.
-        """
+    def _may_become_trusted(self, stored: StoredEvent) -> bool:
+        """An event of this process on a dynamic token while the process's binding is not known yet."""
         return (
-            stored.process_id == self.transfer_process_id
-            and stored.event_type.startswith(self.EVENT_PREFIX)
-            and (self.correlation_id is None or stored.correlation_id in (None, self.correlation_id))
+            self._bound is None
+            and stored.correlation_id is not None
+            and not stored.via_static
+            and self._about_this_process(stored)
         )
+
+    async def _bind(self, store: EventStore) -> None:
+        """Bind the process to this task's correlation id (the operator did already; idempotent), or, for a
+        trigger without one (a sensor), read the binding. See :meth:`StoredEvent.trusted`."""
+        if self.correlation_id is None:
+            self._bound = await asyncio.to_thread(store.binding, self.transfer_process_id)
+            return
+        self._bound = await asyncio.to_thread(store.bind, self.transfer_process_id, self.correlation_id)
+        if self._bound != self.correlation_id:
+            self.log.error(
+                "%s %s is bound to another task instance (correlation id %s): only its static callbacks count here",
+                self.PROCESS_LABEL,
+                self.transfer_process_id,
+                self._bound,
+            )
+
+    async def _with_binding(self, store: EventStore, events: list[StoredEvent]) -> list[StoredEvent]:
+        """Events to consume: ``events``, preceded by the ones held back as untrusted when the process's
+        binding turned up since (callbacks can be stored before the operator binds the process)."""
+        if any(self._may_become_trusted(e) for e in [*events, *self._untrusted.values()]):
+            self._bound = await asyncio.to_thread(store.binding, self.transfer_process_id)
+            if self._bound is not None and self._untrusted:
+                events = [*self._untrusted.values(), *events]
+                self._untrusted.clear()
+        return events
 
     def _payload(
         self,
@@ -206,12 +232,31 @@ class EdcCallbackTrigger(BaseTrigger):
         )
 
     def _consume(
-        self, events: Iterable[StoredEvent], seen: set[int], timeline: list[dict[str, Any]]
+        self, events: Iterable[StoredEvent], seen: set[str], timeline: list[dict[str, Any]]
     ) -> dict[str, Any] | None:
+        """Take this process's trusted events in order; the trigger's result once one ends the wait.
+
+        Only trusted events count (:meth:`StoredEvent.trusted`): static-route events, and those that came
+        with the token of the correlation id the process is bound to. Others are logged once and held
+        back in case the binding turns up later. Events are told apart by envelope id.
+        """
         for stored in events:
-            if stored.seq in seen or not self._relevant(stored):
+            if stored.envelope_id in seen or not self._about_this_process(stored):
                 continue
-            seen.add(stored.seq)
+            if not stored.trusted(self._bound):
+                if stored.envelope_id not in self._untrusted:
+                    self.log.warning(
+                        "Ignoring callback %s %s for %s %s: it came with the token of correlation id %s, "
+                        "not of the task instance that started it",
+                        stored.event_type,
+                        stored.envelope_id,
+                        self.PROCESS_LABEL,
+                        self.transfer_process_id,
+                        stored.correlation_id,
+                    )
+                self._untrusted[stored.envelope_id] = stored
+                continue
+            seen.add(stored.envelope_id)
             timeline.append(timeline_entry(stored))
             self.log.info(
                 "Callback %s for %s %s: connector time %s, received %s (via %s)",
@@ -265,7 +310,7 @@ class EdcCallbackTrigger(BaseTrigger):
             self.wait_for.value,
             interval,
         )
-        seen: set[int] = set()
+        seen: set[str] = set()
         timeline: list[dict[str, Any]] = []
         subscription = None
         result: dict[str, Any] | None = None
@@ -280,7 +325,8 @@ class EdcCallbackTrigger(BaseTrigger):
                         correlation_id=self.correlation_id, process_ids=[self.transfer_process_id]
                     )
                     await self._hold(store, holder)
-                    result = self._consume(await self._read_store(), seen, timeline)
+                    await self._bind(store)
+                    result = self._consume(await self._with_binding(store, await self._read_store()), seen, timeline)
                 except EdcCallbacksError as err:
                     self.log.warning("Callback event store unavailable (%s); retrying", err)
                     if subscription is not None:
@@ -312,6 +358,10 @@ class EdcCallbackTrigger(BaseTrigger):
                     last_activity = time.monotonic()
                     continue
                 events = await subscription.wait(min(remaining, renew_at - time.monotonic()))
+                try:
+                    events = await self._with_binding(store, events)
+                except EdcCallbacksError as err:  # kept back; the binding is read again with the next event
+                    self.log.warning("Could not read the binding of %s: %s", self.transfer_process_id, err)
                 if events:
                     before = len(timeline)
                     result = self._consume(events, seen, timeline)

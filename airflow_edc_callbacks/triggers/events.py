@@ -44,6 +44,10 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
         watchers with the same filters share one cursor.
     :param one_shot: stop after the first event (sensors); an ``AssetWatcher`` keeps it ``False``.
 
+    Only trusted events fire (:meth:`~airflow_edc_callbacks.store.StoredEvent.trusted`): those that came
+    through a static callback route, and those that came with the token of the task instance their
+    process is bound to when the trigger reads them. An event posted with another token never fires.
+
     The event payload: ``envelope_id``, ``event_type``, ``process_id``, ``process_type``, ``asset_id``,
     ``contract_id``, ``at`` (epoch milliseconds, connector clock), ``received_at`` (epoch milliseconds),
     ``routes``. No other payload field (an EDR could be one) leaves the store.
@@ -70,6 +74,7 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
         self.since = since
         self.one_shot = one_shot
         self.name = name or self._default_name()
+        self._bindings: dict[str, str] = {}  # process id -> bound correlation id (bindings never change)
 
     def _default_name(self) -> str:
         filters = json.dumps(
@@ -117,6 +122,19 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
             "routes": list(stored.routes),
         }
 
+    async def _trusted(self, store: EventStore, stored: StoredEvent) -> bool:
+        """Whether ``stored`` may fire this trigger (see the class docstring)."""
+        if stored.via_static:
+            return True
+        if stored.correlation_id is None or stored.process_id is None:
+            return False
+        bound = self._bindings.get(stored.process_id)
+        if bound is None:
+            bound = await asyncio.to_thread(store.binding, stored.process_id)
+            if bound is not None:
+                self._bindings[stored.process_id] = bound
+        return stored.trusted(bound)
+
     async def _start(self, store: EventStore) -> int:
         cursor = await asyncio.to_thread(store.cursor, self.name)
         if cursor is None:  # first run: only events from now on (or from `since`)
@@ -144,6 +162,17 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
                         pending = await asyncio.to_thread(store.events, after_seq=cursor, since=self.since)
                     for stored in pending:
                         if stored.seq <= cursor or not self.matches(stored):
+                            continue
+                        if not await self._trusted(store, stored):
+                            self.log.warning(
+                                "Ignoring callback %s %s for %s: it came with the token of correlation id %s, "
+                                "not of the task instance that started the process",
+                                stored.event_type,
+                                stored.envelope_id,
+                                stored.process_id,
+                                stored.correlation_id,
+                            )
+                            cursor = stored.seq
                             continue
                         cursor = stored.seq
                         if not await asyncio.to_thread(store.claim, self.name, stored):

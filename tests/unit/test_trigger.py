@@ -255,8 +255,9 @@ async def test_same_event_by_static_and_dynamic_route_resumes_once(
 
 
 async def test_trigger_without_token_follows_events_whatever_route_came_first(receiver: TestClient) -> None:
-    """A sensor's trigger (no correlation id) on a transfer another task also waits for: the dynamic
-    callback stores the event first, the static duplicate only adds its route."""
+    """A sensor's trigger (no correlation id) on a transfer another task started (and bound) and waits for:
+    the dynamic callback with that task's token counts, whatever route comes later."""
+    get_store().bind(TP, "another-task")  # what the other task's operator did when it started TP
     post(receiver, envelope("TransferProcessCompleted", TP), correlation="another-task")
     payload = await first_trigger_event(make_trigger(correlation_id=None))
     assert payload["status"] == "success"
