@@ -28,6 +28,7 @@ __all__ = [
     "SIGNING_KEY_FILE",
     "callback_url",
     "correlation_id_for",
+    "correlation_id_of_callback_url",
     "get_signing_key",
     "get_verification_keys",
     "make_token",
@@ -139,3 +140,13 @@ def _read_key(path: Path) -> bytes:
 def callback_url(correlation_id: str) -> str:
     """The dynamic callback address for ``correlation_id``: ``<callback_base_url>/callbacks/<token>``."""
     return f"{get_callback_base_url()}/callbacks/{make_token(get_signing_key(), correlation_id)}"
+
+
+def correlation_id_of_callback_url(url: str) -> str | None:
+    """The correlation id of a dynamic callback address this deployment signed, or ``None`` for any other
+    URL (another receiver's, a forged or retired token). Verifies with every key of
+    :func:`get_verification_keys`."""
+    _, sep, token = url.rstrip("/").rpartition("/callbacks/")
+    if not sep or "/" in token:
+        return None
+    return verify_token(get_verification_keys(), token)

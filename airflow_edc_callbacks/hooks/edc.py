@@ -24,7 +24,13 @@ from airflow.sdk import BaseHook
 
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
 from airflow_edc_callbacks.edr import FetchResult, fetch_to_file
-from airflow_edc_callbacks.exceptions import EdcApiError, EdcEdrNotFound, EdcTransportError, StoreUnavailableError
+from airflow_edc_callbacks.exceptions import (
+    EdcApiError,
+    EdcEdrNotFound,
+    EdcTransportError,
+    ProcessBoundElsewhereError,
+    StoreUnavailableError,
+)
 from airflow_edc_callbacks.models import (
     EDC_CONTEXT,
     EDC_NAMESPACE,
@@ -36,6 +42,7 @@ from airflow_edc_callbacks.models import (
     normalize_jsonld,
 )
 from airflow_edc_callbacks.store import get_store
+from airflow_edc_callbacks.tokens import correlation_id_of_callback_url
 
 __all__ = ["API_VERSIONS", "DEFAULT_PROTOCOL", "EdcConnectionSettings", "EdcManagementHook"]
 
@@ -363,16 +370,37 @@ class EdcManagementHook(BaseHook):
     def start_transfer(self, request: Mapping[str, Any]) -> str:
         """``POST /{version}/transferprocesses``; returns the new transfer process id.
 
+        Once the connector has named the process, binds it (``EventStore.bind``) to the correlation id of
+        each dynamic callback address of this deployment in the request, so that its callbacks count
+        only with that token (see README, Security model). A store that cannot be reached is logged:
+        the waiting trigger binds again when it starts.
+
         :param request: a body from :meth:`build_transfer_request`.
         :raises EdcApiError: the connector rejected it (400 with its validation messages).
         :raises EdcTransportError: the connector could not be reached.
+        :raises ProcessBoundElsewhereError: the new id is bound to another task instance already.
         """
         path = self.api_path("transferprocesses")
         response = self._send("POST", path, dict(request))
         process_id = jsonld_get(response or {}, "@id")
         if not process_id:
             raise EdcApiError(200, "POST", f"{self.settings.base_url}{path}", ["no @id in IdResponse"])
+        self._bind_callbacks(str(process_id), request)
         return str(process_id)
+
+    def _bind_callbacks(self, process_id: str, request: Mapping[str, Any]) -> None:
+        for address in as_list(jsonld_get(request, "callbackAddresses")):
+            uri = jsonld_get(address, "uri") if isinstance(address, Mapping) else None
+            correlation_id = correlation_id_of_callback_url(str(uri)) if uri else None
+            if correlation_id is None:
+                continue
+            try:
+                bound = get_store(waiting=True).bind(process_id, correlation_id)
+            except StoreUnavailableError as err:
+                self.log.warning("Could not bind %s to its task instance now (its trigger will): %s", process_id, err)
+                continue
+            if bound != correlation_id:
+                raise ProcessBoundElsewhereError(process_id, bound, correlation_id)
 
     def get_transfer_process(self, transfer_process_id: str) -> dict[str, Any]:
         """``GET /{version}/transferprocesses/{id}``, normalised (see :func:`~.models.normalize_jsonld`)."""
@@ -535,12 +563,20 @@ class EdcManagementHook(BaseHook):
         return body
 
     def start_negotiation(self, request: Mapping[str, Any]) -> str:
-        """``POST /{version}/contractnegotiations``; returns the new contract negotiation id."""
+        """``POST /{version}/contractnegotiations``; returns the new contract negotiation id.
+
+        Binds the negotiation like :meth:`start_transfer` binds a transfer.
+
+        :raises EdcApiError: the connector rejected it.
+        :raises EdcTransportError: the connector could not be reached.
+        :raises ProcessBoundElsewhereError: the new id is bound to another task instance already.
+        """
         path = self.api_path("contractnegotiations")
         response = self._send("POST", path, dict(request))
         negotiation_id = jsonld_get(response or {}, "@id")
         if not negotiation_id:
             raise EdcApiError(200, "POST", f"{self.settings.base_url}{path}", ["no @id in IdResponse"])
+        self._bind_callbacks(str(negotiation_id), request)
         return str(negotiation_id)
 
     async def aget_negotiation(self, negotiation_id: str) -> dict[str, Any]:

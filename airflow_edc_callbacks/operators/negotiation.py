@@ -14,13 +14,7 @@ from airflow.sdk import BaseOperator
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
 from airflow_edc_callbacks.exceptions import EdcNegotiationFailed
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
-from airflow_edc_callbacks.operators.resume import (
-    bind_process,
-    connector_url,
-    log_timeline,
-    validate_event,
-    worker_exit_seconds,
-)
+from airflow_edc_callbacks.operators.resume import connector_url, log_timeline, validate_event, worker_exit_seconds
 from airflow_edc_callbacks.tokens import callback_url, correlation_id_for
 from airflow_edc_callbacks.triggers.inline import first_event
 from airflow_edc_callbacks.triggers.negotiation import EdcNegotiationTrigger
@@ -226,7 +220,6 @@ def start_negotiation(
         asset_id,
         offer.get("@id"),
     )
-    bind_process(task, negotiation_id, correlation_id)
     return negotiation_id
 
 

@@ -7,17 +7,11 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_edc_callbacks.exceptions import (
-    EdcCallbacksError,
-    ProcessBoundElsewhereError,
-    StoreUnavailableError,
-    TriggerEventError,
-)
+from airflow_edc_callbacks.exceptions import EdcCallbacksError, TriggerEventError
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.models import iso_from_epoch_ms
-from airflow_edc_callbacks.store import get_store
 
-__all__ = ["bind_process", "connector_url", "log_timeline", "validate_event", "worker_exit_seconds"]
+__all__ = ["connector_url", "log_timeline", "validate_event", "worker_exit_seconds"]
 
 
 def worker_exit_seconds() -> float:
@@ -29,24 +23,6 @@ def worker_exit_seconds() -> float:
     from airflow.configuration import conf
 
     return conf.getfloat("workers", "min_heartbeat_interval", fallback=5.0) + 1.0
-
-
-def bind_process(task: BaseOperator, process_id: str, correlation_id: str) -> None:
-    """Bind a process the task started to the task instance, as soon as the connector named it.
-
-    From then on the process's callbacks count for sensors, watchers and EDR look-ups only when they
-    came through a static route or with this task's token (``EventStore.bind``). The waiting trigger
-    binds again when it starts, so a worker that cannot reach the store only delays the binding (logged).
-
-    :raises ProcessBoundElsewhereError: the process is bound to another task instance.
-    """
-    try:
-        bound = get_store(waiting=True).bind(process_id, correlation_id)
-    except StoreUnavailableError as err:
-        task.log.warning("Could not bind %s to this task instance now (the trigger will): %s", process_id, err)
-        return
-    if bound != correlation_id:
-        raise ProcessBoundElsewhereError(process_id, bound, correlation_id)
 
 
 def validate_event(task: BaseOperator, event: dict[str, Any] | None) -> dict[str, Any]:

@@ -18,13 +18,7 @@ from airflow_edc_callbacks.models import (
     jsonld_get,
     resolve_wait_for,
 )
-from airflow_edc_callbacks.operators.resume import (
-    bind_process,
-    connector_url,
-    log_timeline,
-    validate_event,
-    worker_exit_seconds,
-)
+from airflow_edc_callbacks.operators.resume import connector_url, log_timeline, validate_event, worker_exit_seconds
 from airflow_edc_callbacks.tokens import callback_url, correlation_id_for
 from airflow_edc_callbacks.triggers.callback import EdcCallbackTrigger
 from airflow_edc_callbacks.triggers.inline import first_event
@@ -184,7 +178,6 @@ class EdcTransferOperator(BaseOperator):
                 callback_base,
                 correlation_id,
             )
-        bind_process(self, transfer_id, correlation_id)
         trigger = EdcCallbackTrigger(
             correlation_id=correlation_id,
             transfer_process_id=transfer_id,
