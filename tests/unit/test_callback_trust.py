@@ -97,6 +97,34 @@ def test_the_operator_binds_the_transfer_it_starts_and_other_tokens_are_refused(
     assert post(receiver, envelope("TransferProcessCompleted", B), correlation=correlation).status_code == 200
 
 
+def test_the_hook_binds_what_it_starts_to_the_callback_tokens_of_this_deployment(
+    edc_config: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Custom code that starts processes through the hook gets the same binding as the operators."""
+    monkeypatch.setenv("AIRFLOW_CONN_EDC_DEFAULT", json.dumps({"conn_type": "edc", "host": "http://c/management"}))
+    new_ids = iter(["tp-ours", "tp-foreign", "cn-ours"])
+    hook = EdcManagementHook(
+        transport=httpx.MockTransport(lambda request: httpx.Response(200, json={"@id": next(new_ids)}))
+    )
+
+    def transfer_request(uri: str) -> dict[str, Any]:
+        return hook.build_transfer_request(
+            counter_party_address="http://p/protocol",
+            contract_id="agreement-1",
+            transfer_type="HttpData-PULL",
+            callback_addresses=[hook.callback_address(uri)],
+        )
+
+    ours = f"http://airflow/edc-callbacks/callbacks/{make_token(SIGNING_KEY, TASK_B)}"
+    assert hook.start_transfer(transfer_request(ours)) == "tp-ours"
+    foreign = f"http://elsewhere/callbacks/{make_token(b'not-our-key', TASK_A)}"
+    assert hook.start_transfer(transfer_request(foreign)) == "tp-foreign"
+    negotiation = {"callbackAddresses": [hook.callback_address(ours, events=["contract.negotiation"])]}
+    assert hook.start_negotiation(negotiation) == "cn-ours"
+    store = get_store()
+    assert (store.binding("tp-ours"), store.binding("tp-foreign"), store.binding("cn-ours")) == (TASK_B, None, TASK_B)
+
+
 async def test_a_sensor_acts_only_on_static_and_bound_events(receiver: TestClient) -> None:
     """The attacker's event lands before the victim's operator binds B (callbacks can beat the connector's
     answer): it is stored, but never counts; the victim's own early event counts once B is bound."""
