@@ -293,9 +293,9 @@ class EventStore:
     def bind(self, process_id: str, correlation_id: str) -> str:
         """Bind a process to the task instance that started it; the first binding stays for good.
 
-        The operator calls it when the connector's answer names the transfer process or contract
-        negotiation, the waiting trigger again when it starts (both idempotent). Events stored before
-        (callbacks can beat the connector's answer) count from then on, as do later ones.
+        The hook calls it when the connector's answer names the transfer process or contract
+        negotiation, the waiting trigger again when it starts (see :meth:`hold`; both idempotent). Events
+        stored before (callbacks can beat the connector's answer) count from then on, as do later ones.
 
         :param process_id: the transfer process or contract negotiation id.
         :param correlation_id: the task instance's correlation id (the one in its callback token).
@@ -303,18 +303,22 @@ class EventStore:
             another one before).
         :raises StoreUnavailableError: the write failed.
         """
-        stmt = self._insert()(ProcessBindingRow).values(
-            process_id=process_id, correlation_id=correlation_id, bound_at=int(time.time() * 1000)
-        )
         try:
             with self._sessions.begin() as session:
-                session.execute(stmt.on_conflict_do_nothing(index_elements=["process_id"]))
-                bound = session.scalar(
-                    select(ProcessBindingRow.correlation_id).where(ProcessBindingRow.process_id == process_id)
-                )
+                return str(self._bind(session, process_id, correlation_id))
         except SQLAlchemyError as err:
             raise StoreUnavailableError(f"Cannot write to the callback event store: {err}") from err
-        return str(bound)
+
+    def _bind(self, session: Session, process_id: str, correlation_id: str | None) -> str | None:
+        """Bind (when ``correlation_id`` is given, if unbound) and return the process's binding."""
+        if correlation_id is not None:
+            stmt = self._insert()(ProcessBindingRow).values(
+                process_id=process_id, correlation_id=correlation_id, bound_at=int(time.time() * 1000)
+            )
+            session.execute(stmt.on_conflict_do_nothing(index_elements=["process_id"]))
+        return session.scalar(
+            select(ProcessBindingRow.correlation_id).where(ProcessBindingRow.process_id == process_id)
+        )
 
     def binding(self, process_id: str) -> str | None:
         """The correlation id ``process_id`` is bound to (see :meth:`bind`), or ``None``.
@@ -411,22 +415,28 @@ class EventStore:
         except SQLAlchemyError as err:
             raise StoreUnavailableError(f"Cannot purge the callback event store: {err}") from err
 
-    def hold(self, holder: str, *, process_id: str | None, correlation_id: str | None) -> None:
+    def hold(
+        self, holder: str, *, process_id: str | None, correlation_id: str | None, bind: bool = False
+    ) -> str | None:
         """Record (or renew) that ``holder`` waits for these events, so retention keeps them.
 
+        :param bind: also, in the same transaction, bind ``process_id`` to ``correlation_id`` (when both
+            are given; see :meth:`bind`) and read the binding of ``process_id``: one write for a trigger
+            that starts waiting.
+        :returns: with ``bind``, the correlation id ``process_id`` is bound to (``None`` while unbound);
+            else ``None``.
         :raises StoreUnavailableError: the write failed.
         """
-        values = {
-            "holder": holder,
-            "process_id": process_id,
-            "correlation_id": correlation_id,
-            "renewed_at": int(time.time() * 1000),
-        }
+        now = int(time.time() * 1000)
+        values = {"holder": holder, "process_id": process_id, "correlation_id": correlation_id, "renewed_at": now}
         stmt = self._insert()(TriggerHoldRow).values(**values)
-        stmt = stmt.on_conflict_do_update(index_elements=["holder"], set_={"renewed_at": values["renewed_at"]})
+        stmt = stmt.on_conflict_do_update(index_elements=["holder"], set_={"renewed_at": now})
         try:
             with self._sessions.begin() as session:
                 session.execute(stmt)
+                if bind and process_id is not None:
+                    return self._bind(session, process_id, correlation_id)
+                return None
         except SQLAlchemyError as err:
             raise StoreUnavailableError(f"Cannot write to the callback event store: {err}") from err
 

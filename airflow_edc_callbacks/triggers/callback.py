@@ -106,8 +106,10 @@ class EdcCallbackTrigger(BaseTrigger):
         self.fallback_check_interval = fallback_check_interval
         self.not_before = not_before
         self.hook: EdcManagementHook | None = None
-        self._holding: asyncio.Future[None] | None = None  # the latest hold write, see _hold
-        self._bound: str | None = None  # the correlation id the process is bound to, once known
+        self._holding: asyncio.Future[str | None] | None = None  # the latest hold write, see _hold
+        # the correlation id the process is bound to: the task's own (it started the process) until the
+        # store says otherwise; a sensor's is unknown until read from the store
+        self._bound: str | None = correlation_id
         self._untrusted: dict[str, StoredEvent] = {}  # events of the process not trusted (yet)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -141,20 +143,18 @@ class EdcCallbackTrigger(BaseTrigger):
             and self._about_this_process(stored)
         )
 
-    async def _bind(self, store: EventStore) -> None:
-        """Bind the process to this task's correlation id (the operator did already; idempotent), or, for a
-        trigger without one (a sensor), read the binding. See :meth:`StoredEvent.trusted`."""
-        if self.correlation_id is None:
-            self._bound = await asyncio.to_thread(store.binding, self.transfer_process_id)
+    def _take_binding(self, bound: str | None) -> None:
+        """Take the process's binding as the store has it (see :meth:`StoredEvent.trusted`)."""
+        if bound is None:
             return
-        self._bound = await asyncio.to_thread(store.bind, self.transfer_process_id, self.correlation_id)
-        if self._bound != self.correlation_id:
+        if self.correlation_id is not None and bound != self.correlation_id:
             self.log.error(
                 "%s %s is bound to another task instance (correlation id %s): only its static callbacks count here",
                 self.PROCESS_LABEL,
                 self.transfer_process_id,
-                self._bound,
+                bound,
             )
+        self._bound = bound
 
     async def _with_binding(self, store: EventStore, events: list[StoredEvent]) -> list[StoredEvent]:
         """Events to consume: ``events``, preceded by the ones held back as untrusted when the process's
@@ -191,18 +191,20 @@ class EdcCallbackTrigger(BaseTrigger):
             "timeline": timeline,
         }
 
-    async def _hold(self, store: EventStore, holder: str) -> None:
-        """Tell retention that this trigger needs its process's events (renewed every hour).
+    async def _hold(self, store: EventStore, holder: str, *, bind: bool = False) -> None:
+        """Tell retention that this trigger needs its process's events (renewed every hour); with
+        ``bind`` (when it starts) also bind the process to this task's correlation id, or for a trigger
+        without one (a sensor) read the binding, in the same write.
 
         The write runs on even if the trigger is cancelled meanwhile; ``run`` waits for it before it
         releases the hold, so a release never lands before the hold it releases.
         """
         write = asyncio.to_thread(
-            store.hold, holder, process_id=self.transfer_process_id, correlation_id=self.correlation_id
+            store.hold, holder, process_id=self.transfer_process_id, correlation_id=self.correlation_id, bind=bind
         )
         self._holding = asyncio.ensure_future(write)
         try:
-            await asyncio.shield(self._holding)
+            self._take_binding(await asyncio.shield(self._holding))
         except EdcCallbacksError as err:  # retention keeps events for days: a missed renewal is harmless
             self.log.warning("Could not record this trigger's hold on its events: %s", err)
 
@@ -324,8 +326,7 @@ class EdcCallbackTrigger(BaseTrigger):
                     subscription = listener.subscribe(
                         correlation_id=self.correlation_id, process_ids=[self.transfer_process_id]
                     )
-                    await self._hold(store, holder)
-                    await self._bind(store)
+                    await self._hold(store, holder, bind=True)
                     result = self._consume(await self._with_binding(store, await self._read_store()), seen, timeline)
                 except EdcCallbacksError as err:
                     self.log.warning("Callback event store unavailable (%s); retrying", err)
