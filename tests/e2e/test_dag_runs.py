@@ -6,12 +6,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from airflow_edc_callbacks.tokens import make_token
 from demo import connectors as edc
 from demo.airflow_env import AirflowStandalone
 from demo.data_server import source_bytes
-from tests.e2e.conftest import EdcEnvironment, airflow_store
+from tests.e2e.conftest import RECEIVER_BASE, EdcEnvironment, airflow_store
+from tests.helpers import envelope
 
 pytestmark = pytest.mark.e2e
 
@@ -68,6 +71,17 @@ def test_push_transfer_dag_resumes_on_callback(edc_env: EdcEnvironment, airflow:
     assert any("static:consumercb" in e.routes for e in stored)
     # the trigger resumed on the first Completed (EDC 0.15 sends Completed twice, with two envelope ids)
     assert [t["type"] for t in result["timeline"]] == types[: types.index("TransferProcessCompleted") + 1]
+
+    # the hook bound the transfer to the task instance when the connector answered; every event the task
+    # counted is trusted (the early ones too), and a valid token of another task is refused on the
+    # api-server's receiver (403), storing nothing
+    assert airflow_store(airflow).binding(transfer_id) == result["correlation_id"]
+    assert all(e.trusted(result["correlation_id"]) for e in stored)
+    key = (airflow.home / "edc_callbacks_signing.key").read_text().strip().encode()
+    forged = envelope("TransferProcessTerminated", transfer_id, reason="forged")
+    answer = httpx.post(f"{RECEIVER_BASE}/callbacks/{make_token(key, 'another-task')}", json=forged, timeout=10)
+    assert answer.status_code == 403, answer.text
+    assert forged["id"] not in {e.envelope_id for e in airflow_store(airflow).events(process_id=transfer_id)}
 
     # the connector agrees, and the data arrived byte for byte
     assert edc_env.consumer_state(transfer_id) == "COMPLETED"
