@@ -312,6 +312,7 @@ def create_app(settings: ReceiverSettings | None = None) -> FastAPI:
         version=_version(),
         docs_url=None,
         redoc_url=None,
+        redirect_slashes=False,  # no 307 to a Location built from the Host header
     )
     app.state.edc_settings = settings or ReceiverSettings()
     router = APIRouter()

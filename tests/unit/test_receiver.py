@@ -275,3 +275,13 @@ def test_nul_characters_are_refused_with_422_on_every_store(client: TestClient, 
     response = client.post(f"/callbacks/{make_token(SIGNING_KEY, 'c-nul')}", json=body)
     assert response.status_code == 422, response.text
     assert store.events() == []
+
+
+@pytest.mark.parametrize("path", [url() + "/", url() + "/?x=1", "/callbacks/static/cb1/", "/health/"])
+def test_trailing_slash_is_not_redirected(client: TestClient, store: EventStore, path: str) -> None:
+    """No 307 with a Location built from the Host header (which also carried the token into it)."""
+    method = "GET" if path.startswith("/health") else "POST"
+    response = client.request(method, path, json=envelope(), headers={"Host": "evil.example"}, follow_redirects=False)
+    assert response.status_code in (404, 405)
+    assert "location" not in response.headers
+    assert store.events() == []
