@@ -9,7 +9,8 @@ import uuid
 from collections.abc import Sequence
 
 from airflow_edc_callbacks.config import get_callback_base_url, get_retention, parse_duration
-from airflow_edc_callbacks.models import iso_from_epoch_ms, redact_tokens
+from airflow_edc_callbacks.models import iso_from_epoch_ms
+from airflow_edc_callbacks.redaction import redact_tokens
 from airflow_edc_callbacks.store import EventStore, get_store
 from airflow_edc_callbacks.tokens import get_signing_key
 

@@ -49,6 +49,7 @@ from airflow_edc_callbacks.config import (
 )
 from airflow_edc_callbacks.exceptions import StoreUnavailableError
 from airflow_edc_callbacks.models import EventEnvelope
+from airflow_edc_callbacks.redaction import RedactPathMiddleware
 from airflow_edc_callbacks.static_callbacks import StaticCallbackRegistration, check_name, lookup_registration
 from airflow_edc_callbacks.store import EventStore, get_store
 from airflow_edc_callbacks.tokens import get_signing_key, verify_token
@@ -314,6 +315,7 @@ def create_app(settings: ReceiverSettings | None = None) -> FastAPI:
         redoc_url=None,
         redirect_slashes=False,  # no 307 to a Location built from the Host header
     )
+    app.add_middleware(RedactPathMiddleware)
     app.state.edc_settings = settings or ReceiverSettings()
     router = APIRouter()
 

@@ -90,7 +90,7 @@ def test_events_never_print_an_edr_token(store: EventStore, store_url: str, caps
 
 
 def test_redaction_covers_refresh_tokens_in_any_key_form() -> None:
-    from airflow_edc_callbacks.models import redact_tokens
+    from airflow_edc_callbacks.redaction import redact_tokens
 
     edr = {
         "endpoint": "http://p/public",
