@@ -27,6 +27,7 @@ import asyncio
 import hmac
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,6 +74,11 @@ class ReceiverSettings:
         connections, :func:`~airflow_edc_callbacks.static_callbacks.lookup_registration`).
     :ivar static_cache_seconds: how long a found registration is reused (a rotated secret's old value is
         accepted that long at most).
+    :ivar static_negative_cache_seconds: how long a name no registration was found for is answered 404
+        without another lookup (a newly registered name is accepted that long after its registration at
+        most). 0: every request looks the name up.
+    :ivar static_negative_cache_size: at most this many such names are remembered (the oldest are
+        forgotten first), so requests to random names cannot grow the cache without bound.
     :ivar retention: how long events are kept (``[edc_callbacks] retention``, 7 days).
     :ivar purge_interval: seconds between two background purges (``[edc_callbacks] purge_interval``,
         1 hour; 0 disables them). The first runs with the first request the receiver answers.
@@ -85,10 +91,14 @@ class ReceiverSettings:
     max_body_bytes: int | None = None
     static_lookup: Callable[[str], StaticCallbackRegistration | None] | None = None
     static_cache_seconds: float = 10.0
+    static_negative_cache_seconds: float = 5.0
+    static_negative_cache_size: int = 10_000
     retention: timedelta | None = None
     purge_interval: float | None = None
     _store: EventStore | None = None
     _static_cache: dict[str, tuple[float, StaticCallbackRegistration]] = field(default_factory=dict)
+    _static_missing: dict[str, float] = field(default_factory=dict)
+    _static_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def resolve(self) -> ReceiverSettings:
         if self.signing_key is None:
@@ -109,26 +119,48 @@ class ReceiverSettings:
     def static_registration(self, name: str, *, fresh: bool = False) -> StaticCallbackRegistration | None:
         """The static callback registered as ``name``, or ``None``.
 
-        Found registrations are reused for ``static_cache_seconds``; ``fresh`` skips that (the route asks
-        again before it rejects a callback, so a new registration or a rotated secret is never refused
-        because of the cache). Blocking (a connection lookup): call it from a thread.
+        Found registrations are reused for ``static_cache_seconds``, names found unregistered for
+        ``static_negative_cache_seconds``; ``fresh`` skips both caches (the route asks again before it
+        refuses a found registration's wrong secret, so a rotated secret is never refused because of the
+        cache). Blocking (a connection lookup): call it from a thread; thread-safe.
 
         :raises ValueError: the registration's connection is malformed.
+        :raises Exception: whatever the lookup raises (secrets backend or metastore faults).
         """
         try:
             check_name(name)
         except ValueError:
             return None
         now = time.monotonic()
-        cached = self._static_cache.get(name)
-        if not fresh and cached is not None and now - cached[0] < self.static_cache_seconds:
-            return cached[1]
+        if not fresh:
+            with self._static_lock:
+                cached = self._static_cache.get(name)
+                if cached is not None and now - cached[0] < self.static_cache_seconds:
+                    return cached[1]
+                missing_since = self._static_missing.get(name)
+                if missing_since is not None and now - missing_since < self.static_negative_cache_seconds:
+                    return None
         registration = (self.static_lookup or lookup_registration)(name)
-        if registration is None:
-            self._static_cache.pop(name, None)
-        else:
-            self._static_cache[name] = (now, registration)
+        with self._static_lock:
+            if registration is None:
+                self._static_cache.pop(name, None)
+                self._remember_missing(name, time.monotonic())
+            else:
+                self._static_missing.pop(name, None)
+                self._static_cache[name] = (now, registration)
         return registration
+
+    def _remember_missing(self, name: str, now: float) -> None:
+        """Add ``name`` to the negative cache, dropping expired and, beyond its size, the oldest names."""
+        missing = self._static_missing
+        missing.pop(name, None)  # re-inserted last: the dictionary stays ordered by time
+        while missing:
+            oldest, since = next(iter(missing.items()))
+            if now - since < self.static_negative_cache_seconds and len(missing) < self.static_negative_cache_size:
+                break
+            del missing[oldest]
+        if self.static_negative_cache_seconds > 0 and self.static_negative_cache_size > 0:
+            missing[name] = now
 
     @property
     def store(self) -> EventStore:
@@ -230,7 +262,7 @@ async def _static_callback(name: str, request: Request, cfg: ReceiverSettings) -
 
     try:
         registration = await run_in_threadpool(cfg.static_registration, name)
-        if registration is None or not authorised(registration):  # ask again before refusing
+        if registration is not None and not authorised(registration):  # maybe rotated: ask again before refusing
             registration = await run_in_threadpool(partial(cfg.static_registration, name, fresh=True))
     except Exception as err:  # a secrets backend or metastore fault, or a malformed registration
         log.error("Static callback %s: registration lookup failed: %s", name, type(err).__name__)
