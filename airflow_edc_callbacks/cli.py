@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError
 from airflow_edc_callbacks.config import get_callback_base_url, get_retention, get_store_url, parse_duration
 from airflow_edc_callbacks.exceptions import StoreUnavailableError
 from airflow_edc_callbacks.models import iso_from_epoch_ms
+from airflow_edc_callbacks.receiver.server import ServerLimits
 from airflow_edc_callbacks.redaction import redact_text, redact_tokens
 from airflow_edc_callbacks.store import EventStore, StoredEvent, get_store
 from airflow_edc_callbacks.tokens import get_signing_key
@@ -46,6 +47,17 @@ def _positive(kind: Callable[[str], int]) -> Callable[[str], int]:
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its "invalid ... value" message
+    return parse
+
+
+def _non_negative(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not value >= 0:
+            raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
     return parse
 
 
@@ -122,15 +134,29 @@ def _recursion_headroom(limit: int) -> Iterator[None]:
 
 
 def _serve(args: argparse.Namespace, out: TextIO) -> int:
-    import uvicorn
-
     from airflow_edc_callbacks import metrics
     from airflow_edc_callbacks.receiver import ReceiverSettings, create_app
+    from airflow_edc_callbacks.receiver.server import build_server
 
     metrics.initialize_from_config()  # the api-server does this itself; this process is ours
-    app = create_app(ReceiverSettings(store_url=args.store_url))
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-    return 0
+    settings = ReceiverSettings(store_url=args.store_url, body_timeout=args.body_timeout).resolve()
+    limits = ServerLimits(
+        keep_alive_timeout=args.keep_alive_timeout,
+        header_timeout=args.header_timeout,
+        max_header_bytes=args.max_header_bytes,
+        limit_concurrency=args.limit_concurrency or None,
+        backlog=args.backlog,
+    )
+    server = build_server(create_app(settings), host=args.host, port=args.port, limits=limits, log_level=args.log_level)
+    print(
+        f"{PROG} serve: store {_store_name(settings.store_url or '')}; keep-alive {limits.keep_alive_timeout} s, "
+        f"header timeout {limits.header_timeout:g} s, max header bytes {limits.max_header_bytes}, "
+        f"body timeout {settings.body_timeout:g} s, limit concurrency {limits.limit_concurrency or 'none'}, "
+        f"backlog {limits.backlog}",
+        file=sys.stderr,
+    )
+    server.run()
+    return 0 if server.started else 1
 
 
 def _event_json(e: StoredEvent) -> dict[str, Any]:
@@ -259,6 +285,51 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8099, help="Port (default 8099).")
     serve.add_argument("--store-url", help="Event store URL (default [edc_callbacks] store_url).")
     serve.add_argument("--log-level", default="info", help="uvicorn log level (default info).")
+    defaults = ServerLimits()
+    serve.add_argument(
+        "--keep-alive-timeout",
+        type=_non_negative(int),
+        default=defaults.keep_alive_timeout,
+        metavar="SECONDS",
+        help=f"Close an idle keep-alive connection after this long (default {defaults.keep_alive_timeout}).",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=_non_negative(float),
+        default=defaults.header_timeout,
+        metavar="SECONDS",
+        help="Close a connection whose request line and headers are not complete this long after it was opened "
+        f"or its previous response was sent (slow or idle clients; default {defaults.header_timeout:g}; 0: never).",
+    )
+    serve.add_argument(
+        "--max-header-bytes",
+        type=_positive(int),
+        default=defaults.max_header_bytes,
+        metavar="BYTES",
+        help=f"Answer 400 to a request line plus headers larger than this (default {defaults.max_header_bytes}).",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=_non_negative(float),
+        metavar="SECONDS",
+        help="Answer 408 to a callback whose body does not arrive within this long "
+        "(default [edc_callbacks] body_timeout, 10; 0: no limit).",
+    )
+    serve.add_argument(
+        "--limit-concurrency",
+        type=_non_negative(int),
+        default=defaults.limit_concurrency,
+        metavar="N",
+        help="Answer 503 at once to requests arriving while N connections or requests are open "
+        f"(default {defaults.limit_concurrency}; 0: no limit).",
+    )
+    serve.add_argument(
+        "--backlog",
+        type=_positive(int),
+        default=defaults.backlog,
+        metavar="N",
+        help=f"Connections the kernel queues before they are accepted (default {defaults.backlog}).",
+    )
     serve.set_defaults(func=_serve, output_only_on_stdout=False)
 
     events = sub.add_parser("events", help="List stored events, oldest first (--tail: newest first).")

@@ -35,6 +35,7 @@ PREFIX = "edc_callbacks"
 REJECTION_REASONS = {
     401: "unauthorized",
     404: "unknown_target",
+    408: "timeout",
     413: "too_large",
     415: "not_json",
     422: "invalid",

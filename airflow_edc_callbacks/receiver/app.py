@@ -14,6 +14,7 @@ status  when
 200     stored (``{"status": "stored"}``) or already stored (``"duplicate"``)
 401     the auth header (configured, or the static registration's) is missing or wrong
 404     the token's signature does not verify, or no static callback has that name
+408     the body did not arrive within ``[edc_callbacks] body_timeout`` (10 s)
 413     the body is larger than ``[edc_callbacks] max_body_size`` (1 MiB)
 415     the body is not JSON (content type or content)
 422     the JSON is not an EDC event envelope
@@ -39,9 +40,11 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from airflow_edc_callbacks import metrics
 from airflow_edc_callbacks.config import (
+    get_body_timeout,
     get_callback_auth,
     get_max_body_bytes,
     get_purge_interval,
@@ -82,6 +85,8 @@ class ReceiverSettings:
     :ivar retention: how long events are kept (``[edc_callbacks] retention``, 7 days).
     :ivar purge_interval: seconds between two background purges (``[edc_callbacks] purge_interval``,
         1 hour; 0 disables them). The first runs with the first request the receiver answers.
+    :ivar body_timeout: seconds a callback's body may take to arrive once its headers are in
+        (``[edc_callbacks] body_timeout``, 10); a slower one is answered 408. 0: no limit.
     """
 
     store_url: str | None = None
@@ -95,6 +100,7 @@ class ReceiverSettings:
     static_negative_cache_size: int = 10_000
     retention: timedelta | None = None
     purge_interval: float | None = None
+    body_timeout: float | None = None
     _store: EventStore | None = None
     _static_cache: dict[str, tuple[float, StaticCallbackRegistration]] = field(default_factory=dict)
     _static_missing: dict[str, float] = field(default_factory=dict)
@@ -114,6 +120,8 @@ class ReceiverSettings:
             self.retention = get_retention()
         if self.purge_interval is None:
             self.purge_interval = get_purge_interval().total_seconds()
+        if self.body_timeout is None:
+            self.body_timeout = get_body_timeout()
         return self
 
     def static_registration(self, name: str, *, fresh: bool = False) -> StaticCallbackRegistration | None:
@@ -185,18 +193,46 @@ def _is_json_media_type(content_type: str | None) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+def _body_timeout(request: Request) -> float:
+    settings = getattr(request.app.state, "edc_settings", None)
+    timeout = settings.body_timeout if isinstance(settings, ReceiverSettings) else None
+    return float(timeout or 0)
+
+
+async def _read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:
+    """Read the request body, at most ``limit`` bytes, within ``timeout`` seconds.
+
+    :param limit: the largest accepted body, in bytes.
+    :param timeout: seconds the whole body may take to arrive (default: the app's
+        ``ReceiverSettings.body_timeout``); 0: no limit.
+    :raises _Rejected: 413 (larger than ``limit``), 408 with ``Connection: close`` (not complete within
+        ``timeout``; the rest of the body is never read, so the connection cannot be reused), or 400 (the
+        client disconnected before the body was complete; nobody reads that answer).
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _Rejected(_error(413, f"Body larger than {limit} bytes"))
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _Rejected(_error(413, f"Body larger than {limit} bytes"))
-        chunks.append(chunk)
-    return b"".join(chunks)
+
+    async def read() -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _Rejected(_error(413, f"Body larger than {limit} bytes"))
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise _Rejected(_error(400, "Client disconnected before the body was complete")) from None
+        return b"".join(chunks)
+
+    seconds = _body_timeout(request) if timeout is None else timeout
+    if seconds <= 0:
+        return await read()
+    try:
+        return await asyncio.wait_for(read(), seconds)
+    except asyncio.TimeoutError:
+        raise _Rejected(_error(408, f"Body not received within {seconds:g} s", {"Connection": "close"})) from None
 
 
 async def _accept_event(
@@ -315,6 +351,7 @@ _CALLBACK_OPENAPI: dict[str, Any] = {
         "200": {"description": "Stored, or already stored (duplicate delivery)"},
         "401": {"description": "Auth header missing or wrong"},
         "404": {"description": "Unknown or forged callback token"},
+        "408": {"description": "Body not received in time"},
         "413": {"description": "Body too large"},
         "415": {"description": "Body is not JSON"},
         "422": {"description": "Body is not an EDC event envelope"},
