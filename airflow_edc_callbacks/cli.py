@@ -100,7 +100,7 @@ def _store(url: str | None) -> EventStore:
     url = url or get_store_url()
     try:
         return get_store(url)
-    except (StoreUnavailableError, ArgumentError) as err:
+    except (StoreUnavailableError, ArgumentError, ImportError) as err:  # ImportError: no database driver
         raise _Failure(f"cannot open the event store {_store_name(url)}: {_reason(err, url)}") from err
 
 

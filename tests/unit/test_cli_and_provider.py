@@ -197,14 +197,16 @@ def test_store_that_cannot_be_opened_is_one_line_and_status_1(
     assert captured.err.startswith(f"airflow-edc-callbacks: error: cannot open the event store {directory}: ")
     assert "Traceback" not in captured.err
 
-    url = f"postgresql+psycopg://edc:hunter2-secret@127.0.0.1:{_closed_port()}/events"
-    assert main([*command, "--store-url", url]) == 1
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert captured.err.count("\n") == 1
-    shown = f"postgresql+psycopg://edc:***@127.0.0.1:{url.rsplit(':', 1)[1]}"
-    assert captured.err.startswith(f"airflow-edc-callbacks: error: cannot open the event store {shown}: ")
-    assert "hunter2" not in captured.err
+    port = _closed_port()
+    for driver in ("psycopg", "pg8000"):  # refused; pg8000 is not installed (an ImportError) or refused too
+        url = f"postgresql+{driver}://edc:hunter2-secret@127.0.0.1:{port}/events"
+        assert main([*command, "--store-url", url]) == 1
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err.count("\n") == 1
+        shown = f"postgresql+{driver}://edc:***@127.0.0.1:{port}/events"
+        assert captured.err.startswith(f"airflow-edc-callbacks: error: cannot open the event store {shown}: ")
+        assert "hunter2" not in captured.err
 
 
 def _seed_many(store: EventStore, count: int) -> list[str]:
