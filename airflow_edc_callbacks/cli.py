@@ -1,89 +1,237 @@
-"""The ``airflow-edc-callbacks`` command: serve the receiver, inspect and purge stored events, make URLs."""
+"""The ``airflow-edc-callbacks`` command: serve the receiver, inspect and purge stored events, make URLs.
+
+Results go to standard output, everything else (Airflow's and Alembic's log lines, notes, errors) to
+standard error, so ``airflow-edc-callbacks events --json | python -m json.tool`` works.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TextIO
 
-from airflow_edc_callbacks.config import get_callback_base_url, get_retention, parse_duration
-from airflow_edc_callbacks.models import iso_from_epoch_ms, redact_tokens
-from airflow_edc_callbacks.store import EventStore, get_store
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from airflow_edc_callbacks.config import get_callback_base_url, get_retention, get_store_url, parse_duration
+from airflow_edc_callbacks.exceptions import StoreUnavailableError
+from airflow_edc_callbacks.models import iso_from_epoch_ms
+from airflow_edc_callbacks.receiver.server import ServerLimits
+from airflow_edc_callbacks.redaction import redact_text, redact_tokens
+from airflow_edc_callbacks.store import EventStore, StoredEvent, get_store
 from airflow_edc_callbacks.tokens import get_signing_key
 
 __all__ = ["build_parser", "main"]
 
+PROG = "airflow-edc-callbacks"
+
+_READ_RECURSION_LIMIT = 5000
+"""Python's recursion limit while ``events`` reads: stores written by older versions may hold bodies nested
+about 1000 deep, which the JSON decoder of Python 3.11 cannot read under the default limit of 1000."""
+
+
+class _Failure(Exception):
+    """A failure the command reports in one line on standard error, with exit status 1."""
+
+
+def _positive(kind: Callable[[str], int]) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its "invalid ... value" message
+    return parse
+
+
+def _non_negative(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not value >= 0:
+            raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _escaped(ch: str) -> str:
+    if ch == "\\":
+        return "\\\\"
+    if ch.isprintable():  # False for control, format, surrogate and separator characters but the space
+        return ch
+    return ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
+def _shown(text: str) -> str:
+    """``text`` for a terminal: secrets redacted; backslashes, control and format characters escaped
+    (``\\r``, ``\\x1b``, ``\\u202e``), so a stored value cannot move the cursor or fake a line."""
+    return "".join(_escaped(ch) for ch in redact_text(text))
+
+
+def _store_name(url: str) -> str:
+    """The store URL without its password, for messages."""
+    try:
+        return _shown(make_url(url).render_as_string(hide_password=True))
+    except ArgumentError:
+        return "<not a SQLAlchemy URL>"
+
+
+def _reason(err: BaseException, url: str) -> str:
+    """The first line of what went wrong (the driver's message), without the URL's password."""
+    cause = err.__cause__ or err
+    lines = str(cause).strip().splitlines()
+    text = lines[0] if lines else type(cause).__name__
+    with contextlib.suppress(ArgumentError):
+        password = make_url(url).password
+        if password:
+            text = text.replace(str(password), "***")
+    return _shown(text)
+
 
 def _store(url: str | None) -> EventStore:
-    return get_store(url)
+    """The event store, or :class:`_Failure` naming it when it cannot be opened."""
+    url = url or get_store_url()
+    try:
+        return get_store(url)
+    except (StoreUnavailableError, ArgumentError, ImportError) as err:  # ImportError: no database driver
+        raise _Failure(f"cannot open the event store {_store_name(url)}: {_reason(err, url)}") from err
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """While in the block, ``sys.stdout`` is standard error, and so is the stream of every logging handler
+    that wrote to standard output (Airflow's, when something configured it before)."""
+    stdout_streams = {id(sys.stdout), id(sys.__stdout__)}
+    moved: list[tuple[logging.StreamHandler[Any], Any]] = []
+    loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values())]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):
+            if isinstance(handler, logging.StreamHandler) and id(handler.stream) in stdout_streams:
+                moved.append((handler, handler.setStream(sys.stderr)))
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        for handler, stream in reversed(moved):
+            handler.setStream(stream)
 
+
+@contextlib.contextmanager
+def _recursion_headroom(limit: int) -> Iterator[None]:
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(previous, limit))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(previous)
+
+
+def _serve(args: argparse.Namespace, out: TextIO) -> int:
     from airflow_edc_callbacks import metrics
     from airflow_edc_callbacks.receiver import ReceiverSettings, create_app
+    from airflow_edc_callbacks.receiver.server import build_server
 
     metrics.initialize_from_config()  # the api-server does this itself; this process is ours
-    app = create_app(ReceiverSettings(store_url=args.store_url))
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-    return 0
+    settings = ReceiverSettings(store_url=args.store_url, body_timeout=args.body_timeout).resolve()
+    limits = ServerLimits(
+        keep_alive_timeout=args.keep_alive_timeout,
+        header_timeout=args.header_timeout,
+        max_header_bytes=args.max_header_bytes,
+        limit_concurrency=args.limit_concurrency or None,
+        backlog=args.backlog,
+    )
+    server = build_server(create_app(settings), host=args.host, port=args.port, limits=limits, log_level=args.log_level)
+    print(
+        f"{PROG} serve: store {_store_name(settings.store_url or '')}; keep-alive {limits.keep_alive_timeout} s, "
+        f"header timeout {limits.header_timeout:g} s, max header bytes {limits.max_header_bytes}, "
+        f"body timeout {settings.body_timeout:g} s, limit concurrency {limits.limit_concurrency or 'none'}, "
+        f"backlog {limits.backlog}",
+        file=sys.stderr,
+    )
+    server.run()
+    return 0 if server.started else 1
 
 
-def _events(args: argparse.Namespace) -> int:
+def _event_json(e: StoredEvent) -> dict[str, Any]:
+    return {
+        "seq": e.seq,
+        "id": redact_text(e.envelope_id),
+        "type": redact_text(e.event_type),
+        "process_id": redact_text(e.process_id) if e.process_id is not None else None,
+        "correlation_id": redact_text(e.correlation_id) if e.correlation_id is not None else None,
+        "at": e.event_at,
+        "received_at": e.received_at,
+        "routes": [redact_text(r) for r in e.routes],
+        "body": redact_tokens(e.body),
+    }
+
+
+def _event_line(e: StoredEvent) -> str:
+    return (
+        f"{iso_from_epoch_ms(e.received_at)}  {_shown(e.event_type):<36} {_shown(e.process_id or '-'):<38} "
+        f"at={iso_from_epoch_ms(e.event_at)} id={_shown(e.envelope_id)} via={_shown(','.join(e.routes))}"
+    )
+
+
+def _events(args: argparse.Namespace, out: TextIO) -> int:
+    store = _store(args.store_url)
+    name = _store_name(store.url)
     correlation_id = args.token.partition(".")[0] if args.token else None
-    events = _store(args.store_url).events(correlation_id=correlation_id, process_id=args.process_id, limit=args.limit)
+    newest_first = args.tail is not None
+    order = "newest first" if newest_first else "oldest first"
+    try:
+        with _recursion_headroom(_READ_RECURSION_LIMIT):
+            events = store.events(
+                correlation_id=correlation_id,
+                process_id=args.process_id,
+                limit=args.tail if newest_first else args.limit,
+                newest_first=newest_first,
+            )
+    except StoreUnavailableError as err:
+        raise _Failure(f"cannot read the event store {name}: {_reason(err, store.url)}") from err
+    except RecursionError as err:
+        raise _Failure(f"cannot read the event store {name}: an event body is nested too deeply to decode") from err
     if args.json:
-        json.dump(
-            [
-                {
-                    "seq": e.seq,
-                    "id": e.envelope_id,
-                    "type": e.event_type,
-                    "process_id": e.process_id,
-                    "correlation_id": e.correlation_id,
-                    "at": e.event_at,
-                    "received_at": e.received_at,
-                    "routes": list(e.routes),
-                    "body": redact_tokens(e.body),
-                }
-                for e in events
-            ],
-            sys.stdout,
-            indent=2,
-        )
-        sys.stdout.write("\n")
+        print(f"{len(events)} event(s) from the event store {name}, {order}", file=sys.stderr)
+        json.dump([_event_json(e) for e in events], out, indent=2)
+        out.write("\n")
         return 0
+    print(f"Event store {name}, {order}:", file=out)
     if not events:
-        print("No events.")
-        return 0
+        print("No events.", file=out)
     for e in events:
-        print(
-            f"{iso_from_epoch_ms(e.received_at)}  {e.event_type:<36} {e.process_id or '-':<38} "
-            f"at={iso_from_epoch_ms(e.event_at)} id={e.envelope_id} via={','.join(e.routes)}"
-        )
+        print(_event_line(e), file=out)
     return 0
 
 
-def _callback_url(args: argparse.Namespace) -> int:
+def _callback_url(args: argparse.Namespace, out: TextIO) -> int:
     from airflow_edc_callbacks.tokens import make_token
 
     correlation_id = args.correlation_id or uuid.uuid4().hex
     base = (args.base_url or get_callback_base_url()).rstrip("/")
-    print(f"{base}/callbacks/{make_token(get_signing_key(), correlation_id)}")
+    print(f"{base}/callbacks/{make_token(get_signing_key(), correlation_id)}", file=out)
     return 0
 
 
-def _purge(args: argparse.Namespace) -> int:
+def _purge(args: argparse.Namespace, out: TextIO) -> int:
     older_than = parse_duration(args.older_than) if args.older_than else get_retention()
-    deleted = _store(args.store_url).purge(older_than)
-    print(f"Deleted {deleted} event(s) received more than {older_than} ago.")
+    store = _store(args.store_url)
+    try:
+        deleted = store.purge(older_than)
+    except StoreUnavailableError as err:
+        raise _Failure(f"cannot purge the event store {_store_name(store.url)}: {_reason(err, store.url)}") from err
+    print(f"Deleted {deleted} event(s) received more than {older_than} ago.", file=out)
     return 0
 
 
-def _static_config(args: argparse.Namespace) -> int:
+def _static_config(args: argparse.Namespace, out: TextIO) -> int:
     from airflow_edc_callbacks.hooks.static_callback import EdcStaticCallbackHook
     from airflow_edc_callbacks.static_callbacks import connector_settings, render_settings
 
@@ -100,7 +248,7 @@ def _static_config(args: argparse.Namespace) -> int:
         registration = found
     base = (args.base_url or get_callback_base_url()).rstrip("/")
     settings = connector_settings(registration, base, args.connector_version)
-    sys.stdout.write(render_settings(settings, args.format))
+    out.write(render_settings(settings, args.format))
     if args.store_in_connector:
         from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 
@@ -137,16 +285,63 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8099, help="Port (default 8099).")
     serve.add_argument("--store-url", help="Event store URL (default [edc_callbacks] store_url).")
     serve.add_argument("--log-level", default="info", help="uvicorn log level (default info).")
-    serve.set_defaults(func=_serve)
+    defaults = ServerLimits()
+    serve.add_argument(
+        "--keep-alive-timeout",
+        type=_non_negative(int),
+        default=defaults.keep_alive_timeout,
+        metavar="SECONDS",
+        help=f"Close an idle keep-alive connection after this long (default {defaults.keep_alive_timeout}).",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=_non_negative(float),
+        default=defaults.header_timeout,
+        metavar="SECONDS",
+        help="Close a connection whose request line and headers are not complete this long after it was opened "
+        f"or its previous response was sent (slow or idle clients; default {defaults.header_timeout:g}; 0: never).",
+    )
+    serve.add_argument(
+        "--max-header-bytes",
+        type=_positive(int),
+        default=defaults.max_header_bytes,
+        metavar="BYTES",
+        help=f"Answer 400 to a request line plus headers larger than this (default {defaults.max_header_bytes}).",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=_non_negative(float),
+        metavar="SECONDS",
+        help="Answer 408 to a callback whose body does not arrive within this long "
+        "(default [edc_callbacks] body_timeout, 10; 0: no limit).",
+    )
+    serve.add_argument(
+        "--limit-concurrency",
+        type=_non_negative(int),
+        default=defaults.limit_concurrency,
+        metavar="N",
+        help="Answer 503 at once to requests arriving while N connections or requests are open "
+        f"(default {defaults.limit_concurrency}; 0: no limit).",
+    )
+    serve.add_argument(
+        "--backlog",
+        type=_positive(int),
+        default=defaults.backlog,
+        metavar="N",
+        help=f"Connections the kernel queues before they are accepted (default {defaults.backlog}).",
+    )
+    serve.set_defaults(func=_serve, output_only_on_stdout=False)
 
-    events = sub.add_parser("events", help="List stored events, oldest first.")
+    events = sub.add_parser("events", help="List stored events, oldest first (--tail: newest first).")
     target = events.add_mutually_exclusive_group()
     target.add_argument("--process-id", help="Transfer process or contract negotiation id.")
     target.add_argument("--token", help="A callback token (or its correlation id).")
     events.add_argument(
         "--json", action="store_true", help="Print JSON with the full envelopes (EDR tokens replaced by ***)."
     )
-    events.add_argument("--limit", type=int, help="At most this many events.")
+    count = events.add_mutually_exclusive_group()
+    count.add_argument("--limit", type=_positive(int), metavar="N", help="The N oldest events, oldest first.")
+    count.add_argument("--tail", type=_positive(int), metavar="N", help="The N newest events, newest first.")
     events.add_argument("--store-url", help="Event store URL (default [edc_callbacks] store_url).")
     events.set_defaults(func=_events)
 
@@ -191,11 +386,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``airflow-edc-callbacks`` console script; returns the exit status."""
+    """Entry point of the ``airflow-edc-callbacks`` console script; returns the exit status.
+
+    The command's results go to standard output; while it runs, anything else written to ``sys.stdout``
+    (Airflow configures its log handler on ``sys.stdout`` when first imported, and Alembic logs its
+    migrations through it) goes to standard error. ``serve`` is a server: its access log is on standard
+    output as uvicorn's always is.
+
+    :returns: 0 on success, 1 when the command failed (a one-line message on standard error, e.g. the
+        event store cannot be opened); usage errors exit with status 2 (``SystemExit``).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    out = sys.stdout
     try:
-        return int(args.func(args))
+        if not getattr(args, "output_only_on_stdout", True):
+            return int(args.func(args, out))
+        with _stdout_to_stderr():
+            return int(args.func(args, out))
+    except _Failure as failure:
+        print(f"{PROG}: error: {failure}", file=sys.stderr)
+        return 1
     except ValueError as err:
         parser.error(str(err))
     return 2  # pragma: no cover

@@ -16,6 +16,7 @@ DEFAULT_FALLBACK_CHECK_INTERVAL = 300.0
 DEFAULT_RETENTION = timedelta(days=7)
 DEFAULT_PURGE_INTERVAL = timedelta(hours=1)
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_BODY_TIMEOUT = 10.0
 DEFAULT_AUTH_HEADER = "X-Edc-Callback-Auth"
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "DEFAULT_CONN_ID",
     "SECTION",
     "airflow_home",
+    "get_body_timeout",
     "get_callback_auth",
     "get_callback_base_url",
     "get_configured_signing_key",
@@ -102,6 +104,20 @@ def get_max_body_bytes() -> int:
     """Largest accepted callback body in bytes (default 1 MiB)."""
     value = _conf_get("max_body_size")
     return int(value) if value else DEFAULT_MAX_BODY_BYTES
+
+
+def get_body_timeout() -> float:
+    """``[edc_callbacks] body_timeout``: seconds a callback body may take to arrive (default 10; 0: no limit).
+
+    :raises ValueError: the configured value is not a non-negative number.
+    """
+    value = _conf_get("body_timeout")
+    if not value:
+        return DEFAULT_BODY_TIMEOUT
+    seconds = float(value)
+    if not seconds >= 0:
+        raise ValueError(f"[edc_callbacks] body_timeout must be a number of seconds >= 0, got {value!r}")
+    return seconds
 
 
 def get_callback_auth() -> tuple[str, str] | None:

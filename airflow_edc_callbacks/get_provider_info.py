@@ -154,6 +154,13 @@ def get_provider_info() -> dict[str, Any]:
                         None,
                     ),
                     "max_body_size": _option("Largest accepted callback body, in bytes.", "integer", "1048576", None),
+                    "body_timeout": _option(
+                        "Seconds a callback body may take to arrive once its headers are in; a slower one is "
+                        "answered 408 (0: no limit).",
+                        "float",
+                        "10",
+                        None,
+                    ),
                 },
             }
         },

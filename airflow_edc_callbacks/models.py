@@ -67,7 +67,6 @@ __all__ = [
     "jsonld_get",
     "normalize_jsonld",
     "process_id_field",
-    "redact_tokens",
     "resolve_wait_for",
     "terminal_outcome",
 ]
@@ -338,27 +337,6 @@ def normalize_jsonld(value: Any) -> Any:
     if isinstance(value, list):
         items = [normalize_jsonld(v) for v in value]
         return items[0] if len(items) == 1 else items
-    return value
-
-
-REDACTED = "***"
-
-_SECRET_NAMES = ("authorization", "token", "secret", "password")
-
-
-def _is_secret_key(key: str) -> bool:
-    local = re.split(r"[/#:]", key)[-1].lower()  # the term, whatever the IRI or prefix
-    return any(name in local for name in _SECRET_NAMES)
-
-
-def redact_tokens(value: Any) -> Any:
-    """A copy of a JSON document for output people read: the value of every key whose term holds
-    ``authorization``, ``token``, ``secret`` or ``password`` (an EDR's ``authorization``, Tractus-X's
-    ``tx-auth:refreshToken``, in any JSON-LD form of the key) is replaced by ``***``."""
-    if isinstance(value, Mapping):
-        return {k: REDACTED if v and _is_secret_key(str(k)) else redact_tokens(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact_tokens(v) for v in value]
     return value
 
 

@@ -18,6 +18,7 @@ status  when
 401     the auth header (configured, or the static registration's) is missing or wrong
 403     the token is not the one of the task instance its process is bound to (nothing stored)
 404     the token's signature does not verify, or no static callback has that name
+408     the body did not arrive within ``[edc_callbacks] body_timeout`` (10 s)
 409     an event with this envelope id and another body is stored (the stored one stays)
 413     the body is larger than ``[edc_callbacks] max_body_size`` (1 MiB)
 415     the content type is not JSON
@@ -35,6 +36,7 @@ import asyncio
 import hmac
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,9 +48,11 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from airflow_edc_callbacks import metrics
 from airflow_edc_callbacks.config import (
+    get_body_timeout,
     get_callback_auth,
     get_max_body_bytes,
     get_purge_interval,
@@ -57,6 +61,7 @@ from airflow_edc_callbacks.config import (
 )
 from airflow_edc_callbacks.exceptions import EventConflictError, ProcessBoundElsewhereError, StoreUnavailableError
 from airflow_edc_callbacks.models import EventEnvelope, check_json_value
+from airflow_edc_callbacks.redaction import RedactPathMiddleware
 from airflow_edc_callbacks.static_callbacks import StaticCallbackRegistration, check_name, lookup_registration
 from airflow_edc_callbacks.store import EventStore, get_store
 from airflow_edc_callbacks.tokens import get_verification_keys, verify_token
@@ -81,9 +86,16 @@ class ReceiverSettings:
         connections, :func:`~airflow_edc_callbacks.static_callbacks.lookup_registration`).
     :ivar static_cache_seconds: how long a found registration is reused (a rotated secret's old value is
         accepted that long at most).
+    :ivar static_negative_cache_seconds: how long a name no registration was found for is answered 404
+        without another lookup (a newly registered name is accepted that long after its registration at
+        most). 0: every request looks the name up.
+    :ivar static_negative_cache_size: at most this many such names are remembered (the oldest are
+        forgotten first), so requests to random names cannot grow the cache without bound.
     :ivar retention: how long events are kept (``[edc_callbacks] retention``, 7 days).
     :ivar purge_interval: seconds between two background purges (``[edc_callbacks] purge_interval``,
         1 hour; 0 disables them). The first runs with the first request the receiver answers.
+    :ivar body_timeout: seconds a callback's body may take to arrive once its headers are in
+        (``[edc_callbacks] body_timeout``, 10); a slower one is answered 408. 0: no limit.
     """
 
     store_url: str | None = None
@@ -93,10 +105,15 @@ class ReceiverSettings:
     max_body_bytes: int | None = None
     static_lookup: Callable[[str], StaticCallbackRegistration | None] | None = None
     static_cache_seconds: float = 10.0
+    static_negative_cache_seconds: float = 5.0
+    static_negative_cache_size: int = 10_000
     retention: timedelta | None = None
     purge_interval: float | None = None
+    body_timeout: float | None = None
     _store: EventStore | None = None
     _static_cache: dict[str, tuple[float, StaticCallbackRegistration]] = field(default_factory=dict)
+    _static_missing: dict[str, float] = field(default_factory=dict)
+    _static_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def resolve(self) -> ReceiverSettings:
         if self.signing_key is None:
@@ -112,31 +129,55 @@ class ReceiverSettings:
             self.retention = get_retention()
         if self.purge_interval is None:
             self.purge_interval = get_purge_interval().total_seconds()
+        if self.body_timeout is None:
+            self.body_timeout = get_body_timeout()
         return self
 
     def static_registration(self, name: str, *, fresh: bool = False) -> StaticCallbackRegistration | None:
         """The static callback registered as ``name``, or ``None``.
 
-        Found registrations are reused for ``static_cache_seconds``; ``fresh`` skips that (the route asks
-        again before it rejects a callback, so a new registration or a rotated secret is never refused
-        because of the cache). Blocking (a connection lookup): call it from a thread.
+        Found registrations are reused for ``static_cache_seconds``, names found unregistered for
+        ``static_negative_cache_seconds``; ``fresh`` skips both caches (the route asks again before it
+        refuses a found registration's wrong secret, so a rotated secret is never refused because of the
+        cache). Blocking (a connection lookup): call it from a thread; thread-safe.
 
         :raises ValueError: the registration's connection is malformed.
+        :raises Exception: whatever the lookup raises (secrets backend or metastore faults).
         """
         try:
             check_name(name)
         except ValueError:
             return None
         now = time.monotonic()
-        cached = self._static_cache.get(name)
-        if not fresh and cached is not None and now - cached[0] < self.static_cache_seconds:
-            return cached[1]
+        if not fresh:
+            with self._static_lock:
+                cached = self._static_cache.get(name)
+                if cached is not None and now - cached[0] < self.static_cache_seconds:
+                    return cached[1]
+                missing_since = self._static_missing.get(name)
+                if missing_since is not None and now - missing_since < self.static_negative_cache_seconds:
+                    return None
         registration = (self.static_lookup or lookup_registration)(name)
-        if registration is None:
-            self._static_cache.pop(name, None)
-        else:
-            self._static_cache[name] = (now, registration)
+        with self._static_lock:
+            if registration is None:
+                self._static_cache.pop(name, None)
+                self._remember_missing(name, time.monotonic())
+            else:
+                self._static_missing.pop(name, None)
+                self._static_cache[name] = (now, registration)
         return registration
+
+    def _remember_missing(self, name: str, now: float) -> None:
+        """Add ``name`` to the negative cache, dropping expired and, beyond its size, the oldest names."""
+        missing = self._static_missing
+        missing.pop(name, None)  # re-inserted last: the dictionary stays ordered by time
+        while missing:
+            oldest, since = next(iter(missing.items()))
+            if now - since < self.static_negative_cache_seconds and len(missing) < self.static_negative_cache_size:
+                break
+            del missing[oldest]
+        if self.static_negative_cache_seconds > 0 and self.static_negative_cache_size > 0:
+            missing[name] = now
 
     @property
     def store(self) -> EventStore:
@@ -165,18 +206,46 @@ def _is_json_media_type(content_type: str | None) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+def _body_timeout(request: Request) -> float:
+    settings = getattr(request.app.state, "edc_settings", None)
+    timeout = settings.body_timeout if isinstance(settings, ReceiverSettings) else None
+    return float(timeout or 0)
+
+
+async def _read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:
+    """Read the request body, at most ``limit`` bytes, within ``timeout`` seconds.
+
+    :param limit: the largest accepted body, in bytes.
+    :param timeout: seconds the whole body may take to arrive (default: the app's
+        ``ReceiverSettings.body_timeout``); 0: no limit.
+    :raises _Rejected: 413 (larger than ``limit``), 408 with ``Connection: close`` (not complete within
+        ``timeout``; the rest of the body is never read, so the connection cannot be reused), or 400 (the
+        client disconnected before the body was complete; nobody reads that answer).
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _Rejected(_error(413, f"Body larger than {limit} bytes"))
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _Rejected(_error(413, f"Body larger than {limit} bytes"))
-        chunks.append(chunk)
-    return b"".join(chunks)
+
+    async def read() -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _Rejected(_error(413, f"Body larger than {limit} bytes"))
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise _Rejected(_error(400, "Client disconnected before the body was complete")) from None
+        return b"".join(chunks)
+
+    seconds = _body_timeout(request) if timeout is None else timeout
+    if seconds <= 0:
+        return await read()
+    try:
+        return await asyncio.wait_for(read(), seconds)
+    except asyncio.TimeoutError:
+        raise _Rejected(_error(408, f"Body not received within {seconds:g} s", {"Connection": "close"})) from None
 
 
 _PARSE_IN_THREAD_BYTES = 64 * 1024
@@ -292,7 +361,7 @@ async def _static_callback(name: str, request: Request, cfg: ReceiverSettings) -
 
     try:
         registration = await run_in_threadpool(cfg.static_registration, name)
-        if registration is None or not authorised(registration):  # ask again before refusing
+        if registration is not None and not authorised(registration):  # maybe rotated: ask again before refusing
             registration = await run_in_threadpool(partial(cfg.static_registration, name, fresh=True))
     except Exception as err:  # a secrets backend or metastore fault, or a malformed registration
         log.error("Static callback %s: registration lookup failed: %s", name, type(err).__name__)
@@ -358,6 +427,7 @@ _CALLBACK_OPENAPI: dict[str, Any] = {
         "401": {"description": "Auth header missing or wrong"},
         "403": {"description": "The token is not the one of the task its process is bound to"},
         "404": {"description": "Unknown or forged callback token"},
+        "408": {"description": "Body not received in time"},
         "409": {"description": "An event with this id and another body is stored"},
         "413": {"description": "Body too large"},
         "415": {"description": "Content type is not JSON"},
@@ -389,7 +459,9 @@ def create_app(settings: ReceiverSettings | None = None) -> FastAPI:
         version=_version(),
         docs_url=None,
         redoc_url=None,
+        redirect_slashes=False,  # no 307 to a Location built from the Host header
     )
+    app.add_middleware(RedactPathMiddleware)
     app.state.edc_settings = settings or ReceiverSettings()
     router = APIRouter()
 

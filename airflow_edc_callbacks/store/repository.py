@@ -341,11 +341,14 @@ class EventStore:
         after_seq: int = 0,
         since: int | None = None,
         limit: int | None = None,
+        newest_first: bool = False,
     ) -> list[StoredEvent]:
         """Events matching the correlation id OR the process id (all events if neither), oldest first.
 
         :param after_seq: only events stored after this ``seq``.
         :param since: only events received at or after this time (epoch milliseconds).
+        :param limit: at most this many: the oldest, or with ``newest_first`` the newest.
+        :param newest_first: newest first instead.
 
         :raises StoreUnavailableError: the read failed.
         """
@@ -359,7 +362,7 @@ class EventStore:
             filters.append(CallbackEventRow.process_id == process_id)
         if filters:
             stmt = stmt.where(or_(*filters))
-        stmt = stmt.order_by(CallbackEventRow.seq)
+        stmt = stmt.order_by(CallbackEventRow.seq.desc() if newest_first else CallbackEventRow.seq)
         if limit is not None:
             stmt = stmt.limit(limit)
         try:

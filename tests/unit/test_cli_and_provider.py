@@ -14,7 +14,8 @@ import pytest
 from airflow_edc_callbacks import __version__
 from airflow_edc_callbacks.cli import main
 from airflow_edc_callbacks.get_provider_info import get_provider_info
-from airflow_edc_callbacks.models import EventEnvelope
+from airflow_edc_callbacks.models import MAX_JSON_DEPTH, EventEnvelope
+from airflow_edc_callbacks.redaction import CUT
 from airflow_edc_callbacks.store import EventStore
 from airflow_edc_callbacks.tokens import verify_token
 from tests.conftest import SIGNING_KEY
@@ -74,7 +75,10 @@ def test_events_lists_by_process_and_token(
     assert main(["events", "--token", "corr-cli.any-signature", "--store-url", store_url]) == 0
     assert "TransferProcessCompleted" in capsys.readouterr().out
     assert main(["events", "--process-id", "nope", "--store-url", store_url]) == 0
-    assert capsys.readouterr().out.strip() == "No events."
+    header, *rest = capsys.readouterr().out.splitlines()
+    assert header.startswith("Event store ")
+    assert header.endswith(", oldest first:")
+    assert rest == ["No events."]
 
 
 def test_events_never_print_an_edr_token(store: EventStore, store_url: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -90,7 +94,7 @@ def test_events_never_print_an_edr_token(store: EventStore, store_url: str, caps
 
 
 def test_redaction_covers_refresh_tokens_in_any_key_form() -> None:
-    from airflow_edc_callbacks.models import redact_tokens
+    from airflow_edc_callbacks.redaction import redact_tokens
 
     edr = {
         "endpoint": "http://p/public",
@@ -148,3 +152,176 @@ def test_airflow_lists_the_provider_and_the_plugin(tmp_path: Path) -> None:
     )
     names = {p["name"] for p in json.loads(plugins.stdout)}
     assert "edc_callbacks" in names
+
+
+CONSOLE_SCRIPT = str(Path(sys.executable).parent / "airflow-edc-callbacks")
+
+
+def test_events_json_is_alone_on_stdout(tmp_path: Path) -> None:
+    """The real console script on a fresh store: Airflow's and Alembic's log lines (the store is created on
+    first use) go to stderr, so stdout pipes into ``python -m json.tool``."""
+    store = tmp_path / "fresh.db"
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__EDC_CALLBACKS__STORE_URL": f"sqlite:///{store}",
+    }
+    result = subprocess.run([CONSOLE_SCRIPT, "events", "--json"], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+    piped = subprocess.run(
+        [sys.executable, "-m", "json.tool"], input=result.stdout, capture_output=True, text=True, timeout=60
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert "Running upgrade" in result.stderr  # the migration lines were written, to stderr
+    assert f"0 event(s) from the event store sqlite:///{store}, oldest first" in result.stderr
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("command", [["events"], ["events", "--json"], ["purge", "--older-than", "1d"]])
+def test_store_that_cannot_be_opened_is_one_line_and_status_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    directory = f"sqlite:///{tmp_path}"  # a directory is no SQLite file
+    assert main([*command, "--store-url", directory]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith(f"airflow-edc-callbacks: error: cannot open the event store {directory}: ")
+    assert "Traceback" not in captured.err
+
+    port = _closed_port()
+    for driver in ("psycopg", "pg8000"):  # refused; pg8000 is not installed (an ImportError) or refused too
+        url = f"postgresql+{driver}://edc:hunter2-secret@127.0.0.1:{port}/events"
+        assert main([*command, "--store-url", url]) == 1
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err.count("\n") == 1
+        shown = f"postgresql+{driver}://edc:***@127.0.0.1:{port}/events"
+        assert captured.err.startswith(f"airflow-edc-callbacks: error: cannot open the event store {shown}: ")
+        assert "hunter2" not in captured.err
+
+
+def _seed_many(store: EventStore, count: int) -> list[str]:
+    ids = []
+    for i in range(count):
+        body = envelope("TransferProcessStarted", f"tp-{i}")
+        store.record(EventEnvelope.model_validate(body), body, correlation_id=None)
+        ids.append(body["id"])
+    return ids
+
+
+def test_events_tail_lists_the_newest_first(
+    store: EventStore, store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = _seed_many(store, 5)
+    assert main(["events", "--tail", "2", "--json", "--store-url", store_url]) == 0
+    captured = capsys.readouterr()
+    assert [e["id"] for e in json.loads(captured.out)] == [ids[4], ids[3]]
+    assert "newest first" in captured.err
+    assert main(["events", "--limit", "2", "--json", "--store-url", store_url]) == 0
+    assert [e["id"] for e in json.loads(capsys.readouterr().out)] == [ids[0], ids[1]]
+    assert main(["events", "--tail", "3", "--store-url", store_url]) == 0
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.endswith("newest first:")
+    assert [line.split(" id=")[1].split()[0] for line in lines] == [ids[4], ids[3], ids[2]]
+    with pytest.raises(SystemExit) as info:
+        main(["events", "--tail", "2", "--limit", "2", "--store-url", store_url])
+    assert info.value.code == 2
+
+
+SIGNATURE = "S1gnatureS1gnatureS1gnatureS1gnatureS1gnatu"
+EDR_SECRETS = {
+    "authorization": "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJjb25zdW1lciJ9.c2lnbmF0dXJl",
+    "authCode": "auth-code-secret-1",
+    "https://w3id.org/tractusx/auth/refreshToken": "refresh-token-secret-2",
+}
+
+
+def _nested(depth: int) -> dict:
+    inner: dict = {"leaf": f"http://h/edc-callbacks/callbacks/corr-deep.{SIGNATURE}"}
+    for _ in range(depth - 1):
+        inner = {"next": inner}
+    return inner
+
+
+def _hostile_events(store: EventStore) -> None:
+    """Events the receiver of older versions accepted, recorded without today's validation."""
+    from airflow_edc_callbacks.models import EventPayload
+
+    bodies = {
+        "deep": {**envelope("TransferProcessStarted", "tp-deep"), "deep": _nested(999)},  # 1000 deep in all
+        "future": envelope("TransferProcessCompleted", "tp-future", at=10**15),
+        "crlf": {
+            **envelope("TransferProcessCompleted\r\nFAKE LINE", "tp-crlf\n\x1b[2J"),
+            "id": "id-with\r\nline-break",
+        },
+        "callback": envelope(
+            "TransferProcessRequested",
+            "tp-callback",
+            callbackAddresses=[
+                {"uri": f"http://airflow:8080/edc-callbacks/callbacks/corr-x.{SIGNATURE}", "events": ["transfer"]}
+            ],
+        ),
+        "edr": envelope(
+            "TransferProcessStarted",
+            "tp-edr",
+            dataAddress={"endpoint": "http://provider/public", "properties": dict(EDR_SECRETS)},
+        ),
+    }
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(5000)  # the JSON encoder needs it for the 1000-deep body (older versions had it)
+    try:
+        for body in bodies.values():
+            payload = EventPayload.model_construct(transferProcessId=body["payload"]["transferProcessId"])
+            constructed = EventEnvelope.model_construct(
+                id=body["id"], at=body["at"], type=body["type"], payload=payload
+            )
+            store.record(constructed, body, correlation_id=None)
+    finally:
+        sys.setrecursionlimit(previous)
+
+
+def test_events_output_survives_old_stores_and_shows_no_secret(
+    store: EventStore, store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _hostile_events(store)
+    assert main(["events", "--json", "--store-url", store_url]) == 0
+    captured = capsys.readouterr()
+    listed = json.loads(captured.out)
+    assert len(listed) == 5
+    for text in (captured.out, captured.err):
+        assert SIGNATURE not in text
+        assert not any(secret in text for secret in EDR_SECRETS.values())
+    by_process = {e["body"]["payload"]["transferProcessId"]: e for e in listed}
+    assert by_process["tp-future"]["at"] == 10**15
+    assert by_process["tp-callback"]["body"]["payload"]["callbackAddresses"][0]["uri"] == (
+        "http://airflow:8080/edc-callbacks/callbacks/corr-x.***"
+    )
+    assert by_process["tp-edr"]["body"]["payload"]["dataAddress"]["properties"] == dict.fromkeys(EDR_SECRETS, "***")
+    assert by_process["tp-crlf\n\x1b[2J"]["id"] == "id-with\r\nline-break"  # JSON escapes it
+    depth, node = 0, by_process["tp-deep"]["body"]
+    while isinstance(node, dict):
+        depth, node = depth + 1, node.get("deep", node.get("next"))
+    assert depth == MAX_JSON_DEPTH
+    assert node == CUT
+
+    assert main(["events", "--store-url", store_url]) == 0
+    text = capsys.readouterr().out
+    assert SIGNATURE not in text
+    lines = text.splitlines()
+    assert len(lines) == 6  # the header and one line per event: no stored value breaks a line
+    assert "\r" not in text
+    assert "\x1b" not in text
+    crlf = next(line for line in lines if "tp-crlf" in line)
+    assert "TransferProcessCompleted\\r\\nFAKE LINE" in crlf
+    assert "tp-crlf\\n\\x1b[2J" in crlf
+    assert "id=id-with\\r\\nline-break" in crlf
+    assert "at=1000000000000000 ms" in next(line for line in lines if "tp-future" in line)

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
 from airflow_edc_callbacks.receiver import ReceiverSettings, create_app
+from airflow_edc_callbacks.static_callbacks import StaticCallbackRegistration
 from airflow_edc_callbacks.store import EventStore
 from airflow_edc_callbacks.tokens import make_token
 from tests.conftest import SIGNING_KEY
@@ -207,24 +209,113 @@ def test_event_by_both_routes_is_stored_once_with_both_routes(
     assert stored.correlation_id is None  # a stored event's correlation never changes
 
 
-def test_static_registration_changes_take_effect_at_once(
-    client: TestClient, store: EventStore, monkeypatch: pytest.MonkeyPatch
+def test_static_registration_changes_take_effect(
+    store_url: str, store: EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No negative caching, and a secret that does not match is looked up again before a 401: EDC never
-    re-delivers a refused callback."""
+    """A new registration is accepted at the latest after the negative cache time; a secret that does not
+    match is looked up again before a 401, so a rotated secret is accepted at once: EDC never re-delivers a
+    refused callback."""
+    settings = ReceiverSettings(
+        store_url=store_url,
+        signing_key=SIGNING_KEY,
+        auth=None,
+        auth_from_config=False,
+        static_negative_cache_seconds=0.2,
+    )
     headers = {"X-Static-Auth": STATIC_SECRET}
-    assert client.post("/callbacks/static/cb1", json=envelope(), headers=headers).status_code == 404
-    conn = {
-        "conn_type": "edc_static_callback",
-        "password": STATIC_SECRET,
-        "extra": {"events": ["transfer.process"], "auth_header": "X-Static-Auth"},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_EDC_STATIC_CALLBACK_CB1", json.dumps(conn))
-    assert client.post("/callbacks/static/cb1", json=envelope(), headers=headers).status_code == 200
-    monkeypatch.setenv("AIRFLOW_CONN_EDC_STATIC_CALLBACK_CB1", json.dumps({**conn, "password": "rotated"}))
-    rotated = client.post("/callbacks/static/cb1", json=envelope(), headers={"X-Static-Auth": "rotated"})
-    assert rotated.status_code == 200
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/callbacks/static/cb1", json=envelope(), headers=headers).status_code == 404
+        conn = {
+            "conn_type": "edc_static_callback",
+            "password": STATIC_SECRET,
+            "extra": {"events": ["transfer.process"], "auth_header": "X-Static-Auth"},
+        }
+        monkeypatch.setenv("AIRFLOW_CONN_EDC_STATIC_CALLBACK_CB1", json.dumps(conn))
+        wait_until(
+            lambda: client.post("/callbacks/static/cb1", json=envelope(), headers=headers).status_code == 200,
+            10,
+            "the new registration to be accepted",
+        )
+        monkeypatch.setenv("AIRFLOW_CONN_EDC_STATIC_CALLBACK_CB1", json.dumps({**conn, "password": "rotated"}))
+        rotated = client.post("/callbacks/static/cb1", json=envelope(), headers={"X-Static-Auth": "rotated"})
+        assert rotated.status_code == 200
     assert len(store.events()) == 2
+
+
+class CountingLookup:
+    """A ``static_lookup`` that counts its calls; ``registration`` is what it finds (``None``: nothing)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.registration: StaticCallbackRegistration | None = None
+
+    def __call__(self, name: str) -> StaticCallbackRegistration | None:
+        self.calls.append(name)
+        return self.registration if self.registration is not None and name == self.registration.name else None
+
+
+def _counting_client(store_url: str, lookup: CountingLookup, negative_seconds: float) -> TestClient:
+    settings = ReceiverSettings(
+        store_url=store_url,
+        signing_key=SIGNING_KEY,
+        auth=None,
+        auth_from_config=False,
+        static_lookup=lookup,
+        static_negative_cache_seconds=negative_seconds,
+    )
+    return TestClient(create_app(settings))
+
+
+def test_unknown_static_name_is_looked_up_once_per_negative_cache_time(store_url: str, store: EventStore) -> None:
+    lookup = CountingLookup()
+    headers = {"X-Static-Auth": STATIC_SECRET}
+    with _counting_client(store_url, lookup, 30) as client:
+        started = time.monotonic()
+        for _ in range(5):
+            assert client.post("/callbacks/static/cbx", json=envelope(), headers=headers).status_code == 404
+        assert time.monotonic() - started < 30
+    assert lookup.calls == ["cbx"]  # was two lookups per request
+    assert store.events() == []
+
+
+def test_new_static_registration_is_accepted_after_the_negative_cache_time(store_url: str, store: EventStore) -> None:
+    lookup = CountingLookup()
+    headers = {"X-Static-Auth": STATIC_SECRET}
+    with _counting_client(store_url, lookup, 0.3) as client:
+        assert client.post("/callbacks/static/cbx", json=envelope(), headers=headers).status_code == 404
+        lookup.registration = StaticCallbackRegistration(
+            name="cbx", secret=STATIC_SECRET, events=("transfer",), auth_header="X-Static-Auth"
+        )
+        lookup.calls.clear()
+        wait_until(
+            lambda: client.post("/callbacks/static/cbx", json=envelope(), headers=headers).status_code == 200,
+            10,
+            "the new registration to be accepted after the negative cache time",
+        )
+        assert lookup.calls == ["cbx"]  # asked once, when the cached "unknown" expired
+
+        # found, but the secret does not match: asked again (it may have been rotated) before each 401
+        lookup.calls.clear()
+        for _ in range(2):
+            wrong = client.post("/callbacks/static/cbx", json=envelope(), headers={"X-Static-Auth": "old"})
+            assert wrong.status_code == 401
+        assert lookup.calls == ["cbx", "cbx"]
+        lookup.registration = StaticCallbackRegistration(
+            name="cbx", secret="rotated", events=("transfer",), auth_header="X-Static-Auth"
+        )
+        rotated = client.post("/callbacks/static/cbx", json=envelope(), headers={"X-Static-Auth": "rotated"})
+        assert rotated.status_code == 200
+    assert len(store.events()) == 2
+
+
+def test_unknown_names_do_not_grow_the_cache_without_bound() -> None:
+    lookup = CountingLookup()
+    settings = ReceiverSettings(static_lookup=lookup, static_negative_cache_seconds=60, static_negative_cache_size=3)
+    for name in ["a1", "a2", "a3", "a4", "a5"]:
+        assert settings.static_registration(name) is None
+    assert settings.static_registration("a5") is None
+    assert settings.static_registration("a1") is None  # forgotten: asked again
+    assert lookup.calls == ["a1", "a2", "a3", "a4", "a5", "a1"]
 
 
 def test_static_lookup_failure_is_503_and_stores_nothing(store_url: str, store: EventStore) -> None:
@@ -274,4 +365,14 @@ def test_nul_characters_are_refused_with_422_on_every_store(client: TestClient, 
         body[field] = body[field] + "\x00"
     response = client.post(f"/callbacks/{make_token(SIGNING_KEY, 'c-nul')}", json=body)
     assert response.status_code == 422, response.text
+    assert store.events() == []
+
+
+@pytest.mark.parametrize("path", [url() + "/", url() + "/?x=1", "/callbacks/static/cb1/", "/health/"])
+def test_trailing_slash_is_not_redirected(client: TestClient, store: EventStore, path: str) -> None:
+    """No 307 with a Location built from the Host header (which also carried the token into it)."""
+    method = "GET" if path.startswith("/health") else "POST"
+    response = client.request(method, path, json=envelope(), headers={"Host": "evil.example"}, follow_redirects=False)
+    assert response.status_code in (404, 405)
+    assert "location" not in response.headers
     assert store.events() == []
