@@ -8,12 +8,13 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, func, or_, select, update
+from sqlalchemy import Engine, case, create_engine, delete, event, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -342,9 +343,11 @@ class EventStore:
         since: int | None = None,
         limit: int | None = None,
         newest_first: bool = False,
+        envelope_ids: Sequence[str] | None = None,
     ) -> list[StoredEvent]:
         """Events matching the correlation id OR the process id (all events if neither), oldest first.
 
+        :param envelope_ids: only events with one of these envelope ids.
         :param after_seq: only events stored after this ``seq``.
         :param since: only events received at or after this time (epoch milliseconds).
         :param limit: at most this many: the oldest, or with ``newest_first`` the newest.
@@ -355,6 +358,8 @@ class EventStore:
         stmt = select(CallbackEventRow).where(CallbackEventRow.seq > after_seq)
         if since is not None:
             stmt = stmt.where(CallbackEventRow.received_at >= since)
+        if envelope_ids is not None:
+            stmt = stmt.where(CallbackEventRow.envelope_id.in_(list(envelope_ids)))
         filters = []
         if correlation_id is not None:
             filters.append(CallbackEventRow.correlation_id == correlation_id)
@@ -478,7 +483,8 @@ class EventStore:
             raise StoreUnavailableError(f"Cannot read the callback event store: {err}") from err
 
     def claim(self, name: str, stored: StoredEvent) -> bool:
-        """Advance the cursor of ``name`` to ``stored`` and claim its (process id, event type) in one commit.
+        """Advance the cursor of ``name`` to ``stored`` (never back) and claim its (process id, event type)
+        in one commit.
 
         An event about no process (``AssetCreated``...) is claimed by its envelope id instead.
 
@@ -491,7 +497,8 @@ class EventStore:
             name=name, process_id=key, event_type=stored.event_type, seq=stored.seq
         )
         cursor = self._insert()(TriggerCursorRow).values(name=name, seq=stored.seq)
-        cursor = cursor.on_conflict_do_update(index_elements=["name"], set_={"seq": stored.seq})
+        forward = case((TriggerCursorRow.seq < stored.seq, stored.seq), else_=TriggerCursorRow.seq)
+        cursor = cursor.on_conflict_do_update(index_elements=["name"], set_={"seq": forward})
         try:
             with self._sessions.begin() as session:
                 claimed = session.execute(fired.on_conflict_do_nothing().returning(TriggerFiredRow.seq)).first()

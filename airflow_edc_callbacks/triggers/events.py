@@ -6,11 +6,20 @@ of ``PROVIDER`` processes, delivered by the provider connector's static callback
 (``one_shot``) it finds the first matching transfer for
 :class:`~airflow_edc_callbacks.sensors.transfer.EdcTransferSensor`.
 
+Only events that a static callback route delivered fire it (see :attr:`StoredEvent.via_static`): a
+static callback is the connector's own stream of all its processes, authenticated by the registration's
+secret, while a dynamic callback token only vouches for the waiting task it was made for (whose token
+holder could write anything about its own process). An event stored by a dynamic callback first waits
+up to :data:`STATIC_ROUTE_WAIT` seconds for the same event to arrive by the static route.
+
 Each (process id, event type) fires at most once per trigger ``name``, also across a triggerer restart:
 the trigger's cursor and what it fired are committed to the event store before the event is yielded.
 So a triggerer that dies after that commit and before Airflow stored the asset event loses that one
-event (at most once, by design). Its ``seq`` cursor assumes ids in commit order, true for SQLite; the
-PostgreSQL store of issue 5 needs a different cursor.
+event (at most once, by design). On SQLite ``seq`` follows commit order and the cursor is exact; on
+PostgreSQL a later ``seq`` can commit first, so the trigger decides each event it is handed (not "every
+seq up to the cursor") and after a restart also re-reads the last
+:data:`~airflow_edc_callbacks.store.listener.LOOKBACK_MS` of events; what fired already is skipped by its
+claim.
 """
 
 from __future__ import annotations
@@ -18,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -25,10 +36,20 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from airflow_edc_callbacks.exceptions import EdcCallbacksError
 from airflow_edc_callbacks.store import EventStore, StoredEvent, Subscription, get_listener, get_store
+from airflow_edc_callbacks.store.listener import LOOKBACK_MS
 
 __all__ = ["EdcCallbackEventTrigger"]
 
 _STORE_RETRY_SECONDS = 5.0
+
+STATIC_ROUTE_WAIT = 30.0
+"""Seconds a matching event stored by a dynamic callback waits for its static-route delivery."""
+
+_RECHECK_SECONDS = 0.5
+"""While events wait for their static-route delivery: how often they are read again (by envelope id)."""
+
+_DECIDED_MEMORY = 10_000
+"""How many decided ``seq`` values a running trigger remembers (to drop events handed to it twice)."""
 
 
 class EdcCallbackEventTrigger(BaseEventTrigger):
@@ -44,9 +65,8 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
         watchers with the same filters share one cursor.
     :param one_shot: stop after the first event (sensors); an ``AssetWatcher`` keeps it ``False``.
 
-    Only trusted events fire (:meth:`~airflow_edc_callbacks.store.StoredEvent.trusted`): those that came
-    through a static callback route, and those that came with the token of the task instance their
-    process is bound to when the trigger reads them. An event posted with another token never fires.
+    Only events delivered by a static callback route fire it (see the module docstring): an event posted
+    with a dynamic callback token, any task's, never does.
 
     The event payload: ``envelope_id``, ``event_type``, ``process_id``, ``process_type``, ``asset_id``,
     ``contract_id``, ``at`` (epoch milliseconds, connector clock), ``received_at`` (epoch milliseconds),
@@ -74,7 +94,6 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
         self.since = since
         self.one_shot = one_shot
         self.name = name or self._default_name()
-        self._bindings: dict[str, str] = {}  # process id -> bound correlation id (bindings never change)
 
     def _default_name(self) -> str:
         filters = json.dumps(
@@ -122,19 +141,6 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
             "routes": list(stored.routes),
         }
 
-    async def _trusted(self, store: EventStore, stored: StoredEvent) -> bool:
-        """Whether ``stored`` may fire this trigger (see the class docstring)."""
-        if stored.via_static:
-            return True
-        if stored.correlation_id is None or stored.process_id is None:
-            return False
-        bound = self._bindings.get(stored.process_id)
-        if bound is None:
-            bound = await asyncio.to_thread(store.binding, stored.process_id)
-            if bound is not None:
-                self._bindings[stored.process_id] = bound
-        return stored.trusted(bound)
-
     async def _start(self, store: EventStore) -> int:
         cursor = await asyncio.to_thread(store.cursor, self.name)
         if cursor is None:  # first run: only events from now on (or from `since`)
@@ -142,14 +148,26 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
             await asyncio.to_thread(store.set_cursor, self.name, cursor)
         return cursor
 
+    async def _catch_up(self, store: EventStore, cursor: int) -> list[StoredEvent]:
+        """The stored events to decide when the trigger (re)starts: those after ``cursor``, and on stores
+        whose ``seq`` does not follow commit order also every event of the last ``LOOKBACK_MS``."""
+        rows = await asyncio.to_thread(store.events, after_seq=cursor, since=self.since)
+        if store.is_sqlite:
+            return rows
+        since = max(self.since or 0, int(time.time() * 1000) - LOOKBACK_MS)
+        late = await asyncio.to_thread(store.events, since=since)
+        known = {row.seq for row in rows}
+        return sorted([*rows, *(row for row in late if row.seq not in known)], key=lambda row: row.seq)
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Yield matching events as they are stored, oldest first, each (process, type) once.
+        """Yield matching static-route events as they are stored, oldest first, each (process, type) once.
 
         Store outages are logged and retried every 5 s; then reading resumes from the saved cursor.
         """
         subscription: Subscription | None = None
         pending: list[StoredEvent] = []
-        cursor = 0
+        decided: OrderedDict[int, None] = OrderedDict()  # seqs decided in this run
+        awaiting: dict[str, float] = {}  # envelope id -> monotonic deadline of its static-route delivery
         try:
             while True:
                 try:
@@ -159,22 +177,17 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
                         listener = await asyncio.to_thread(get_listener(store).start)
                         subscription = listener.subscribe(everything=True)
                         self.log.info("Watching callback events %s after seq %d", self._describe(), cursor)
-                        pending = await asyncio.to_thread(store.events, after_seq=cursor, since=self.since)
+                        pending = await self._catch_up(store, cursor)
                     for stored in pending:
-                        if stored.seq <= cursor or not self.matches(stored):
+                        if stored.seq in decided or not self.matches(stored):
                             continue
-                        if not await self._trusted(store, stored):
-                            self.log.warning(
-                                "Ignoring callback %s %s for %s: it came with the token of correlation id %s, "
-                                "not of the task instance that started the process",
-                                stored.event_type,
-                                stored.envelope_id,
-                                stored.process_id,
-                                stored.correlation_id,
-                            )
-                            cursor = stored.seq
+                        if not stored.via_static:  # a dynamic callback's copy: wait for the connector's own
+                            awaiting.setdefault(stored.envelope_id, time.monotonic() + STATIC_ROUTE_WAIT)
                             continue
-                        cursor = stored.seq
+                        awaiting.pop(stored.envelope_id, None)
+                        decided[stored.seq] = None
+                        if len(decided) > _DECIDED_MEMORY:
+                            decided.popitem(last=False)
                         if not await asyncio.to_thread(store.claim, self.name, stored):
                             self.log.info("Skipping %s for %s: fired already", stored.event_type, stored.process_id)
                             continue
@@ -182,7 +195,13 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
                         yield TriggerEvent(self.event_payload(stored))
                         if self.one_shot:
                             return
-                    pending = await subscription.wait(None)
+                    now = time.monotonic()
+                    for envelope_id in [e for e, deadline in awaiting.items() if deadline < now]:
+                        del awaiting[envelope_id]  # it never came by a static route: not for watchers
+                    pending = await subscription.wait(_RECHECK_SECONDS if awaiting else None)
+                    if awaiting:
+                        again = await asyncio.to_thread(store.events, envelope_ids=list(awaiting))
+                        pending = [*pending, *(row for row in again if row.via_static)]
                 except EdcCallbacksError as err:
                     self.log.warning("Callback event store unavailable (%s); retrying", err)
                     if subscription is not None:

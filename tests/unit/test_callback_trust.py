@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -15,6 +16,7 @@ import httpx
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from airflow_edc_callbacks.exceptions import EdcEdrNotFound
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
@@ -374,3 +376,102 @@ def test_a_rotated_signing_key_strands_no_waiting_task(edc_config: str, monkeypa
         )
         retired = make_token(b"retired-key", "waiting-task")
         assert client.post(f"/callbacks/{retired}", json=envelope(process_id="tp-x")).status_code == 404
+
+
+# -- watchers: static routes only, and no event lost to commit order ------------------------------------
+
+
+async def test_a_tasks_own_token_cannot_start_a_watcher_run(receiver: TestClient) -> None:
+    """Task A's process is bound to A, so A's token may post about it; but only the connector's own
+    (static) stream schedules DAG runs, whatever such a post claims (a provider process, any asset)."""
+    get_store().bind("tp-a", TASK_A)
+    watcher = EdcCallbackEventTrigger(event_types=["TransferProcessCompleted"], process_type="PROVIDER")
+    runs = watcher.run()
+    first = asyncio.ensure_future(runs.__anext__())
+    await until_subscribed()
+    for event_type in ("TransferProcessCompleted", "TransferProcessCompletedX1"):
+        forged = envelope(event_type, "tp-a", type="PROVIDER", assetId="victim-asset")
+        assert (await asyncio.to_thread(post, receiver, forged, TASK_A)).status_code == 200
+    genuine = envelope("TransferProcessCompleted", "tp-provider", type="PROVIDER")
+    assert (await asyncio.to_thread(post_static, receiver, genuine)).status_code == 200
+    try:
+        event = await asyncio.wait_for(first, 10)
+    finally:
+        await runs.aclose()
+    assert event.payload["process_id"] == "tp-provider"
+
+
+async def test_a_watcher_fires_on_an_event_whose_dynamic_copy_came_first(receiver: TestClient) -> None:
+    """The consumer's dynamic and static callbacks carry the same envelope; the dynamic one often wins."""
+    get_store().bind(B, TASK_B)
+    watcher = EdcCallbackEventTrigger(event_types=["TransferProcessCompleted"], process_type="CONSUMER")
+    runs = watcher.run()
+    first = asyncio.ensure_future(runs.__anext__())
+    await until_subscribed()
+    body = envelope("TransferProcessCompleted", B)
+    assert (await asyncio.to_thread(post, receiver, body, TASK_B)).json()["status"] == "stored"
+    assert (await asyncio.to_thread(post_static, receiver, body)).json()["status"] == "duplicate"
+    try:
+        event = await asyncio.wait_for(first, 10)
+    finally:
+        await runs.aclose()
+    assert (event.payload["envelope_id"], event.payload["routes"]) == (body["id"], ["dynamic", "static:prov"])
+
+
+class HeldCommit:
+    """Holds back the next commit of an engine until released (a slow api-server worker)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.reached = threading.Event()
+        self.release = threading.Event()
+        self.armed = True
+        event.listen(engine, "commit", self._on_commit)
+
+    def _on_commit(self, _connection: Any) -> None:
+        if self.armed:
+            self.armed = False
+            self.reached.set()
+            self.release.wait(20)
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+async def test_a_watcher_loses_no_event_that_commits_after_a_later_one(receiver: TestClient) -> None:
+    """On PostgreSQL a seq is taken at INSERT and seen at COMMIT: seq n+1 can commit before seq n."""
+    assert post_static(receiver, envelope("TransferProcessInitiated", "warm-up")).status_code == 200
+    name = "out-of-order"
+    runs = EdcCallbackEventTrigger(event_types=["TransferProcessCompleted"], name=name).run()
+    first = asyncio.ensure_future(runs.__anext__())
+    await until_subscribed()
+    held = HeldCommit(get_store(receiver.app.state.edc_settings.store_url).engine)
+    slow = asyncio.ensure_future(asyncio.to_thread(post_static, receiver, envelope("TransferProcessCompleted", "tp-1")))
+    assert await asyncio.to_thread(held.reached.wait, 10)  # tp-1 inserted (seq n), not committed
+    fast = envelope("TransferProcessCompleted", "tp-2")
+    assert (await asyncio.to_thread(post_static, receiver, fast)).status_code == 200  # seq n+1, committed
+    assert (await asyncio.wait_for(first, 10)).payload["process_id"] == "tp-2"
+    second = asyncio.ensure_future(runs.__anext__())
+    held.release.set()
+    assert (await slow).status_code == 200
+    assert (await asyncio.wait_for(second, 10)).payload["process_id"] == "tp-1"  # not skipped as "seq <= cursor"
+    await runs.aclose()
+
+    # and across a restart: the trigger fires tp-4 and stops; tp-3 (the lower seq) commits only then
+    runs = EdcCallbackEventTrigger(event_types=["TransferProcessCompleted"], name=name).run()
+    first = asyncio.ensure_future(runs.__anext__())
+    await until_subscribed()
+    held = HeldCommit(get_store(receiver.app.state.edc_settings.store_url).engine)
+    slow = asyncio.ensure_future(asyncio.to_thread(post_static, receiver, envelope("TransferProcessCompleted", "tp-3")))
+    try:
+        assert await asyncio.to_thread(held.reached.wait, 10)
+        assert (
+            await asyncio.to_thread(post_static, receiver, envelope("TransferProcessCompleted", "tp-4"))
+        ).status_code == 200
+        assert (await asyncio.wait_for(first, 10)).payload["process_id"] == "tp-4"  # its cursor is past tp-3
+    finally:
+        await runs.aclose()
+        held.release.set()
+    assert (await slow).status_code == 200
+    restarted = EdcCallbackEventTrigger(event_types=["TransferProcessCompleted"], name=name).run()
+    try:
+        assert (await asyncio.wait_for(restarted.__anext__(), 10)).payload["process_id"] == "tp-3"
+    finally:
+        await restarted.aclose()
