@@ -14,6 +14,7 @@ EDC facts used here come from the EDC connector sources (v0.18.0):
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -153,6 +154,7 @@ def state_outcome(state: str, wait_for: WaitFor) -> str | None:
 
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_FORMAT_CATEGORIES = frozenset({"Cf", "Cs", "Co", "Cn"})  # invisible, surrogate, private-use, unassigned
 
 
 def _storable(value: object) -> object:
@@ -170,10 +172,12 @@ def _storable(value: object) -> object:
 
 def _identifier(value: str) -> str:
     """An id or type that goes into log lines and database columns: storable, no control characters
-    (CR/LF would forge log lines)."""
+    (CR/LF would forge log lines), no invisible characters (zero-width, bidi overrides: look-alikes)."""
     _storable(value)
     if _CONTROL_CHARACTERS.search(value):
         raise ValueError("must not contain control characters")
+    if any(unicodedata.category(ch) in _FORMAT_CATEGORIES for ch in value if not ch.isascii()):
+        raise ValueError("must not contain invisible, private-use or unassigned characters")
     return value
 
 
@@ -296,7 +300,9 @@ class EventEnvelope(BaseModel):
         object as it is (its fields are none of this product's business)."""
         event_type = info.data.get("type")
         if isinstance(event_type, str) and process_id_field(event_type) is None and isinstance(value, dict):
-            return EventPayload.model_construct(**value)
+            payload = EventPayload.model_construct()  # no keyword expansion: any key is data, even "cls"
+            payload.__pydantic_extra__ = dict(value)
+            return payload
         return handler(value)
 
     @model_validator(mode="after")

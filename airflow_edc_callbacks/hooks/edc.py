@@ -665,13 +665,22 @@ class EdcManagementHook(BaseHook):
         state = self.get_transfer_state(transfer_process_id)
         if state != "STARTED":
             return None, f"the transfer is {state}"
-        address = events[last].payload.get("dataAddress")
-        if not isinstance(address, Mapping):
-            return None, "its TransferProcessStarted callback has no data address"
-        try:
-            return EndpointDataReference.from_data_address(transfer_process_id, address, source="callback"), ""
-        except ValueError as err:
-            return None, str(err)
+        # every trusted Started must name one endpoint (a task's own token could announce another); the
+        # connector's own static delivery is preferred, then the newest (a resumed transfer's fresh token)
+        candidates = sorted((events[i] for i in started), key=lambda e: (e.via_static, e.seq))
+        edrs: list[EndpointDataReference] = []
+        for stored in candidates:
+            address = stored.payload.get("dataAddress")
+            if not isinstance(address, Mapping):
+                return None, f"its TransferProcessStarted callback {stored.envelope_id} has no data address"
+            try:
+                edrs.append(EndpointDataReference.from_data_address(transfer_process_id, address, source="callback"))
+            except ValueError as err:
+                return None, str(err)
+        endpoints = sorted({edr.endpoint for edr in edrs})
+        if len(endpoints) > 1:
+            return None, f"its TransferProcessStarted callbacks name different endpoints ({', '.join(endpoints)})"
+        return edrs[-1], ""
 
     def fetch_data(
         self,

@@ -36,6 +36,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -256,13 +257,20 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: JSON allows it, no reader can write it back as JSON
+        raise ValueError(f"{text} is out of the range of a double")
+    return value
+
+
 def _parse_envelope(raw: bytes) -> tuple[EventEnvelope, dict[str, Any]]:
     """Parse and validate a body: the envelope model and the JSON object as received.
 
     :raises _Rejected: 400 for unparseable JSON, 422 for anything outside the input domain.
     """
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
+        body = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         raise _Rejected(_error(422, "JSON nested too deeply for an EDC EventEnvelope")) from None
     except (UnicodeDecodeError, ValueError):
@@ -275,6 +283,8 @@ def _parse_envelope(raw: bytes) -> tuple[EventEnvelope, dict[str, Any]]:
         raise _Rejected(_error(422, str(err))) from None
     try:
         envelope = EventEnvelope.model_validate(body)
+    except (TypeError, RecursionError) as err:  # no input may make the receiver answer 500
+        raise _Rejected(_error(422, f"Body is not an EDC EventEnvelope ({type(err).__name__})")) from None
     except ValidationError as err:
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in err.errors(include_url=False)]
         raise _Rejected(JSONResponse({"detail": errors}, status_code=422)) from None

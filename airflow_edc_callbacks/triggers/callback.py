@@ -37,6 +37,9 @@ __all__ = ["EdcCallbackTrigger"]
 
 _STORE_RETRY_SECONDS = 5.0
 
+_MAX_WARNINGS = 100
+"""Untrusted events a trigger logs (one line each); any beyond are ignored silently."""
+
 HOLD_RENEW_SECONDS = 3600.0
 """How often a waiting trigger renews its hold on its events (retention keeps held events)."""
 
@@ -110,7 +113,8 @@ class EdcCallbackTrigger(BaseTrigger):
         # the correlation id the process is bound to: the task's own (it started the process) until the
         # store says otherwise; a sensor's is unknown until read from the store
         self._bound: str | None = correlation_id
-        self._untrusted: dict[str, StoredEvent] = {}  # events of the process not trusted (yet)
+        self._held_back = False  # untrusted events of the unbound process are in the store (may count later)
+        self._warned: set[str] = set()  # envelope ids of untrusted events logged (at most _MAX_WARNINGS)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -157,13 +161,14 @@ class EdcCallbackTrigger(BaseTrigger):
         self._bound = bound
 
     async def _with_binding(self, store: EventStore, events: list[StoredEvent]) -> list[StoredEvent]:
-        """Events to consume: ``events``, preceded by the ones held back as untrusted when the process's
-        binding turned up since (callbacks can be stored before the operator binds the process)."""
-        if any(self._may_become_trusted(e) for e in [*events, *self._untrusted.values()]):
+        """Events to consume: ``events``, preceded by the process's stored events (read again: nothing of
+        them is kept in memory) when its binding turned up since events were held back as untrusted
+        (callbacks can be stored before the hook binds the process)."""
+        if self._bound is None and (self._held_back or any(self._may_become_trusted(e) for e in events)):
             self._bound = await asyncio.to_thread(store.binding, self.transfer_process_id)
-            if self._bound is not None and self._untrusted:
-                events = [*self._untrusted.values(), *events]
-                self._untrusted.clear()
+            if self._bound is not None and self._held_back:
+                self._held_back = False
+                events = [*await self._read_store(), *events]
         return events
 
     def _payload(
@@ -246,7 +251,8 @@ class EdcCallbackTrigger(BaseTrigger):
             if stored.envelope_id in seen or not self._about_this_process(stored):
                 continue
             if not stored.trusted(self._bound):
-                if stored.envelope_id not in self._untrusted:
+                if stored.envelope_id not in self._warned and len(self._warned) < _MAX_WARNINGS:
+                    self._warned.add(stored.envelope_id)
                     self.log.warning(
                         "Ignoring callback %s %s for %s %s: it came with the token of correlation id %s, "
                         "not of the task instance that started it",
@@ -256,7 +262,7 @@ class EdcCallbackTrigger(BaseTrigger):
                         self.transfer_process_id,
                         stored.correlation_id,
                     )
-                self._untrusted[stored.envelope_id] = stored
+                self._held_back = self._bound is None  # a binding never changes once there
                 continue
             seen.add(stored.envelope_id)
             timeline.append(timeline_entry(stored))

@@ -21,6 +21,11 @@ NEGOTIATION_EVENT_PREFIX = "ContractNegotiation"
 _FINAL = {"ContractNegotiationFinalized": "success", "ContractNegotiationTerminated": "failed"}
 
 
+def _text(value: object) -> str | None:
+    """A payload value that must be text (an id), else ``None``."""
+    return value if isinstance(value, str) and value else None
+
+
 class EdcNegotiationTrigger(EdcCallbackTrigger):
     """Fire when the contract negotiation is FINALIZED or TERMINATED, as told by its callbacks.
 
@@ -101,16 +106,17 @@ class EdcNegotiationTrigger(EdcCallbackTrigger):
         if status is None:
             return None
         payload = stored.payload
-        agreement = payload.get("contractAgreement") or {}
+        agreement = payload.get("contractAgreement")
+        agreement = agreement if isinstance(agreement, dict) else {}
         return self._result(
             status=status,
             state=stored.event_type[len(NEGOTIATION_EVENT_PREFIX) :].upper(),
             event_type=stored.event_type,
             source="callback",
             timeline=timeline,
-            agreement_id=agreement.get("id") if isinstance(agreement, dict) else None,
-            asset_id=agreement.get("assetId") if isinstance(agreement, dict) else None,
-            counter_party_id=payload.get("counterPartyId"),
+            agreement_id=_text(agreement.get("id")),
+            asset_id=_text(agreement.get("assetId")),
+            counter_party_id=_text(payload.get("counterPartyId")),
         )
 
     async def _finish(self, result: dict[str, Any]) -> dict[str, Any]:

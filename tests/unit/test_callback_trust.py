@@ -204,6 +204,10 @@ def test_a_token_of_another_task_cannot_feed_an_edr(receiver: TestClient, monkey
     # a later event posted with the attacker's token does not switch the fallback off: it is refused
     assert post(receiver, envelope("TransferProcessTerminated", B), TASK_A).status_code == 403
     assert hook.get_edr(B).endpoint == "http://provider/public"
+    # nor can the bound task's own token (leaked) re-announce its transfer with another endpoint
+    assert post(receiver, started("http://169.254.169.254/latest"), TASK_B).status_code == 200
+    with pytest.raises(EdcEdrNotFound, match="name different endpoints"):
+        hook.get_edr(B)
 
 
 # -- duplicates ------------------------------------------------------------------------------------
@@ -258,6 +262,8 @@ def nested(depth: int) -> Any:
         pytest.param({"payload": {"transferProcessId": "tp\u2028x"}}, 422, id="line-separator-in-process-id"),
         pytest.param({"extra": nested(MAX_JSON_DEPTH)}, 422, id="one-level-too-deep"),
         pytest.param({"payload": {"transferProcessId": "tp", "x": {"k\ud800": 1}}}, 422, id="lone-surrogate-key"),
+        pytest.param({"payload": {"transferProcessId": "tp-b\u200b"}}, 422, id="zero-width-space-in-process-id"),
+        pytest.param({"id": "evt\u202egnp.exe"}, 422, id="bidi-override-in-id"),
     ],
 )
 def test_input_outside_the_domain_is_refused_and_nothing_stored(
@@ -280,6 +286,7 @@ def test_input_outside_the_domain_is_refused_and_nothing_stored(
         pytest.param('{"id": "x", "at": ' + "9" * 5000 + ', "type": "T", "payload": {}}', id="5000-digit-integer"),
         pytest.param('{"id": "x", "at": NaN, "type": "T", "payload": {}}', id="nan"),
         pytest.param('{"id": "x", "at": 1, "type": "T", "payload": {"v": Infinity}}', id="infinity"),
+        pytest.param('{"id": "x", "at": 1, "type": "T", "payload": {"v": 1e400}}', id="float-out-of-range"),
     ],
 )
 def test_unparseable_json_is_400(receiver: TestClient, content: str) -> None:
@@ -308,7 +315,7 @@ async def test_events_about_no_process_are_acknowledged_and_never_reach_a_transf
         {"id": f"asset-{i}", "at": 1_700_000_000_000, "type": "AssetCreated", "payload": {"assetId": f"a{i}"}}
         for i in range(2)
     ]
-    policy = {"id": "p-1", "at": 1, "type": "PolicyDefinitionCreated", "payload": {"policyDefinitionId": 7, "type": []}}
+    policy = {"id": "p-1", "at": 1, "type": "PolicyDefinitionCreated", "payload": {"cls": 7, "type": [], "self": {}}}
     disguised = {"id": "d-1", "at": 1, "type": "AssetUpdated", "payload": {"transferProcessId": B, "reason": "forged"}}
     watcher = EdcCallbackEventTrigger(event_types=["Asset"])
     runs = watcher.run()
