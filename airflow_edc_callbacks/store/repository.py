@@ -482,6 +482,18 @@ class EventStore:
         except SQLAlchemyError as err:
             raise StoreUnavailableError(f"Cannot read the callback event store: {err}") from err
 
+    def cursor_start(self, name: str) -> int:
+        """The ``seq`` the event trigger ``name`` first started from (0 when unknown).
+
+        :raises StoreUnavailableError: the read failed.
+        """
+        try:
+            with self._sessions() as session:
+                start = session.scalar(select(TriggerCursorRow.start_seq).where(TriggerCursorRow.name == name))
+                return int(start or 0)
+        except SQLAlchemyError as err:
+            raise StoreUnavailableError(f"Cannot read the callback event store: {err}") from err
+
     def claim(self, name: str, stored: StoredEvent) -> bool:
         """Advance the cursor of ``name`` to ``stored`` (never back) and claim its (process id, event type)
         in one commit.
@@ -496,7 +508,7 @@ class EventStore:
         fired = self._insert()(TriggerFiredRow).values(
             name=name, process_id=key, event_type=stored.event_type, seq=stored.seq
         )
-        cursor = self._insert()(TriggerCursorRow).values(name=name, seq=stored.seq)
+        cursor = self._insert()(TriggerCursorRow).values(name=name, seq=stored.seq, start_seq=stored.seq)
         forward = case((TriggerCursorRow.seq < stored.seq, stored.seq), else_=TriggerCursorRow.seq)
         cursor = cursor.on_conflict_do_update(index_elements=["name"], set_={"seq": forward})
         try:
@@ -508,11 +520,12 @@ class EventStore:
             raise StoreUnavailableError(f"Cannot write to the callback event store: {err}") from err
 
     def set_cursor(self, name: str, seq: int) -> None:
-        """Save the cursor of the event trigger ``name``.
+        """Save the cursor of the event trigger ``name`` (the first save is also its start, see
+        :meth:`cursor_start`).
 
         :raises StoreUnavailableError: the write failed.
         """
-        stmt = self._insert()(TriggerCursorRow).values(name=name, seq=seq)
+        stmt = self._insert()(TriggerCursorRow).values(name=name, seq=seq, start_seq=seq)
         try:
             with self._sessions.begin() as session:
                 session.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"seq": seq}))

@@ -60,6 +60,7 @@ class TriggerCursorRow(Base):
 
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    start_seq: Mapped[int | None] = mapped_column(BigInteger)  # the cursor when the trigger first started
 
 
 class TriggerFiredRow(Base):

@@ -150,12 +150,14 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
 
     async def _catch_up(self, store: EventStore, cursor: int) -> list[StoredEvent]:
         """The stored events to decide when the trigger (re)starts: those after ``cursor``, and on stores
-        whose ``seq`` does not follow commit order also every event of the last ``LOOKBACK_MS``."""
+        whose ``seq`` does not follow commit order also every event of the last ``LOOKBACK_MS`` stored
+        after the trigger first started."""
         rows = await asyncio.to_thread(store.events, after_seq=cursor, since=self.since)
         if store.is_sqlite:
             return rows
         since = max(self.since or 0, int(time.time() * 1000) - LOOKBACK_MS)
-        late = await asyncio.to_thread(store.events, since=since)
+        start = await asyncio.to_thread(store.cursor_start, self.name)  # never before the first start
+        late = await asyncio.to_thread(store.events, after_seq=start, since=since)
         known = {row.seq for row in rows}
         return sorted([*rows, *(row for row in late if row.seq not in known)], key=lambda row: row.seq)
 

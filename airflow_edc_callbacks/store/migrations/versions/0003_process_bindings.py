@@ -1,5 +1,6 @@
-"""Process bindings (which task instance started a transfer process or contract negotiation) and a hash
-of every stored event body (a later delivery with the same envelope id and another body is a conflict).
+"""Process bindings (which task instance started a transfer process or contract negotiation), a hash of
+every stored event body (a later delivery with the same envelope id and another body is a conflict), and
+the seq an event trigger started from (its look-back after a restart never reaches before it).
 
 Revision ID: 0003
 Revises: 0002
@@ -27,9 +28,13 @@ def upgrade() -> None:
     columns = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("edc_callback_event")}
     if "body_sha256" not in columns:  # a baseline made by create_all of a newer package has it already
         op.add_column("edc_callback_event", sa.Column("body_sha256", sa.String(64)))
+    columns = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("edc_trigger_cursor")}
+    if "start_seq" not in columns:
+        op.add_column("edc_trigger_cursor", sa.Column("start_seq", sa.BigInteger()))
 
 
 def downgrade() -> None:
+    op.drop_column("edc_trigger_cursor", "start_seq")
     with op.batch_alter_table("edc_callback_event") as batch:
         batch.drop_column("body_sha256")
     op.drop_table("edc_process_binding")
