@@ -14,14 +14,15 @@ SQLite Database File").
 * **connect** (``do_connect``): under an exclusive ``flock`` on ``<db>-lock`` (shared by every process
   of this package): create the file with mode 0600 if it is missing (``O_CREAT | O_EXCL``; SQLite gives
   ``-wal``/``-shm`` the main file's mode); remove ``-wal`` and ``-shm`` when they belong to another file
-  (``<db>-lock`` records the (st_dev, st_ino) of the file they belong to); open the file with
-  ``mode=rw`` (SQLite never creates it); set the pragmas and read once, so SQLite has opened ``-wal`` and
-  ``-shm`` before the lock is released. The connection's ``info`` records the file's (st_dev, st_ino).
+  (``<db>-lock`` records the file they belong to: st_dev, st_ino and a random generation the store writes
+  into each file it creates as its ``user_version``); open the file with ``mode=rw`` (SQLite never creates
+  it); set the pragmas and read once, so SQLite has opened ``-wal`` and ``-shm`` before the lock is
+  released. The connection's ``info`` records the file's (st_dev, st_ino).
 * **checkout**: one ``os.stat`` of the path; a connection whose file is no longer at the path raises
   ``DisconnectionError``, so the pool closes it and connects again, to the file now at the path (created
   empty if the path is missing). A connection to a file without the store's tables (the connect step
-  looks) first runs :func:`~airflow_edc_callbacks.store.schema.upgrade` (under a lock, on a connection of
-  its own), so a new file gets the schema before the first statement.
+  looks) first runs :func:`~airflow_edc_callbacks.store.schema.upgrade` (one at a time per process, on a
+  connection of its own), so a new file gets the schema before the first statement.
 * **commit** and **checkin**: the file the committing connection opened is compared with the path's
   (one ``os.stat``) when the connection is returned, before any other thread can take it, close it and
   free the old file's inode number for a new file; the store asks for the result
@@ -29,8 +30,8 @@ SQLite Database File").
 
 The checks that decide whether a connection is replaced or a write is reported compare (st_dev, st_ino)
 while a connection still has the old file open, because a file's inode number can be given to a new file
-once nobody has the old one open. (The record in ``<db>-lock`` is compared without that guarantee; a file
-this package creates has its ``-wal``/``-shm`` removed whatever the record says.)
+once nobody has the old one open. (The record in ``<db>-lock`` is compared without that guarantee, hence
+its generation.)
 
 A write that committed into a file that is no longer at the path is therefore reported (the receiver
 answers 503); a write that starts after the file was deleted or replaced goes to the file at the path.
@@ -40,8 +41,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -52,7 +55,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from airflow_edc_callbacks.store.schema import VERSION_TABLE, upgrade
+from airflow_edc_callbacks.store.schema import VERSION_TABLE, head_revision, known_revisions, upgrade
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,7 @@ LOCK_TIMEOUT = 10.0
 """Seconds to wait for ``<db>-lock`` (as long as SQLite's ``busy_timeout``)."""
 
 _MODE = 0o600
+_USER_VERSION_OFFSET = 60  # of the 4-byte big-endian user_version in a SQLite file's header
 
 
 class SqliteFileError(SQLAlchemyError):
@@ -113,7 +117,6 @@ class SqliteFile:
         self.lock_path = self.path + LOCK_SUFFIX
         self._on_connect = on_connect
         self._lock_timeout = lock_timeout
-        self._schema_lock = threading.Lock()
         self._committed = threading.local()  # .pending: file id of a commit; .verdict: checked at checkin
 
     def install(self, engine: Engine) -> None:
@@ -129,27 +132,43 @@ class SqliteFile:
         uri = f"file:{quote(self.path)}?mode=rw"  # mode=rw: SQLite never creates the file (with its own mode)
         for _attempt in range(3):
             with self._locked() as lock_fd:
-                expected = self._prepare(lock_fd)
-                dbapi_connection = dialect.connect(uri, **{**cparams, "uri": True})
+                prepared = self._prepare(lock_fd)
+                if prepared is None:  # deleted between our attempt to create it and our look
+                    continue
+                expected, generation = prepared
+                dbapi_connection = None
                 try:
+                    dbapi_connection = dialect.connect(uri, **{**cparams, "uri": True})
+                    if file_id(self.path) != expected:
+                        # SQLite may have opened a file renamed over the path since we looked. It has read
+                        # nothing yet; after a statement it would attach -wal/-shm we vetted for the other
+                        # file, and closing it would checkpoint that WAL into this file and delete them.
+                        dbapi_connection.close()
+                        continue
+                    if generation is None:  # a new file: before WAL, so it is in the file itself
+                        generation = secrets.randbelow(2**31 - 1) + 1
+                        dbapi_connection.execute(f"PRAGMA user_version = {generation}")
                     self._on_connect(dbapi_connection)
-                    cursor = dbapi_connection.cursor()
-                    # a read: SQLite opens -wal and -shm now, under the lock
-                    cursor.execute(
-                        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (VERSION_TABLE,)
-                    )
-                    needs_schema = cursor.fetchone()[0] == 0
-                    cursor.close()
+                    needs_schema = _needs_upgrade(dbapi_connection)  # a read: SQLite opens -wal and -shm now
                     opened = file_id(self.path) == expected
-                except BaseException:
-                    dbapi_connection.close()
+                except dialect.loaded_dbapi.Error:
+                    if dbapi_connection is not None:
+                        dbapi_connection.close()
+                    if file_id(self.path) != expected:  # deleted or replaced while we opened it
+                        continue
                     raise
+                except BaseException:
+                    if dbapi_connection is not None:
+                        dbapi_connection.close()
+                    raise
+                if opened:
+                    _write_owner(lock_fd, (*expected, generation))  # -wal and -shm belong to this file now
             if opened:
                 conn_rec.info[FILE_INFO_KEY] = expected
                 conn_rec.info[_NEEDS_SCHEMA_KEY] = needs_schema
                 return dbapi_connection
             dbapi_connection.close()  # the file was replaced while it was opened: try again
-        raise SqliteFileError(f"{self.path} was replaced while connecting to it, three times in a row")
+        raise SqliteFileError(f"{self.path} was deleted or replaced while connecting to it, three times in a row")
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[int]:
@@ -182,31 +201,45 @@ class SqliteFile:
             finally:
                 os.close(fd)  # releases the lock
 
-    def _prepare(self, lock_fd: int) -> FileId:
-        """Under the lock: create the file if missing, drop ``-wal``/``-shm`` of another file; return its id.
+    def _prepare(self, lock_fd: int) -> tuple[FileId, int | None] | None:
+        """Under the lock: create the file if missing, drop ``-wal``/``-shm`` of another file.
 
+        ``<db>-lock`` records the file ``-wal``/``-shm`` belong to as (st_dev, st_ino, generation): the
+        generation is the ``user_version`` in the file's header, a random number the store writes into each
+        file it creates, because a new file can get the inode number of a deleted one. A new or empty file
+        (no header yet) gets its ``-wal``/``-shm`` removed whatever the record says; nobody has it open.
+
+        :returns: the file's id and generation (``None``: a new file, to be given one), or ``None`` if the
+            file was deleted between the attempt to create it and the look.
         :raises SqliteFileError: the file cannot be created or examined.
         """
+        created = False
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _MODE)
+            created = True
         except FileExistsError:
-            created = False
-            current = file_id(self.path)
-            if current is None:
-                raise SqliteFileError(f"{self.path} was deleted while connecting to it") from None
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+            except OSError as err:
+                raise SqliteFileError(f"Cannot open {self.path}: {err}") from err
         except OSError as err:
             raise SqliteFileError(f"Cannot create {self.path}: {err}") from err
-        else:
-            created = True
-            try:
+        try:
+            if created:
                 os.fchmod(fd, _MODE)  # whatever the umask
-                st = os.fstat(fd)
-            finally:
-                os.close(fd)
-            current = (st.st_dev, st.st_ino)
+            st = os.fstat(fd)
+            header = os.pread(fd, 4, _USER_VERSION_OFFSET)  # the same file as the fstat
+        except OSError as err:
+            raise SqliteFileError(f"Cannot examine {self.path}: {err}") from err
+        finally:
+            os.close(fd)
+        current = (st.st_dev, st.st_ino)
+        generation = int.from_bytes(header, "big") if len(header) == 4 else None
         owner = _read_owner(lock_fd)
-        if created or (owner is not None and owner != current):
-            # nobody has the new file open yet (we hold the lock): any -wal/-shm at the path are the old file's
+        if generation is None or (owner is not None and owner != (*current, generation)):
+            # nobody has this file open with -wal/-shm yet (we hold the lock): those at the path are another file's
             base = os.path.realpath(self.path)  # SQLite names them after the resolved path
             for suffix in SIDECAR_SUFFIXES:
                 with contextlib.suppress(FileNotFoundError):
@@ -219,10 +252,7 @@ class SqliteFile:
                     "deleted" if created else "replaced by another file",
                     "a new empty file" if created else "the file now at that path",
                 )
-        if owner != current:
-            os.ftruncate(lock_fd, 0)
-            os.pwrite(lock_fd, f"{current[0]} {current[1]}\n".encode(), 0)
-        return current
+        return current, generation
 
     # -- checking ------------------------------------------------------------------------------
     def _checkout(self, _dbapi_connection: Any, conn_rec: Any, _proxy: Any) -> None:
@@ -236,18 +266,27 @@ class SqliteFile:
             log.warning("The callback event store file %s was deleted or replaced; reconnecting", self.path)
             raise DisconnectionError(f"The callback event store file {self.path} was deleted or replaced")
         if conn_rec.info.get(_NEEDS_SCHEMA_KEY):
-            self._create_schema()
+            self._create_schema()  # in the file at the path
             conn_rec.info[_NEEDS_SCHEMA_KEY] = False
+            if conn_rec.info.get(FILE_INFO_KEY) != file_id(self.path):  # not this connection's file any more
+                raise DisconnectionError(f"The callback event store file {self.path} was deleted or replaced")
 
     def _create_schema(self) -> None:
-        """Create the store's tables in the file at the path (a no-op when another connection did already)."""
-        with self._schema_lock:
-            engine = create_engine(f"sqlite:///{self.path}", poolclass=NullPool, hide_parameters=True)
-            event.listen(engine, "do_connect", self._connect)
-            try:
-                upgrade(engine)
-            finally:
-                engine.dispose()
+        """Create the store's tables in the file at the path (a no-op when another connection did already).
+
+        :raises sqlalchemy.exc.SQLAlchemyError: the database refused.
+        :raises SqliteFileError: the migration failed otherwise (an Alembic error).
+        """
+        engine = create_engine(f"sqlite:///{self.path}", poolclass=NullPool, hide_parameters=True)
+        event.listen(engine, "do_connect", self._connect)
+        try:
+            upgrade(engine)  # one at a time per process (a lock in upgrade)
+        except SQLAlchemyError:
+            raise
+        except Exception as err:  # reported as the store being unavailable, never as a crash of the caller
+            raise SqliteFileError(f"Cannot create the tables in {self.path}: {err!r}") from err
+        finally:
+            engine.dispose()
         log.info("Created or checked the callback event store's tables in %s", self.path)
 
     def _commit(self, connection: Any) -> None:
@@ -284,10 +323,45 @@ class SqliteFile:
         return info.get(FILE_INFO_KEY) == file_id(self.path)
 
 
-def _read_owner(lock_fd: int) -> FileId | None:
-    """The file id recorded in ``<db>-lock`` (``-wal``/``-shm`` belong to it), ``None`` if none is recorded."""
+@functools.cache
+def _revisions() -> tuple[str, frozenset[str]]:
+    """The head revision and every revision this package ships (read once per process)."""
+    return head_revision(), known_revisions()
+
+
+def _needs_upgrade(dbapi_connection: Any) -> bool:
+    """Whether the connection's file lacks the store's tables or has them at an older revision of ours.
+
+    ``False`` at the head revision, and at a revision this package does not know (a newer version of it
+    upgraded the store: leave it alone, as a store opened before that upgrade does). ``True`` while another
+    connection is still creating the tables (Alembic writes the head revision last).
+    """
+    head, known = _revisions()
+    cursor = dbapi_connection.cursor()
     try:
-        dev, ino = os.pread(lock_fd, 64, 0).split()
-        return (int(dev), int(ino))
+        cursor.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (VERSION_TABLE,))
+        if cursor.fetchone()[0] == 0:
+            return True
+        cursor.execute(f'SELECT version_num FROM "{VERSION_TABLE}"')
+        versions = [row[0] for row in cursor.fetchall()]
+    finally:
+        cursor.close()
+    return not versions or (versions[0] != head and versions[0] in known)
+
+
+def _read_owner(lock_fd: int) -> tuple[int, int, int] | None:
+    """(st_dev, st_ino, generation) recorded in ``<db>-lock``: ``-wal``/``-shm`` belong to that file.
+
+    ``None`` if nothing is recorded (a store opened by an earlier version: its ``-wal``/``-shm`` are trusted).
+    """
+    try:
+        dev, ino, generation = os.pread(lock_fd, 96, 0).split()
+        return (int(dev), int(ino), int(generation))
     except ValueError:
         return None
+
+
+def _write_owner(lock_fd: int, owner: tuple[int, int, int]) -> None:
+    if _read_owner(lock_fd) != owner:
+        os.ftruncate(lock_fd, 0)
+        os.pwrite(lock_fd, "{} {} {}\n".format(*owner).encode(), 0)
