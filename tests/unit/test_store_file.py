@@ -11,6 +11,7 @@ import asyncio
 import os
 import sqlite3
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
+from airflow_edc_callbacks.exceptions import StoreUnavailableError
 from airflow_edc_callbacks.models import EventEnvelope
 from airflow_edc_callbacks.receiver import ReceiverSettings, create_app
 from airflow_edc_callbacks.store import EventStore, StoreListener
 from airflow_edc_callbacks.tokens import make_token
 from tests.conftest import SIGNING_KEY, close_store
-from tests.helpers import envelope
+from tests.helpers import envelope, wait_until
 
 CALLBACK = f"/callbacks/{make_token(SIGNING_KEY, 'corr-file')}"
 
@@ -207,6 +209,60 @@ async def test_listener_delivers_events_written_to_the_new_file(db: Path, tmp_pa
         waiting.dispose()
         if writer is not None:
             writer.dispose()
+
+
+def test_writers_racing_deletions_and_replacements_get_503_or_a_write_in_the_file_at_the_path(
+    db: Path, tmp_path: Path
+) -> None:
+    """Threads write while the file is deleted or replaced again and again (found: a connection that opened
+    a file renamed over the path after the -wal check must not read; Alembic is one upgrade at a time).
+    Every write raises StoreUnavailableError or is stored; those started after the last change are in the
+    file at the path; nothing else goes wrong and the file is intact."""
+    store = EventStore(_url(db))
+    acknowledged: list[tuple[int, str]] = []  # (changes made when the write started, envelope id)
+    errors: list[BaseException] = []
+    changes = 0
+    stop = threading.Event()
+
+    def write() -> None:
+        while not stop.is_set():
+            body = envelope("TransferProcessStarted", "tp-race")
+            started = changes
+            try:
+                if _record(store, body):
+                    acknowledged.append((started, body["id"]))
+            except StoreUnavailableError:
+                pass
+            except BaseException as err:
+                errors.append(err)
+
+    threads = [threading.Thread(target=write) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    try:
+        for i in range(8):
+            done = len(acknowledged)
+            wait_until(lambda done=done: len(acknowledged) >= done + 5, 20, "writes between two changes")
+            if i % 2:
+                db.unlink()
+            else:
+                replacement = tmp_path / f"replacement-{i}.db"
+                EventStore(_url(replacement)).dispose()
+                replacement.rename(db)
+            changes += 1
+        done = len(acknowledged)
+        wait_until(lambda: len(acknowledged) >= done + 20, 20, "writes after the last change")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        store.dispose()
+    assert errors == []
+    last = {envelope_id for started, envelope_id in acknowledged if started == changes}
+    assert last
+    assert last <= set(_envelope_ids_in_file(db))
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
 @pytest.fixture
