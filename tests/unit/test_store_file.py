@@ -147,6 +147,38 @@ def test_file_replaced_by_another_store_file_is_followed_without_the_old_files_w
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
+def test_file_renamed_over_the_path_just_before_sqlite_opens_it_gets_no_old_wal(
+    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rename lands between the store's look at the path (and at -wal/-shm) and SQLite's open. A
+    connection that reads the file it got would attach the old file's -wal/-shm, and closing it would
+    checkpoint the old WAL into the replacement (found by writers racing changes)."""
+    store = EventStore(_url(db), pool_size=1)
+    try:
+        old = envelope("TransferProcessStarted", "tp-old")
+        _record(store, old)  # in the old file's WAL
+        held = store.engine.connect()  # the old file stays open, like the receiver's other connections
+        replacement = tmp_path / "replacement.db"
+        kept = envelope("TransferProcessInitiated", "tp-kept")
+        _store_file_with_event(replacement, kept)
+        sqlite_connect = store.engine.dialect.connect
+
+        def rename_then_connect(*args: Any, **kwargs: Any) -> Any:
+            if replacement.exists():
+                replacement.rename(db)
+            return sqlite_connect(*args, **kwargs)
+
+        monkeypatch.setattr(store.engine.dialect, "connect", rename_then_connect)
+        new = envelope("TransferProcessCompleted", "tp-new")
+        assert _record(store, new) is True  # a second connection: opened just after the rename
+        held.close()
+    finally:
+        store.dispose()
+    assert _envelope_ids_in_file(db) == [kept["id"], new["id"]]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
 def test_health_and_callbacks_are_503_while_the_path_holds_no_database_then_recover(
     receiver: tuple[TestClient, ReceiverSettings], db: Path, tmp_path: Path
 ) -> None:
