@@ -166,18 +166,14 @@ async def test_an_early_event_counts_for_a_sensor_once_its_process_is_bound(rece
 
 async def test_a_token_of_another_task_cannot_start_a_watcher_run(receiver: TestClient) -> None:
     watcher = EdcCallbackEventTrigger(event_types=["TransferProcessCompleted"], process_type="PROVIDER")
-    runs = watcher.run()
-    first = asyncio.ensure_future(runs.__anext__())
+    first = asyncio.ensure_future(first_trigger_event(watcher))
     await until_subscribed()
     forged = envelope("TransferProcessCompleted", "tp-x", type="PROVIDER")
     assert (await asyncio.to_thread(post, receiver, forged, TASK_A)).status_code == 200
     genuine = envelope("TransferProcessCompleted", "tp-y", type="PROVIDER")
     assert (await asyncio.to_thread(post_static, receiver, genuine)).status_code == 200
-    try:
-        event = await asyncio.wait_for(first, 10)
-    finally:
-        await runs.aclose()
-    assert event.payload["process_id"] == "tp-y"
+    payload = await first
+    assert payload["process_id"] == "tp-y"
 
 
 def test_a_token_of_another_task_cannot_feed_an_edr(receiver: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -393,36 +389,28 @@ async def test_a_tasks_own_token_cannot_start_a_watcher_run(receiver: TestClient
     (static) stream schedules DAG runs, whatever such a post claims (a provider process, any asset)."""
     get_store().bind("tp-a", TASK_A)
     watcher = EdcCallbackEventTrigger(event_types=["TransferProcessCompleted"], process_type="PROVIDER")
-    runs = watcher.run()
-    first = asyncio.ensure_future(runs.__anext__())
+    first = asyncio.ensure_future(first_trigger_event(watcher))
     await until_subscribed()
     for event_type in ("TransferProcessCompleted", "TransferProcessCompletedX1"):
         forged = envelope(event_type, "tp-a", type="PROVIDER", assetId="victim-asset")
         assert (await asyncio.to_thread(post, receiver, forged, TASK_A)).status_code == 200
     genuine = envelope("TransferProcessCompleted", "tp-provider", type="PROVIDER")
     assert (await asyncio.to_thread(post_static, receiver, genuine)).status_code == 200
-    try:
-        event = await asyncio.wait_for(first, 10)
-    finally:
-        await runs.aclose()
-    assert event.payload["process_id"] == "tp-provider"
+    payload = await first
+    assert payload["process_id"] == "tp-provider"
 
 
 async def test_a_watcher_fires_on_an_event_whose_dynamic_copy_came_first(receiver: TestClient) -> None:
     """The consumer's dynamic and static callbacks carry the same envelope; the dynamic one often wins."""
     get_store().bind(B, TASK_B)
     watcher = EdcCallbackEventTrigger(event_types=["TransferProcessCompleted"], process_type="CONSUMER")
-    runs = watcher.run()
-    first = asyncio.ensure_future(runs.__anext__())
+    first = asyncio.ensure_future(first_trigger_event(watcher))
     await until_subscribed()
     body = envelope("TransferProcessCompleted", B)
     assert (await asyncio.to_thread(post, receiver, body, TASK_B)).json()["status"] == "stored"
     assert (await asyncio.to_thread(post_static, receiver, body)).json()["status"] == "duplicate"
-    try:
-        event = await asyncio.wait_for(first, 10)
-    finally:
-        await runs.aclose()
-    assert (event.payload["envelope_id"], event.payload["routes"]) == (body["id"], ["dynamic", "static:prov"])
+    payload = await first
+    assert (payload["envelope_id"], payload["routes"]) == (body["id"], ["dynamic", "static:prov"])
 
 
 class HeldCommit:
