@@ -49,7 +49,7 @@ _RECHECK_SECONDS = 0.5
 """While events wait for their static-route delivery: how often they are read again (by envelope id)."""
 
 _DECIDED_MEMORY = 10_000
-"""How many decided ``seq`` values a running trigger remembers (to drop events handed to it twice)."""
+"""How many decided events (envelope ids) a running trigger remembers, to drop events handed to it twice."""
 
 
 class EdcCallbackEventTrigger(BaseEventTrigger):
@@ -168,7 +168,8 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
         """
         subscription: Subscription | None = None
         pending: list[StoredEvent] = []
-        decided: OrderedDict[int, None] = OrderedDict()  # seqs decided in this run
+        decided: OrderedDict[str, None] = OrderedDict()  # envelope ids decided in this run (a replaced
+        # SQLite file starts its seqs again at 1, so seqs do not tell events apart)
         awaiting: dict[str, float] = {}  # envelope id -> monotonic deadline of its static-route delivery
         try:
             while True:
@@ -181,13 +182,13 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
                         self.log.info("Watching callback events %s after seq %d", self._describe(), cursor)
                         pending = await self._catch_up(store, cursor)
                     for stored in pending:
-                        if stored.seq in decided or not self.matches(stored):
+                        if stored.envelope_id in decided or not self.matches(stored):
                             continue
                         if not stored.via_static:  # a dynamic callback's copy: wait for the connector's own
                             awaiting.setdefault(stored.envelope_id, time.monotonic() + STATIC_ROUTE_WAIT)
                             continue
                         awaiting.pop(stored.envelope_id, None)
-                        decided[stored.seq] = None
+                        decided[stored.envelope_id] = None
                         if len(decided) > _DECIDED_MEMORY:
                             decided.popitem(last=False)
                         if not await asyncio.to_thread(store.claim, self.name, stored):
