@@ -283,11 +283,11 @@ class EventStore:
     def _check_file_after_commit(self) -> None:
         """Right after a write committed: check it went into the file every reader opens (SQLite files only).
 
-        Reads the check made when the write's connection went back to the pool (one ``os.stat`` of the path).
+        One ``os.stat`` of the path.
 
         :raises StoreUnavailableError: the SQLite file was deleted or replaced (another file renamed over its
-            path) before the commit completed, or the path could not be examined, so the write may not be in
-            the file at the path.
+            path) before the commit completed, so the write is not in the file at the path.
+        :raises SqliteFileError: the path cannot be examined.
         """
         if self.sqlite_file is not None and not self.sqlite_file.committed_to_path():
             raise StoreUnavailableError(

@@ -23,9 +23,9 @@ SQLite Database File").
   empty if the path is missing). A connection to a file without the store's tables (the connect step
   looks) first runs :func:`~airflow_edc_callbacks.store.schema.upgrade` (one at a time per process, on a
   connection of its own), so a new file gets the schema before the first statement.
-* **checkin**: the file of a connection returned to the pool is compared with the path's (one
-  ``os.stat``) before any other thread can take it, close it and free the old file's inode number for a
-  new file; right after a write committed, the store asks for the result of its connection's return
+* **commit** and **checkin**: the file the committing connection opened is compared with the path's
+  (one ``os.stat``) when the connection is returned, before any other thread can take it, close it and
+  free the old file's inode number for a new file; the store asks for the result
   (:meth:`SqliteFile.committed_to_path`).
 
 The checks that decide whether a connection is replaced or a write is reported compare (st_dev, st_ino)
@@ -117,14 +117,14 @@ class SqliteFile:
         self.lock_path = self.path + LOCK_SUFFIX
         self._on_connect = on_connect
         self._lock_timeout = lock_timeout
-        self._returned = threading.local()  # .on_path: checked when this thread returned a connection
+        self._committed = threading.local()  # .pending: file id of a commit; .verdict: checked at checkin
 
     def install(self, engine: Engine) -> None:
-        """Register the connect, checkout and checkin events on ``engine`` (a pooled engine of this file)."""
+        """Register the connect, checkout and commit events on ``engine`` (a pooled engine of this file)."""
         event.listen(engine, "do_connect", self._connect)
         event.listen(engine, "checkout", self._checkout)
-        event.listen(engine, "checkin", self._checkin)  # pool events only: a Connection event such as
-        # "commit" would put every statement of the engine on SQLAlchemy's slower event-dispatching path
+        event.listen(engine, "commit", self._commit)
+        event.listen(engine, "checkin", self._checkin)
 
     # -- connecting ----------------------------------------------------------------------------
     def _connect(self, dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
@@ -289,28 +289,31 @@ class SqliteFile:
             engine.dispose()
         log.info("Created or checked the callback event store's tables in %s", self.path)
 
-    def _checkin(self, _dbapi_connection: Any, conn_rec: Any) -> None:
-        """``checkin`` (before the pool can hand the connection to another thread): is its file at the path?
+    def _commit(self, connection: Any) -> None:
+        """``commit`` (just before the DBAPI commit): note the file this thread's transaction writes to."""
+        self._committed.pending = connection.info.get(FILE_INFO_KEY)
+        self._committed.verdict = None
 
-        Noted per thread for :meth:`committed_to_path`; a connection closed on error has no file (``False``).
-        """
-        opened = conn_rec.info.get(FILE_INFO_KEY) if conn_rec is not None else None
-        try:
-            self._returned.on_path = opened is not None and opened == file_id(self.path)
-        except SqliteFileError:
-            self._returned.on_path = False
+    def _checkin(self, _dbapi_connection: Any, conn_rec: Any) -> None:
+        """``checkin`` (before the pool hands the connection to anyone else): check a noted commit's file."""
+        pending = getattr(self._committed, "pending", None)
+        if pending is not None and conn_rec is not None and conn_rec.info.get(FILE_INFO_KEY) == pending:
+            self._committed.pending = None
+            try:
+                self._committed.verdict = pending == file_id(self.path)
+            except SqliteFileError:
+                self._committed.verdict = False
 
     def committed_to_path(self) -> bool:
-        """Whether the connection this thread last returned to the pool was on the file now at the path.
+        """Whether the last transaction this thread committed went into the file that is at the path now.
 
-        Call it right after a transaction committed and its connection went back to the pool: the check
-        was made then (one ``os.stat``), while that connection still had its file open, so the file's inode
-        number could not have been given to a new file. ``False`` also when the path could not be examined
-        or nothing was returned yet.
+        Call it right after the commit returned and the connection went back to the pool (the check is
+        made then, one ``os.stat``, while no other thread can have closed that connection). ``False`` too
+        when the path could not be examined, or no commit was noted.
         """
-        on_path = getattr(self._returned, "on_path", None)
-        self._returned.on_path = None
-        return on_path is True
+        verdict = getattr(self._committed, "verdict", None)
+        self._committed.verdict = None
+        return verdict is True
 
     def is_current(self, info: Mapping[Any, Any]) -> bool:
         """Whether the connection with this ``info`` (``Connection.info``) is on the file now at the path.
