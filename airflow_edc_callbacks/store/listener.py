@@ -14,16 +14,6 @@ are dropped by the subscriber on ``seq``.
 On SQLite writes are serialised, so ``seq`` follows commit order and a cursor on ``seq`` is exact (the
 table uses AUTOINCREMENT, so purged ids are never reused).
 
-A SQLite file can be deleted, or another file renamed over its path, while the listener's connection
-keeps the old file open. About once a second (:data:`FILE_CHECK_INTERVAL`, one ``os.stat``) the listener
-compares the file its connection opened with the file at the path; when they differ it connects to the
-file at the path (created empty, with the tables, if it is missing; see
-:mod:`~airflow_edc_callbacks.store.sqlite_file`), dispatches the rows that file received since
-:data:`LOOKBACK_MS` before the listener last saw the old file at the path, and sets its cursor to that
-file's newest ``seq``. A new file numbers its events from 1 again, so a subscriber may be handed a
-``seq`` it has seen before for a different event: subscribers de-duplicate on the envelope id (unique in
-every file), not on ``seq``.
-
 On PostgreSQL (driver ``psycopg``) the listener is pushed, not polling: the store sends
 ``NOTIFY edc_callback_events, '<seq>'`` in the transaction that inserts an event, PostgreSQL delivers it
 on commit to every listening connection (every api-server's and triggerer's listener), and the listener
@@ -38,7 +28,6 @@ Other databases hand out ids before commit and have no NOTIFY, so there the list
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import threading
@@ -46,12 +35,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from airflow_edc_callbacks.exceptions import StoreUnavailableError
 from airflow_edc_callbacks.store.repository import NOTIFY_CHANNEL, EventStore, StoredEvent, get_store
-from airflow_edc_callbacks.store.sqlite_file import FILE_INFO_KEY, FileId, file_id
 from airflow_edc_callbacks.store.tables import CallbackEventRow
 
 log = logging.getLogger(__name__)
@@ -66,9 +54,6 @@ LOOKBACK_MS = 60_000
 
 _RECONNECT_WAIT = 1.0
 """Seconds between attempts to reach a database that is down."""
-
-FILE_CHECK_INTERVAL = 1.0
-"""SQLite files: seconds between two checks (one ``os.stat``) that the listener's file is still at the path."""
 
 
 class Subscription:
@@ -147,11 +132,6 @@ class StoreListener:
         self.reconnects = 0
         self._listening: Connection | None = None
         self.uses_notify = store.engine.dialect.name == "postgresql" and store.engine.dialect.driver == "psycopg"
-        # SQLite files: the file the cursor counts in, and when (epoch ms) it was last seen at the path
-        self._file: FileId | None = None
-        self._file_seen_at = 0
-        self._file_changed = False  # the connection that failed was no longer on the file at the path
-        self.file_switches = 0
 
     # -- subscriptions -------------------------------------------------------------------------
     def start(self) -> StoreListener:
@@ -165,9 +145,6 @@ class StoreListener:
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return self
-            if self.store.sqlite_file is not None:  # before max_seq(): a later file is caught up on, not missed
-                self._file = file_id(self.store.sqlite_file.path)
-                self._file_seen_at = int(time.time() * 1000)
             self._cursor = self.store.max_seq()
             if self.uses_notify:
                 try:
@@ -310,27 +287,10 @@ class StoreListener:
         """SQLite (``PRAGMA data_version``) and databases without NOTIFY (periodic look-back)."""
         last_version: int | None = None
         connection: Connection | None = None
-        sqlite_file = self.store.sqlite_file
-        file_checked = time.monotonic()
         while not self._stop.is_set():
             try:
                 if connection is None:
-                    connection = self._connect_polling()
-                    self._follow_file(connection)
-                elif sqlite_file is not None and time.monotonic() - file_checked >= FILE_CHECK_INTERVAL:
-                    file_checked = time.monotonic()
-                    if sqlite_file.is_current(connection.info):
-                        self._file_seen_at = int(time.time() * 1000)
-                    else:
-                        log.warning(
-                            "Callback event listener: %s was deleted or replaced; reconnecting", sqlite_file.path
-                        )
-                        # connect while the old connection still holds the old file, so the new file cannot
-                        # have been given the old one's inode number
-                        replacement = self._connect_polling()
-                        self._drop(connection)
-                        connection, last_version = replacement, None
-                        self._follow_file(connection)
+                    connection = self.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
                 if self.store.is_sqlite:
                     version = int(connection.execute(text("PRAGMA data_version")).scalar_one())
                     changed = version != last_version
@@ -342,58 +302,12 @@ class StoreListener:
             except Exception:  # keep listening through database hiccups
                 log.exception("Callback event listener failed; reconnecting")
                 if connection is not None:
-                    if sqlite_file is not None:
-                        with contextlib.suppress(Exception):  # the path cannot be examined: the reconnect will tell
-                            self._file_changed |= not sqlite_file.is_current(connection.info)
                     connection.close()
                 connection = None
                 last_version = None
             self._stop.wait(self.poll_interval)
         if connection is not None:
             connection.close()
-
-    def _connect_polling(self) -> Connection:
-        return self.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-
-    @staticmethod
-    def _drop(connection: Connection) -> None:
-        """Close a connection to a file that is no longer at the path (not returned to the pool)."""
-        try:
-            connection.invalidate()
-            connection.close()
-        except Exception:  # closing a connection to a deleted file
-            log.debug("Closing the old connection failed", exc_info=True)
-
-    def _follow_file(self, connection: Connection) -> None:
-        """SQLite files: after (re)connecting, catch up if the connection is on another file than the cursor.
-
-        The rows the new file received since :data:`LOOKBACK_MS` before the old file was last seen at the
-        path are dispatched, and the cursor becomes the new file's newest ``seq``.
-        """
-        if self.store.sqlite_file is None:
-            return
-        opened: FileId | None = connection.info.get(FILE_INFO_KEY)
-        if self._file is not None and (opened != self._file or self._file_changed):
-            since = self._file_seen_at - LOOKBACK_MS
-            table = CallbackEventRow.__table__
-            newest = int(connection.execute(select(func.coalesce(func.max(table.c.seq), 0))).scalar_one())
-            stmt = select(table).where(table.c.seq <= newest, table.c.received_at >= since).order_by(table.c.seq)
-            events = [StoredEvent.from_row(row) for row in connection.execute(stmt)]
-            self._cursor = newest
-            if not self.exact_cursor:  # the old file's seqs mean nothing in this one
-                self._recent = {stored.seq: stored.received_at for stored in events}
-            self.file_switches += 1
-            log.info(
-                "Callback event listener follows the new file at %s: %d events since %s, cursor %d",
-                self.store.sqlite_file.path,
-                len(events),
-                since,
-                newest,
-            )
-            self._dispatch(events)
-        self._file = opened
-        self._file_changed = False
-        self._file_seen_at = int(time.time() * 1000)
 
     def _fetch(self, connection: Connection) -> list[StoredEvent]:
         table = CallbackEventRow.__table__

@@ -24,7 +24,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from airflow_edc_callbacks.exceptions import EventConflictError, ProcessBoundElsewhereError, StoreUnavailableError
 from airflow_edc_callbacks.models import EventEnvelope
 from airflow_edc_callbacks.store.schema import upgrade
-from airflow_edc_callbacks.store.sqlite_file import SqliteFile
 from airflow_edc_callbacks.store.tables import (
     CallbackEventRow,
     ProcessBindingRow,
@@ -114,7 +113,7 @@ def body_sha256(body: Any) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any = None) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the receiver's writes
     cursor.execute("PRAGMA synchronous=FULL")  # a commit is on disk before the receiver answers 2xx
@@ -174,10 +173,6 @@ class EventStore:
     """Callback events in a SQL database (SQLite file by default, PostgreSQL in production).
 
     Creates or upgrades its tables on first use (:func:`~airflow_edc_callbacks.store.schema.upgrade`).
-    A SQLite file is created with mode 0600 and followed at its path: when it is deleted or another file is
-    renamed over it, connections move to the file at the path (a new empty one, with the tables, if it is
-    missing), and a write that committed into the old file raises :class:`StoreUnavailableError`
-    (:mod:`~airflow_edc_callbacks.store.sqlite_file`).
     Methods are synchronous and thread-safe; call them from a thread
     (``asyncio.to_thread``) in async code.
 
@@ -203,11 +198,7 @@ class EventStore:
             in_memory = self.is_sqlite and parsed.database in (None, "", ":memory:")
             pooling = {} if in_memory else {"pool_size": pool_size, "max_overflow": 8}
             self.engine: Engine = create_engine(url, pool_pre_ping=not self.is_sqlite, hide_parameters=True, **pooling)
-            self.sqlite_file: SqliteFile | None = None
-            if self.is_sqlite and not in_memory and not parsed.query.get("uri"):
-                self.sqlite_file = SqliteFile(str(parsed.database), _sqlite_pragmas)
-                self.sqlite_file.install(self.engine)  # created 0600; connections follow the file at the path
-            elif self.is_sqlite:
+            if self.is_sqlite:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             if idle_timeout is not None and not in_memory:
                 _IdleConnectionCloser(self.engine, idle_timeout)
@@ -273,27 +264,11 @@ class EventStore:
                     self._add_route(session, envelope.id, route, digest)
                 elif self.is_postgresql:  # delivered to every listener when this transaction commits
                     session.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(seq))))
-            self._check_file_after_commit()
         except DataError as err:  # the database refused a value, not a fault of the store
             raise ValueError(f"the store cannot hold a value of this event: {type(err.orig).__name__}") from None
         except SQLAlchemyError as err:
             raise StoreUnavailableError(f"Cannot write to the callback event store: {err}") from err
         return inserted
-
-    def _check_file_after_commit(self) -> None:
-        """Right after a write committed: check it went into the file every reader opens (SQLite files only).
-
-        One ``os.stat`` of the path.
-
-        :raises StoreUnavailableError: the SQLite file was deleted or replaced (another file renamed over its
-            path) before the commit completed, so the write is not in the file at the path.
-        :raises SqliteFileError: the path cannot be examined.
-        """
-        if self.sqlite_file is not None and not self.sqlite_file.committed_to_path():
-            raise StoreUnavailableError(
-                f"The callback event store {self!r}: its file {self.sqlite_file.path} was deleted or replaced "
-                "while this write committed; the write is not in the file at that path"
-            )
 
     @staticmethod
     def _add_route(session: Session, envelope_id: str, route: str, digest: str) -> None:

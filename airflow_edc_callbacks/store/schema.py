@@ -9,7 +9,6 @@ them current.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from alembic import command
@@ -19,7 +18,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-__all__ = ["BASELINE", "VERSION_TABLE", "current_revision", "head_revision", "known_revisions", "upgrade"]
+__all__ = ["BASELINE", "VERSION_TABLE", "current_revision", "head_revision", "upgrade"]
 
 VERSION_TABLE = "edc_callbacks_alembic_version"
 """Alembic's version table for this store (not ``alembic_version``: the store may share Airflow's database)."""
@@ -28,9 +27,6 @@ BASELINE = "0001"
 """The schema of stores created before migrations existed (``create_all`` of the same tables)."""
 
 _ADVISORY_LOCK = 0x0EDC_CA11
-# Alembic's `context` and `op` are module-global proxies: one upgrade at a time per process. Re-entrant: a
-# SQLite store's upgrade at start checks out a connection whose checkout may create the tables first.
-_UPGRADE_LOCK = threading.RLock()
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -47,11 +43,6 @@ def head_revision() -> str:
     return head
 
 
-def known_revisions() -> frozenset[str]:
-    """Every revision this package ships (a store at another one was upgraded by a newer version)."""
-    return frozenset(script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions())
-
-
 def current_revision(engine: Engine) -> str | None:
     """The revision of the store's schema, ``None`` for an empty database."""
     with engine.connect() as connection:
@@ -61,16 +52,8 @@ def current_revision(engine: Engine) -> str | None:
 def upgrade(engine: Engine, attempts: int = 3) -> None:
     """Bring the store's schema to :func:`head_revision`.
 
-    One upgrade at a time per process (Alembic's ``context`` is process-global; a SQLite store re-creates
-    its tables while running when its file was deleted, possibly while another store opens).
-
     :raises sqlalchemy.exc.SQLAlchemyError: the database refused (after ``attempts`` for races on SQLite).
     """
-    with _UPGRADE_LOCK:
-        _upgrade(engine, attempts)
-
-
-def _upgrade(engine: Engine, attempts: int) -> None:
     config = _config()
     head = head_revision()
     for attempt in range(1, attempts + 1):
