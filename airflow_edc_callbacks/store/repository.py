@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from airflow_edc_callbacks.exceptions import EventConflictError, ProcessBoundElsewhereError, StoreUnavailableError
 from airflow_edc_callbacks.models import EventEnvelope
 from airflow_edc_callbacks.store.schema import upgrade
+from airflow_edc_callbacks.store.sqlite_file import SqliteFileGuard
 from airflow_edc_callbacks.store.tables import (
     CallbackEventRow,
     ProcessBindingRow,
@@ -173,6 +174,8 @@ class EventStore:
     """Callback events in a SQL database (SQLite file by default, PostgreSQL in production).
 
     Creates or upgrades its tables on first use (:func:`~airflow_edc_callbacks.store.schema.upgrade`).
+    A SQLite file is created with mode 0600 and never written once it was deleted or replaced
+    (:mod:`~airflow_edc_callbacks.store.sqlite_file`).
     Methods are synchronous and thread-safe; call them from a thread
     (``asyncio.to_thread``) in async code.
 
@@ -191,15 +194,19 @@ class EventStore:
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self.is_postgresql = parsed.get_backend_name() == "postgresql"
+        self.sqlite_file: SqliteFileGuard | None = None
         try:
-            if self.is_sqlite and parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            # hide_parameters: errors must not carry event bodies (EDR tokens) into logs
             in_memory = self.is_sqlite and parsed.database in (None, "", ":memory:")
+            if self.is_sqlite and not in_memory and not parsed.query.get("uri"):
+                Path(str(parsed.database)).parent.mkdir(parents=True, exist_ok=True)
+                self.sqlite_file = SqliteFileGuard(Path(str(parsed.database)))  # 0600, never written once gone
+            # hide_parameters: errors must not carry event bodies (EDR tokens) into logs
             pooling = {} if in_memory else {"pool_size": pool_size, "max_overflow": 8}
             self.engine: Engine = create_engine(url, pool_pre_ping=not self.is_sqlite, hide_parameters=True, **pooling)
             if self.is_sqlite:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
+            if self.sqlite_file is not None:
+                self.sqlite_file.install(self.engine)
             if idle_timeout is not None and not in_memory:
                 _IdleConnectionCloser(self.engine, idle_timeout)
             upgrade(self.engine)
@@ -264,6 +271,8 @@ class EventStore:
                     self._add_route(session, envelope.id, route, digest)
                 elif self.is_postgresql:  # delivered to every listener when this transaction commits
                     session.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(seq))))
+            if self.sqlite_file is not None:  # committed, but into the file every reader opens?
+                self.sqlite_file.check()
         except DataError as err:  # the database refused a value, not a fault of the store
             raise ValueError(f"the store cannot hold a value of this event: {type(err.orig).__name__}") from None
         except SQLAlchemyError as err:
