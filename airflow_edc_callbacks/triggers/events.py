@@ -168,8 +168,7 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
         """
         subscription: Subscription | None = None
         pending: list[StoredEvent] = []
-        decided: OrderedDict[str, None] = OrderedDict()  # envelope ids decided in this run (a replaced
-        # SQLite file starts its seqs again at 1, so seqs do not tell events apart)
+        decided: OrderedDict[str, None] = OrderedDict()  # envelope ids decided in this run
         awaiting: dict[str, float] = {}  # envelope id -> monotonic deadline of its static-route delivery
         try:
             while True:
