@@ -139,13 +139,8 @@ class EdcCallbackTrigger(BaseTrigger):
         return stored.process_id == self.transfer_process_id and stored.event_type.startswith(self.EVENT_PREFIX)
 
     def _may_become_trusted(self, stored: StoredEvent) -> bool:
-        """An event of this process on a dynamic token while the process's binding is not known yet."""
-        return (
-            self._bound is None
-            and stored.correlation_id is not None
-            and not stored.via_static
-            and self._about_this_process(stored)
-        )
+        """An event of this process on a dynamic token: it counts once its process is bound to that token."""
+        return stored.correlation_id is not None and not stored.via_static and self._about_this_process(stored)
 
     def _take_binding(self, bound: str | None) -> None:
         """Take the process's binding as the store has it (see :meth:`StoredEvent.trusted`)."""
