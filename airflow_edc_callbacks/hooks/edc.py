@@ -46,6 +46,19 @@ from airflow_edc_callbacks.tokens import correlation_id_of_callback_url
 
 __all__ = ["API_VERSIONS", "DEFAULT_PROTOCOL", "EdcConnectionSettings", "EdcManagementHook"]
 
+
+def _bind(process_id: str, correlation_id: str) -> str:
+    """Bind in the store; no Alembic in every task's worker process unless the tables are missing (the
+    api-server and triggerer keep the schema current).
+
+    :raises StoreUnavailableError: the store cannot be written.
+    """
+    try:
+        return get_store(waiting=True, migrate=False).bind(process_id, correlation_id)
+    except StoreUnavailableError:
+        return get_store(waiting=True).bind(process_id, correlation_id)  # a store nobody created yet
+
+
 API_VERSIONS = ("v3", "v4beta", "v4")
 """Management API versions a connection can select (extra ``api_version``): ``v3`` (EDC up to 0.18),
 ``v4beta`` (EDC 0.14 to 0.16), ``v4`` (EDC 0.17 and later)."""
@@ -395,7 +408,7 @@ class EdcManagementHook(BaseHook):
             if correlation_id is None:
                 continue
             try:
-                bound = get_store(waiting=True).bind(process_id, correlation_id)
+                bound = _bind(process_id, correlation_id)
             except StoreUnavailableError as err:
                 self.log.warning("Could not bind %s to its task instance now (its trigger will): %s", process_id, err)
                 continue

@@ -185,10 +185,14 @@ class EventStore:
         ``pool_size + 8``, and closed when returned).
     :param idle_timeout: seconds without any use after which the pool's idle connections are closed
         too (``None``: kept open); the store of waiting processes uses it (see :func:`get_store`).
+    :param migrate: create or upgrade the tables (Alembic); ``False`` for a short-lived process that only
+        writes into a store the api-server and triggerer keep current (a worker binding a process).
     :raises StoreUnavailableError: the database cannot be opened.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 5, idle_timeout: float | None = None) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 5, idle_timeout: float | None = None, migrate: bool = True
+    ) -> None:
         self.url = url
         self.pool_size = pool_size
         parsed = make_url(url)
@@ -209,7 +213,9 @@ class EventStore:
                 self.sqlite_file.install(self.engine)
             if idle_timeout is not None and not in_memory:
                 _IdleConnectionCloser(self.engine, idle_timeout)
-            upgrade(self.engine)
+            self.migrated = migrate
+            if migrate:
+                upgrade(self.engine)
         except (SQLAlchemyError, OSError) as err:
             raise StoreUnavailableError(f"Cannot open the callback event store {self!r}: {err}") from err
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -563,7 +569,7 @@ store when it starts and renews its hold hourly; between those, the only connect
 is the listener's. Thousands of triggers starting at once (a triggerer restart) share a small pool."""
 
 
-def get_store(url: str | None = None, *, waiting: bool = False) -> EventStore:
+def get_store(url: str | None = None, *, waiting: bool = False, migrate: bool = True) -> EventStore:
     """The process-wide :class:`EventStore` for ``url`` (default: ``[edc_callbacks] store_url``).
 
     One per process, URL and use, re-created after a fork. ``waiting`` is the store of processes that
@@ -578,9 +584,15 @@ def get_store(url: str | None = None, *, waiting: bool = False) -> EventStore:
     key = (os.getpid(), url, waiting)
     with _stores_lock:
         store = _stores.get(key)
+        if store is not None and migrate and not store.migrated:  # opened without Alembic before
+            try:
+                upgrade(store.engine)
+            except SQLAlchemyError as err:
+                raise StoreUnavailableError(f"Cannot open the callback event store {store!r}: {err}") from err
+            store.migrated = True
         if store is None:
             if waiting:
-                store = EventStore(url, pool_size=1, idle_timeout=WAITING_IDLE_TIMEOUT)
+                store = EventStore(url, pool_size=1, idle_timeout=WAITING_IDLE_TIMEOUT, migrate=migrate)
             else:
                 store = EventStore(url, pool_size=5)
             _stores[key] = store
