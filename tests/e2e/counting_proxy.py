@@ -25,13 +25,14 @@ class CountingProxy:
     """Listens on ``127.0.0.1:port`` and forwards to ``upstream`` (one base URL, or several in turn).
 
     ``requests`` lists what passed; ``forwarded`` maps each upstream to ``(path, request body, status)`` of
-    each request it answered.
+    each request it answered (502 when the upstream failed to answer; ``failures`` says how).
     """
 
     upstream: str | Sequence[str]
     port: int
     requests: list[tuple[float, str, str]] = field(default_factory=list)
     forwarded: dict[str, list[tuple[str, bytes, int]]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
     _client: httpx.Client | None = None
@@ -63,7 +64,14 @@ class CountingProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-                upstream = client.request(self.command, target + self.path, content=body, headers=headers)
+                try:
+                    upstream = client.request(self.command, target + self.path, content=body, headers=headers)
+                except httpx.HTTPError as err:  # recorded as 502, so a test names a request the upstream lost
+                    with proxy._lock:
+                        proxy.forwarded[target].append((self.path, body or b"", 502))
+                        proxy.failures.append(f"{self.command} {target}{self.path}: {err!r}")
+                    self.send_error(502, f"upstream failed: {type(err).__name__}")
+                    return
                 with proxy._lock:
                     proxy.forwarded[target].append((self.path, body or b"", upstream.status_code))
                 self.send_response(upstream.status_code)

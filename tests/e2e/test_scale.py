@@ -117,7 +117,11 @@ def test_fifty_transfers_survive_a_killed_triggerer_with_callbacks_spread_over_t
     killed_at = time.monotonic()
     killed_at_ms = time.time() * 1000
 
-    assert af.wait_for_run(DAG_ID, run_id, deadline_s=600) == "success"
+    try:
+        state = af.wait_for_run(DAG_ID, run_id, deadline_s=600)
+    except TimeoutError as err:
+        raise AssertionError(f"{err}\n{_unfinished(cluster, edc_env, run_id)}") from None
+    assert state == "success", _unfinished(cluster, edc_env, run_id)
     finished_in = time.monotonic() - killed_at
 
     tis = [t for t in af.task_instances(DAG_ID, run_id) if t["task_id"] == "transfer"]
@@ -181,3 +185,50 @@ def test_fifty_transfers_survive_a_killed_triggerer_with_callbacks_spread_over_t
         f"({len(late)} of them completed after the kill); "
         f"run finished {finished_in:.1f} s later; callbacks per receiver {answered}; {retried} retried"
     )
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _unfinished(cluster: Cluster, edc_env: EdcEnvironment, run_id: str) -> str:
+    """What each unfinished transfer task was waiting for: its log, the transfer's state on the consumer,
+    its stored events, the callbacks the balancer forwarded for it and the triggerers' lines about it."""
+    af = cluster.airflow
+    out: list[str] = []
+    for ti in af.task_instances(DAG_ID, run_id):
+        if ti["task_id"] != "transfer" or ti["state"] == "success":
+            continue
+        i, tries = ti["map_index"], ti["try_number"]
+        try:
+            log = af.task_log(DAG_ID, run_id, "transfer", try_number=tries, map_index=i)
+        except Exception as e:  # diagnostics only
+            log = repr(e)
+        out.append(f"=== map_index {i} try {tries} state {ti['state']} triggerer {_triggerer_of(ti)}\n{log[-2500:]}")
+        store = EventStore(cluster.store_url)
+        try:
+            for tid in dict.fromkeys(_UUID.findall(log)):
+                try:
+                    state = edc_env.consumer_state(tid)
+                except Exception as e:  # not a transfer id, or the connector is gone
+                    state = repr(e)
+                events = [(e.event_type, e.routes, e.received_at) for e in store.events(process_id=tid)]
+                callbacks = [
+                    (url, status)
+                    for url, got in cluster.balancer.forwarded.items()
+                    for _, body, status in got
+                    if tid.encode() in body
+                ]
+                trigger_lines = [
+                    line
+                    for t in af.triggerers
+                    for line in t.log_path.read_text(errors="replace").splitlines()
+                    if tid in line
+                ]
+                out.append(
+                    f"--- {tid}: consumer state {state}; stored {events}; forwarded {callbacks}\n"
+                    + "\n".join(trigger_lines[-20:])
+                )
+        finally:
+            store.dispose()
+    out.append(f"balancer failures: {cluster.balancer.failures}")
+    return "\n".join(out)
