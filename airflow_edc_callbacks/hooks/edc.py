@@ -506,6 +506,8 @@ class EdcManagementHook(BaseHook):
     ) -> dict[str, Any]:
         """``POST /{version}/catalog/request``: the provider's catalog as this consumer sees it (raw JSON-LD).
 
+        :param counter_party_id: the provider's participant id; EDC's ``CatalogRequestValidator`` requires it
+            from EDC 0.16 on (0.15 accepts a request without it).
         :param asset_id: only the dataset with this id (a ``querySpec`` filter on the EDC ``id``).
         """
         body: dict[str, Any] = {
