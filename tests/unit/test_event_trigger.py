@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
 from fastapi.testclient import TestClient
 
 from airflow_edc_callbacks.exceptions import TriggerEventError
@@ -17,6 +16,7 @@ from airflow_edc_callbacks.receiver import ReceiverSettings, create_app
 from airflow_edc_callbacks.sensors import EdcTransferSensor
 from airflow_edc_callbacks.store import get_listener, get_store
 from airflow_edc_callbacks.triggers import EdcCallbackEventTrigger, EdcCallbackTrigger
+from tests.airflow_compat import TaskDeferred
 from tests.conftest import SIGNING_KEY
 from tests.helpers import envelope
 
