@@ -6,7 +6,8 @@ Public Airflow interfaces are used wherever the minor has one:
 ======================================  ===============================  ==================================
                                         Airflow 3.1                      Airflow 3.2 and 3.3
 ======================================  ===============================  ==================================
-``AirflowSensorTimeout``                ``airflow.exceptions``           ``airflow.sdk.exceptions``
+``AirflowSensorTimeout``,               ``airflow.exceptions``           ``airflow.sdk.exceptions``
+``AirflowNotFoundException``
 metrics (the core ``Stats`` object      ``airflow.stats.Stats``, set up  ``airflow.observability.stats``
 the api-server and triggerer use)       from ``[metrics]`` on import     ``.Stats``, set up with
                                                                          ``Stats.initialize(factory=...)``
@@ -14,9 +15,9 @@ the api-server and triggerer use)       from ``[metrics]`` on import     ``.Stat
 
 Metrics set-up per minor: 3.1 reads ``[metrics]`` when ``airflow.stats`` is first imported; 3.2's and
 3.3's scheduler, triggerer and workers call ``initialize`` themselves, and so does 3.3's api-server; 3.2's
-api-server does not, so the receiver sets the backend up there (:func:`ensure_stats`). The factory comes
-from ``airflow.observability.metrics.stats_utils.get_stats_factory``, which takes the ``Stats`` class on
-3.2 and nothing on 3.3 (where ``initialize`` also takes ``export_legacy_names``).
+api-server does not, so the first metric of this package sets the backend up there (:func:`ensure_stats`).
+The factory comes from ``airflow.observability.metrics.stats_utils.get_stats_factory``, which takes the
+``Stats`` class on 3.2 and nothing on 3.3 (where ``initialize`` also takes ``export_legacy_names``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "AIRFLOW_VERSION",
     "AIRFLOW_V_3_2_PLUS",
     "AIRFLOW_V_3_3_PLUS",
+    "AirflowNotFoundException",
     "AirflowSensorTimeout",
     "StatsEmitter",
     "ensure_stats",
@@ -44,9 +46,12 @@ AIRFLOW_V_3_2_PLUS = Version("3.2.0") <= AIRFLOW_VERSION
 AIRFLOW_V_3_3_PLUS = Version("3.3.0") <= AIRFLOW_VERSION
 
 if AIRFLOW_V_3_2_PLUS:
-    from airflow.sdk.exceptions import AirflowSensorTimeout
-else:  # Airflow 3.1: the Task SDK has no sensor exceptions yet
-    from airflow.exceptions import AirflowSensorTimeout  # type: ignore[assignment,no-redef]
+    from airflow.sdk.exceptions import AirflowNotFoundException, AirflowSensorTimeout
+else:  # Airflow 3.1: the Task SDK has neither yet (core raises airflow.exceptions.AirflowNotFoundException)
+    from airflow.exceptions import (  # type: ignore[assignment,attr-defined,no-redef]
+        AirflowNotFoundException,
+        AirflowSensorTimeout,
+    )
 
 
 class StatsEmitter(Protocol):
@@ -72,12 +77,17 @@ def stats() -> StatsEmitter:
     return emitter
 
 
+_ensured_in_pid: int | None = None
+"""The process in which the metrics backend was last set up from ``[metrics]`` by this module."""
+
+
 def initialize_stats_from_config() -> None:
     """Set Airflow core's metrics backend up from ``[metrics]`` (StatsD, OpenTelemetry or none), as Airflow's
     own server processes do; a second call replaces the backend with one for the current configuration.
 
     :raises Exception: whatever Airflow raises for a backend it cannot create (callers log it).
     """
+    global _ensured_in_pid
     from airflow.configuration import conf
 
     if AIRFLOW_V_3_3_PLUS:
@@ -103,23 +113,18 @@ def initialize_stats_from_config() -> None:
             delattr(meta, "factory")
         type.__setattr__(Stats, "instance", None)
         meta.__init__(Stats)  # type: ignore[call-overload,misc]
-
-
-_ensured_in_pid: int | None = None
+    _ensured_in_pid = os.getpid()
 
 
 def ensure_stats() -> None:
-    """Set the metrics backend up from ``[metrics]`` if nothing in this process did (once per process).
+    """On Airflow 3.2, set the metrics backend up from ``[metrics]`` once per process; elsewhere nothing.
 
-    Only Airflow 3.2's api-server leaves it unset (its triggerer and workers, and the 3.1 and 3.3
-    api-servers, set it up themselves); a backend someone set up is left alone.
+    3.2's api-server never sets its ``Stats`` up (its scheduler, triggerer and workers do, and so do the
+    3.1 and 3.3 api-servers), and whatever Airflow emits first there fixes the backend to "no metrics". The
+    processes that do set it up use the same ``[metrics]`` configuration, so doing it again there changes
+    nothing.
     """
     global _ensured_in_pid
-    if _ensured_in_pid == os.getpid():
-        return
-    _ensured_in_pid = os.getpid()
-    if AIRFLOW_V_3_2_PLUS and not AIRFLOW_V_3_3_PLUS:
-        from airflow.observability.stats import Stats
-
-        if getattr(Stats, "factory", None) is None:  # 3.2's Stats metaclass: None until initialize()
-            initialize_stats_from_config()
+    if AIRFLOW_V_3_2_PLUS and not AIRFLOW_V_3_3_PLUS and _ensured_in_pid != os.getpid():
+        _ensured_in_pid = os.getpid()  # a backend that cannot be created is not retried on every metric
+        initialize_stats_from_config()
