@@ -7,7 +7,9 @@
 # (https://raw.githubusercontent.com/apache/airflow/constraints-<version>/constraints-<python>.txt); otherwise
 # apache-airflow==<version> is pinned, pip resolves the rest within the few bounds of
 # scripts/airflow_venv_fallback_constraints.txt (without which Airflow 3.2.2 does not start). Idempotent: a second run with the same
-# pyproject.toml and Airflow version returns at once. PYTHON chooses the interpreter (default python3).
+# pyproject.toml and Airflow version returns at once. PYTHON chooses the interpreter (default python3), VENV the
+# directory (default .venv-airflow-<version>), e.g.
+#   PYTHON=python3.12 VENV=.venv-airflow-3.3.2-py3.12 scripts/airflow_venv.sh 3.3.2
 set -euo pipefail
 if [ $# -ne 1 ] || [[ ! "$1" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
   echo "usage: $0 <airflow-version, e.g. 3.1.8>" >&2
@@ -17,10 +19,10 @@ VERSION="$1"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PYTHON="${PYTHON:-python3}"
-VENV=".venv-airflow-$VERSION"
+VENV="${VENV:-.venv-airflow-$VERSION}"
 STAMP="$VENV/.airflow-edc-callbacks-installed"
 FALLBACK="scripts/airflow_venv_fallback_constraints.txt"
-WANT="airflow=$VERSION inputs=$(cat pyproject.toml "$FALLBACK" | sha256sum | cut -c1-16)"
+WANT="airflow=$VERSION python=$("$PYTHON" -c 'import sys; print(sys.version.split()[0])') inputs=$(cat pyproject.toml "$FALLBACK" | sha256sum | cut -c1-16)"
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] \
   && "$VENV/bin/python" -c "import airflow, sys; sys.exit(airflow.__version__ != '$VERSION')" 2>/dev/null; then
