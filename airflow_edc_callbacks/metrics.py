@@ -21,16 +21,16 @@ Names (Airflow adds its ``statsd_prefix``/``otel_prefix``, e.g. ``airflow.``):
 ``edc_callbacks.store.purged``                             counter  events deleted by retention
 =========================================================  =======  =============================================
 
-The api-server and the triggerer set Airflow's metrics backend up themselves;
-``airflow-edc-callbacks serve`` does it with :func:`initialize_from_config`. A metrics failure never
-fails a callback or a trigger.
+Airflow's triggerer sets its metrics backend up itself, and so does the api-server from Airflow 3.3 on
+(3.1 reads ``[metrics]`` on import; on 3.2's api-server the first metric sets it up, see
+:mod:`airflow_edc_callbacks._compat`); ``airflow-edc-callbacks serve`` does it with
+:func:`initialize_from_config`. A metrics failure never fails a callback or a trigger.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -52,28 +52,12 @@ REJECTION_REASONS = {
 """Receiver status codes and the name of their ``callback.rejected`` counter."""
 
 
-def _stats() -> Any:
-    """The Stats module the running Airflow process set up (server processes use Airflow core's copy)."""
-    try:
-        from airflow._shared.observability.metrics import stats
-
-        return stats
-    except ImportError:  # Airflow before 3.2, or a process with the Task SDK only
-        from airflow.stats import Stats
-
-        return Stats
-
-
 def initialize_from_config() -> None:
     """Set the metrics backend up from ``[metrics]``, as Airflow's own server processes do."""
     try:
-        from airflow.configuration import conf
-        from airflow.observability.metrics import stats_utils
+        from airflow_edc_callbacks import _compat  # imports Airflow: not before a metric is due
 
-        _stats().initialize(
-            factory=stats_utils.get_stats_factory(),
-            export_legacy_names=conf.getboolean("metrics", "legacy_names_on", fallback=False),
-        )
+        _compat.initialize_stats_from_config()
     except Exception:
         log.warning("Metrics are not set up; none will be emitted", exc_info=True)
 
@@ -81,7 +65,10 @@ def initialize_from_config() -> None:
 def incr(name: str, count: int = 1) -> None:
     """Increment the counter ``edc_callbacks.<name>``."""
     try:
-        _stats().incr(f"{PREFIX}.{name}", count)
+        from airflow_edc_callbacks import _compat
+
+        _compat.ensure_stats()
+        _compat.stats().incr(f"{PREFIX}.{name}", count)
     except Exception:
         log.debug("Metric %s not emitted", name, exc_info=True)
 
@@ -89,7 +76,10 @@ def incr(name: str, count: int = 1) -> None:
 def timing(name: str, milliseconds: float) -> None:
     """Record ``milliseconds`` on the timer ``edc_callbacks.<name>``."""
     try:
-        _stats().timing(f"{PREFIX}.{name}", timedelta(milliseconds=max(0.0, milliseconds)))
+        from airflow_edc_callbacks import _compat
+
+        _compat.ensure_stats()
+        _compat.stats().timing(f"{PREFIX}.{name}", timedelta(milliseconds=max(0.0, milliseconds)))
     except Exception:
         log.debug("Metric %s not emitted", name, exc_info=True)
 

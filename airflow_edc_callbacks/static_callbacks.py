@@ -173,7 +173,8 @@ def lookup_registration(name: str) -> StaticCallbackRegistration | None:
     :raises ValueError: the name is invalid, or its connection is not a registration.
     """
     from airflow.models.connection import Connection
-    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from airflow_edc_callbacks._compat import AirflowNotFoundException
 
     check_name(name)
     try:

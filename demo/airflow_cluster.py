@@ -32,7 +32,7 @@ from typing import IO, Any
 
 import httpx
 
-from demo.airflow_env import AirflowRestApi, file_tail, port_open, stop_session, tuned_airflow_env
+from demo.airflow_env import AirflowRestApi, airflow_bin_dir, file_tail, port_open, stop_session, tuned_airflow_env
 
 __all__ = ["AirflowCluster", "Component"]
 
@@ -56,7 +56,7 @@ class Component:
     def start(self, cwd: Path) -> None:
         self._log = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 (kept open for the child)
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "airflow"), *self.argv],
+            [str(airflow_bin_dir() / "airflow"), *self.argv],
             cwd=str(cwd),
             env=self.env,
             stdin=subprocess.DEVNULL,
@@ -176,7 +176,7 @@ class AirflowCluster(AirflowRestApi):
         self.dags_folder.mkdir(parents=True, exist_ok=True)
         end = time.monotonic() + deadline_s
         done = subprocess.run(
-            [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+            [str(airflow_bin_dir() / "airflow"), "db", "migrate"],
             env=self.env,
             capture_output=True,
             text=True,

@@ -17,7 +17,8 @@ Usage from a shell (keeps running until SIGINT / SIGTERM)::
 Facts this module relies on (seen on Airflow 3.3.2):
 
 * ``airflow standalone`` starts ``airflow scheduler|dag-processor|api-server|triggerer`` found on ``PATH``: the
-  interpreter's ``bin`` directory is put first on ``PATH``.
+  interpreter's ``bin`` directory (or that of ``$EDC_E2E_AIRFLOW_VENV``, see :func:`airflow_bin_dir`) is put
+  first on ``PATH``.
 * When the api-server port changes, ``[core] execution_api_server_url`` must follow it, or every task fails
   with "Connection refused" before it runs.
 * The worker / triggerer log servers default to 8793 / 8794; they are moved next to the api port
@@ -52,15 +53,39 @@ from typing import Any, cast
 import httpx
 
 __all__ = [
+    "AIRFLOW_VENV_VARIABLE",
     "TERMINAL_RUN_STATES",
     "TERMINAL_TI_STATES",
     "AirflowRestApi",
     "AirflowStandalone",
+    "airflow_bin_dir",
     "file_tail",
     "port_open",
     "stop_session",
     "tuned_airflow_env",
 ]
+
+AIRFLOW_VENV_VARIABLE = "EDC_E2E_AIRFLOW_VENV"
+"""Environment variable: a virtualenv with another Airflow (and this package), e.g. ``.venv-airflow-3.1.8`` from
+``scripts/airflow_venv.sh``, whose ``airflow`` the harness runs instead of the one next to this interpreter."""
+
+
+def airflow_bin_dir() -> Path:
+    """The ``bin`` directory whose ``airflow`` (and ``airflow-edc-callbacks``) the harness runs.
+
+    ``$EDC_E2E_AIRFLOW_VENV/bin`` when that variable is set, so the end-to-end tests (which run in this
+    interpreter and talk to Airflow over HTTP) can drive another Airflow minor; else this interpreter's.
+
+    :raises RuntimeError: the variable names a directory without ``bin/airflow``.
+    """
+    venv = os.environ.get(AIRFLOW_VENV_VARIABLE)
+    if not venv:
+        return Path(sys.executable).parent
+    bin_dir = Path(venv).resolve() / "bin"
+    if not (bin_dir / "airflow").is_file():
+        raise RuntimeError(f"{AIRFLOW_VENV_VARIABLE}={venv} has no bin/airflow (make it with scripts/airflow_venv.sh)")
+    return bin_dir
+
 
 #: DAG run states after which nothing more happens.
 TERMINAL_RUN_STATES: frozenset[str] = frozenset({"success", "failed"})
@@ -123,7 +148,7 @@ def tuned_airflow_env(
     for key in list(env):
         if key.startswith("AIRFLOW__") or key in {"AIRFLOW_HOME", "AIRFLOW_CONFIG"}:
             del env[key]
-    bin_dir = str(Path(sys.executable).parent)
+    bin_dir = str(airflow_bin_dir())
     path = env.get("PATH", "")
     if bin_dir not in path.split(os.pathsep):
         env["PATH"] = bin_dir + (os.pathsep + path if path else "")
@@ -671,7 +696,7 @@ class AirflowStandalone(AirflowRestApi):
             f"\n===== airflow_env: starting standalone on port {self.port} at {stamp} =====\n".encode()
         )
         self._proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "airflow"), "standalone"],
+            [str(airflow_bin_dir() / "airflow"), "standalone"],
             cwd=str(self.home),
             env=self.env,
             stdin=subprocess.DEVNULL,

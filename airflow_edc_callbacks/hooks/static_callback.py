@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
 from airflow.sdk import BaseHook
 
@@ -107,7 +108,9 @@ class EdcStaticCallbackHook(BaseHook):
         from airflow.utils.session import create_session
 
         with create_session() as session:
-            rows = session.query(Connection.conn_id).filter(Connection.conn_id.startswith(CONN_ID_PREFIX)).all()
+            rows: list[Any] = (
+                session.query(Connection.conn_id).filter(Connection.conn_id.startswith(CONN_ID_PREFIX)).all()
+            )
         return sorted(row[0][len(CONN_ID_PREFIX) :] for row in rows)
 
 
@@ -122,4 +125,4 @@ def _save_connection(registration: StaticCallbackRegistration) -> None:
             session.add(conn)
         conn.password = registration.secret
         conn.extra = json.dumps(registration.to_extra())
-        conn.description = f"EDC static callback {registration.name} (airflow-edc-callbacks)"
+        conn.description = f"EDC static callback {registration.name} (airflow-edc-callbacks)"  # type: ignore[assignment]

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowSensorTimeout
 
+from airflow_edc_callbacks._compat import AirflowSensorTimeout
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
 from airflow_edc_callbacks.exceptions import TriggerEventError
 from airflow_edc_callbacks.models import TRANSFER_EVENT_PREFIX, WaitFor

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ import pytest
 
 from airflow_edc_callbacks.store import EventStore
 from demo import connectors as edc
-from demo.airflow_env import AirflowStandalone, tuned_airflow_env
+from demo.airflow_env import AirflowStandalone, airflow_bin_dir, tuned_airflow_env
 from demo.data_server import DataServerHandle, start_data_server
 from tests.e2e.counting_proxy import CountingProxy
 from tests.helpers import wait_until
@@ -137,7 +136,7 @@ def airflow_home() -> tuple[Path, dict[str, StaticSettings]]:
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     env = tuned_airflow_env(home, REPO / "dags", AIRFLOW_PORT, AIRFLOW_ENV)
-    bin_dir = Path(sys.executable).parent
+    bin_dir = airflow_bin_dir()  # this interpreter's, or $EDC_E2E_AIRFLOW_VENV's (another Airflow minor)
     subprocess.run([str(bin_dir / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
     static: dict[str, StaticSettings] = {}
     for side, name in STATIC_CALLBACKS.items():

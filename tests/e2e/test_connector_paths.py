@@ -254,7 +254,7 @@ def test_retry_after_worker_crash_waits_for_the_running_transfer(
 ) -> None:
     """Guarantee 8: try 1 started a transfer and its worker died; try 2 must not start a second
     transfer while the first still runs, even before any callback of try 1 was stored."""
-    from airflow.sdk.exceptions import TaskDeferred
+    from tests.airflow_compat import TaskDeferred
 
     agreement = edc_env.slow_agreement()
     ti = SimpleNamespace(

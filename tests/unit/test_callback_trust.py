@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
@@ -26,6 +25,7 @@ from airflow_edc_callbacks.receiver import ReceiverSettings, create_app
 from airflow_edc_callbacks.store import get_listener, get_store
 from airflow_edc_callbacks.tokens import correlation_id_for, make_token
 from airflow_edc_callbacks.triggers import EdcCallbackEventTrigger, EdcCallbackTrigger
+from tests.airflow_compat import TaskDeferred
 from tests.conftest import SIGNING_KEY
 from tests.helpers import envelope, first_trigger_event
 

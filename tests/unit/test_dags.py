@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from airflow.dag_processing.dagbag import DagBag
+
+from tests.airflow_compat import DagBag
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,10 +6,10 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
 from fastapi.testclient import TestClient
 
 from airflow_edc_callbacks.exceptions import TriggerEventError
@@ -17,6 +17,7 @@ from airflow_edc_callbacks.receiver import ReceiverSettings, create_app
 from airflow_edc_callbacks.sensors import EdcTransferSensor
 from airflow_edc_callbacks.store import get_listener, get_store
 from airflow_edc_callbacks.triggers import EdcCallbackEventTrigger, EdcCallbackTrigger
+from tests.airflow_compat import TaskDeferred, deferral_timeout
 from tests.conftest import SIGNING_KEY
 from tests.helpers import envelope
 
@@ -115,7 +116,7 @@ def test_sensor_defers_on_the_transfer_with_no_token() -> None:
     trigger = info.value.trigger
     assert isinstance(trigger, EdcCallbackTrigger)
     assert (trigger.correlation_id, trigger.transfer_process_id) == (None, "tp-9")
-    assert info.value.timeout == 24 * 3600
+    assert deferral_timeout(info.value) == timedelta(hours=24)
 
 
 def test_sensor_by_asset_first_finds_the_transfer() -> None:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +22,8 @@ from airflow_edc_callbacks.tokens import make_token
 from airflow_edc_callbacks.triggers import EdcCallbackTrigger
 from tests.conftest import SIGNING_KEY
 from tests.helpers import envelope, first_trigger_event, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 class StatsdListener:
@@ -129,3 +135,58 @@ async def test_trigger_reports_wakeup_latency_and_state_checks(
     latency = next(line for line in statsd.lines if line.startswith("airflow.edc_callbacks.trigger.wakeup_latency:"))
     assert latency.endswith("|ms")
     assert 0 <= float(latency.split(":")[1].split("|")[0]) < 5000
+
+
+_API_SERVER = r"""
+import sys
+from airflow.api_fastapi.app import create_app
+from fastapi.testclient import TestClient
+from airflow_edc_callbacks.tokens import make_token
+from tests.helpers import envelope
+
+token = make_token(sys.argv[1].encode(), "corr-api")
+with TestClient(create_app()) as client:  # Airflow's own api-server app, with the plugin mounted
+    body = envelope("TransferProcessCompleted", "tp-api")
+    codes = [
+        client.post(f"/edc-callbacks/callbacks/{token}", json=body).status_code,
+        client.post("/edc-callbacks/callbacks/forged.token", json=body).status_code,
+    ]
+print("codes", *codes)
+"""
+
+
+def test_the_receiver_in_airflows_api_server_reaches_statsd(tmp_path: Path) -> None:
+    """In Airflow's own api-server app (a fresh process configured from the environment, as the real one),
+    the plugin's receiver emits its metrics with nothing but ``[metrics]`` set: on 3.1 Airflow reads it
+    on import, on 3.3 the api-server sets Stats up, on 3.2 nothing does and the package must."""
+    listener = StatsdListener()
+    key = SIGNING_KEY.decode()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")},
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/airflow.db",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "jwt-secret-for-this-test-0123456789",
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(listener.port),
+        "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
+        "AIRFLOW__EDC_CALLBACKS__STORE_URL": f"sqlite:///{tmp_path}/events.db",
+        "AIRFLOW__EDC_CALLBACKS__CALLBACK_SIGNING_KEY": key,
+    }
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _API_SERVER, key],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.splitlines()[-1] == "codes 200 404"
+        expected = ["airflow.edc_callbacks.callback.accepted", "airflow.edc_callbacks.callback.rejected.unknown_target"]
+        wait_until(lambda: all(name in listener.names() for name in expected), 5, "the api-server's metrics")
+        assert [line for line in listener.lines if ".edc_callbacks." in line] == [f"{name}:1|c" for name in expected]
+    finally:
+        listener.sock.close()

@@ -204,11 +204,11 @@ def test_negotiated_transfer_defers_twice_and_resumes_with_both_results(monkeypa
     negotiation's result; the transfer's resume returns both. The connector's answers are the real
     0.15.1 bodies of tests/fixtures/edc."""
     import httpx
-    from airflow.sdk.exceptions import TaskDeferred
 
     from airflow_edc_callbacks.hooks.edc import EdcManagementHook
     from airflow_edc_callbacks.triggers import EdcCallbackTrigger
     from airflow_edc_callbacks.triggers.negotiation import EdcNegotiationTrigger
+    from tests.airflow_compat import TaskDeferred
 
     catalog = json.loads((FIXTURES / "mgmt_catalog_filtered.json").read_text())
     requests: list[tuple[str, str, Any]] = []

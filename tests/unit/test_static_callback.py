@@ -132,6 +132,9 @@ def test_static_config_cli_registers_and_renders(metastore: Path) -> None:
         **__import__("os").environ,
         "AIRFLOW_HOME": str(metastore),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{metastore}/airflow.db",
+        # every warning shown (e.g. SQLAlchemy's deprecations in Airflow's models): they go to stderr, never
+        # between the settings on stdout
+        "PYTHONWARNINGS": "always",
     }
     cli = [sys.executable, "-m", "airflow_edc_callbacks.cli", "static-config", "cb9"]
     first = subprocess.run(
