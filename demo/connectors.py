@@ -479,7 +479,8 @@ def start(
     """
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    if reuse and not properties and version == DEFAULT_VERSION and _healthy(PROVIDER.health_url) and _healthy(CONSUMER.health_url):
+    reusable = reuse and not properties and version == DEFAULT_VERSION
+    if reusable and _healthy(PROVIDER.health_url) and _healthy(CONSUMER.health_url):
         conns = _handle(workdir, data_server_url, owned=False, version=version)
     else:
         busy = [

@@ -14,7 +14,10 @@ What resolves here (Maven Central as this project's machines reach it; checked w
 - 0.12.0: ``dataplane-base-bom`` and ``data-plane-selector-client`` are not served: explicit module list
   without the selector client (an embedded data plane registers with the local selector of
   ``data-plane-selector-core``).
-- 0.11.1: no base BOM is served: explicit module list as for 0.12.0.
+- 0.11.1: not listed. No base BOM is served (``Could not find artifact
+  org.eclipse.edc:controlplane-base-bom:jar:0.11.1``), and with the explicit modules of its BOMs
+  ``version-api`` is not served either (``Could not find artifact org.eclipse.edc:version-api:jar:0.11.1``);
+  without it the rest resolves, but such a runtime was never started here.
 - 0.16 and later: not served at all.
 
 Standard library only.
@@ -53,26 +56,46 @@ _EDR_CACHE_API = "org.eclipse.edc:edr-cache-api"
 
 # explicit module lists (artifact ids of org.eclipse.edc), taken from the base BOMs of the EDC source at
 # that tag (dist/bom/*/build.gradle.kts) minus what Maven Central does not serve
-_CONTROL_PLANE_0_12 = (
-    "boot connector-core edr-store-core token-core control-plane-core data-plane-selector-core "
-    "policy-monitor-core dsp configuration-filesystem auth-tokenbased auth-configuration auth-delegated api-core "
-    "api-observability control-api-configuration version-api http control-plane-api management-api "
-    "transfer-data-plane-signaling data-plane-selector-api data-plane-selector-control-api "
-    "data-plane-signaling-client callback-event-dispatcher callback-http-dispatcher callback-static-endpoint "
-    "edr-store-receiver transform-lib edr-cache-api"
-).split()
-_DATA_PLANE_0_12 = (
-    "data-plane-core json-ld control-plane-api-client data-plane-self-registration data-plane-http "
-    "data-plane-signaling-api data-plane-iam"
-).split()
-_CONTROL_PLANE_0_11 = (
-    "boot connector-core token-core control-plane-core edr-store-core dsp data-plane-selector-core "
-    "configuration-filesystem auth-tokenbased auth-configuration auth-delegated management-api "
-    "transfer-data-plane-signaling data-plane-selector-api data-plane-selector-control-api "
-    "data-plane-signaling-client api-observability control-api-configuration version-api http "
-    "callback-event-dispatcher callback-http-dispatcher callback-static-endpoint edr-store-receiver transform-lib "
-    "edr-cache-api"
-).split()
+_CONTROL_PLANE_0_12 = [
+    "boot",
+    "connector-core",
+    "edr-store-core",
+    "token-core",
+    "control-plane-core",
+    "data-plane-selector-core",
+    "policy-monitor-core",
+    "dsp",
+    "configuration-filesystem",
+    "auth-tokenbased",
+    "auth-configuration",
+    "auth-delegated",
+    "api-core",
+    "api-observability",
+    "control-api-configuration",
+    "version-api",
+    "http",
+    "control-plane-api",
+    "management-api",
+    "transfer-data-plane-signaling",
+    "data-plane-selector-api",
+    "data-plane-selector-control-api",
+    "data-plane-signaling-client",
+    "callback-event-dispatcher",
+    "callback-http-dispatcher",
+    "callback-static-endpoint",
+    "edr-store-receiver",
+    "transform-lib",
+    "edr-cache-api",
+]
+_DATA_PLANE_0_12 = [
+    "data-plane-core",
+    "json-ld",
+    "control-plane-api-client",
+    "data-plane-self-registration",
+    "data-plane-http",
+    "data-plane-signaling-api",
+    "data-plane-iam",
+]
 
 
 @dataclass(frozen=True)
