@@ -387,6 +387,8 @@ def _spawn(
     cmd = [java, *jvm_opts, *extra, f"-Dedc.fs.config={side.properties_file}", "-cp", f"{lib_dir}/*", MAIN_CLASS]
     log = (workdir / f"{side.name}.log").open("ab")
     try:
+        log.write(_START_MARK)
+        log.flush()
         return subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir, start_new_session=True
         )
@@ -422,6 +424,20 @@ def _handle(
 _STUCK_404_SECONDS = 10.0
 
 
+_BOOT_ERROR = b"Error booting runtime"
+"""What EDC logs when its boot fails; some failures (e.g. a port in use) leave the JVM running."""
+_START_MARK = b"--- demo.connectors: starting the JVM ---\n"
+"""Written to a side's log (appended to across starts) before each JVM starts."""
+
+
+def _boot_failed(log: Path) -> bool:
+    """Whether the JVM started last logged EDC's boot error."""
+    try:
+        return _BOOT_ERROR in log.read_bytes().rsplit(_START_MARK, 1)[-1]
+    except OSError:
+        return False
+
+
 def _wait_healthy(procs: dict[str, subprocess.Popen[bytes]], workdir: Path, timeout: float) -> None:
     """Wait until both health endpoints say healthy; raise :class:`ConnectorError` with details.
 
@@ -440,6 +456,8 @@ def _wait_healthy(procs: dict[str, subprocess.Popen[bytes]], workdir: Path, time
             log = workdir / f"{side.name}.log"
             if proc.poll() is not None:
                 raise ConnectorError(f"{side.name} JVM exited with {proc.returncode}; log {log}:\n{_tail(log)}")
+            if _boot_failed(log):
+                raise ConnectorError(f"{side.name} JVM failed to boot (still running); log {log}:\n{_tail(log)}")
             now = time.monotonic()
             first_404 = (first_404 or now) if said.startswith("HTTP 404") else None
             if now > deadline or (first_404 is not None and now - first_404 > _STUCK_404_SECONDS):
@@ -505,7 +523,7 @@ def start(
                 break
             except ConnectorError as err:
                 conns.stop()
-                if attempt == attempts or "exited" in str(err):
+                if attempt == attempts or "exited" in str(err) or "failed to boot" in str(err):
                     raise
                 first_line = str(err).splitlines()[0]
                 print(f"[connectors] restarting the connectors: {first_line}", file=sys.stderr, flush=True)

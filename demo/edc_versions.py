@@ -53,6 +53,11 @@ FEATURES: dict[str, str] = {
 _JETTY_WS = "org.eclipse.jetty.websocket:jetty-websocket"
 """EDC's POMs ask for this pom-packaged Jetty aggregator as a jar: unresolvable, and no websocket is used."""
 _EDR_CACHE_API = "org.eclipse.edc:edr-cache-api"
+_SELECTOR_CLIENT = "org.eclipse.edc:data-plane-selector-client"
+"""Up to 0.14 its extension requires ``edc.dpf.selector.url`` (a remote selector; ``required=false`` from
+0.15): these runtimes embed their data plane, which registers with the local selector of
+``data-plane-selector-core`` without it (boot error otherwise: ``DataPlaneSelectorClientExtension is
+missing --> Configuration value "selectorApiUrl" ... (property 'edc.dpf.selector.url')``)."""
 
 # explicit module lists (artifact ids of org.eclipse.edc), taken from the base BOMs of the EDC source at
 # that tag (dist/bom/*/build.gradle.kts) minus what Maven Central does not serve
@@ -141,17 +146,18 @@ VERSIONS: dict[str, EdcVersion] = {
             "0.14.0",
             _BOMS,
             pinned=(("edr-cache-api", "0.14.0"),),
-            exclusions=(_JETTY_WS, _EDR_CACHE_API),
-            resolution="base BOMs",
+            exclusions=(_JETTY_WS, _EDR_CACHE_API, _SELECTOR_CLIENT),
+            resolution="base BOMs without data-plane-selector-client (embedded data plane)",
         ),
         EdcVersion(
             "0.13.0",
             _BOMS,
             pinned=(("edr-cache-api", "0.13.0"),),
-            exclusions=(_JETTY_WS, _EDR_CACHE_API),
+            exclusions=(_JETTY_WS, _EDR_CACHE_API, _SELECTOR_CLIENT),
             dsp_protocol="dataspace-protocol-http:2024/1",
             dsp_path="/2024/1",
-            resolution="base BOMs; DSP 2025-1 arrived in 0.14.0 (0.13.0 serves 0.8 and 2024/1)",
+            resolution="base BOMs without data-plane-selector-client (embedded data plane); DSP 2025-1 arrived "
+            "in 0.14.0 (0.13.0 serves 0.8 and 2024/1)",
         ),
         EdcVersion(
             "0.12.0",
