@@ -237,8 +237,12 @@ class Connectors:
         return edc_versions.get(self.edc_version).dsp_protocol
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Kill the JVMs' process groups (TERM, then KILL after ``timeout``), if this handle owns them."""
-        for proc in self.processes.values():
+        """Kill the JVMs' process groups (TERM to all, then KILL what is left after ``timeout``), if this
+        handle owns them. Both JVMs shut down at the same time."""
+        procs = list(self.processes.values())
+        for proc in procs:
+            _terminate_group(proc)
+        for proc in procs:
             _kill_group(proc, timeout)
         self.processes.clear()
 
@@ -249,12 +253,19 @@ class Connectors:
         self.stop()
 
 
-def _kill_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
+def _terminate_group(proc: subprocess.Popen[bytes]) -> bool:
+    """Send TERM to ``proc``'s process group; False when it is gone already."""
     if proc.poll() is not None:
-        return
+        return False
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
+        return False
+    return True
+
+
+def _kill_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    if not _terminate_group(proc):
         return
     try:
         proc.wait(timeout=timeout)
