@@ -36,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -290,7 +290,8 @@ that serves PULL transfers (EDC ships none since 0.14)."""
 
 def _inputs_hash(row: edc_versions.EdcVersion, pom: str) -> str:
     digest = hashlib.sha256(pom.encode())
-    digest.update(repr(row).encode())
+    # not repr(row): a frozenset's order changes with each process's string hash seed
+    digest.update(json.dumps(asdict(row), sort_keys=True, default=sorted).encode())
     for directory in EXTENSION_DIRS:
         for path in sorted(p for p in directory.rglob("*") if p.is_file() and "target" not in p.parts):
             digest.update(str(path.relative_to(EDC_DIR)).encode())

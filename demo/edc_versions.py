@@ -9,11 +9,17 @@ are compiled against the same version (``mvn -Dedc.version=<version>``).
 
 What resolves here (Maven Central as this project's machines reach it; checked with ``mvn dependency:get``):
 
-- 0.15.1, 0.14.0, 0.13.0: ``controlplane-base-bom`` and ``dataplane-base-bom`` with ``iam-mock``.
-- 0.14.1, 0.13.2: not listed: ``data-plane-selector-client`` (both) and ``iam-mock`` (0.14.1) are not served.
+- 0.15.1, 0.14.0, 0.13.0: ``controlplane-base-bom`` and ``dataplane-base-bom`` with ``iam-mock``
+  (0.14.0 and 0.13.0 without ``data-plane-selector-client``, see :data:`_SELECTOR_CLIENT`).
+- 0.14.1, 0.13.2: not listed: ``data-plane-selector-client`` (both) and ``iam-mock`` (0.14.1) are not served
+  (0.13.2 without the selector client, as 0.13.0 runs, was not tried).
 - 0.12.0: ``dataplane-base-bom`` and ``data-plane-selector-client`` are not served: explicit module list
   without the selector client (an embedded data plane registers with the local selector of
   ``data-plane-selector-core``).
+
+All four listed runtimes boot and pass every compatibility feature (``tests/compat``, with the version API of
+0.12-0.14 moved off its default port 7171 by ``demo/edc/<side>.properties``).
+
 - 0.11.1: not listed. No base BOM is served (``Could not find artifact
   org.eclipse.edc:controlplane-base-bom:jar:0.11.1``), and with the explicit modules of its BOMs
   ``version-api`` is not served either (``Could not find artifact org.eclipse.edc:version-api:jar:0.11.1``);

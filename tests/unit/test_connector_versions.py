@@ -5,6 +5,9 @@ and the demo's version table (demo/edc_versions.py) that the compatibility suite
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -121,3 +124,26 @@ def test_every_row_renders_a_maven_project_and_matches_the_product_profile(versi
 def test_unlisted_version_names_the_listed_ones() -> None:
     with pytest.raises(KeyError, match=r"EDC 0.14.1 is not listed .*0.15.1, 0.14.0, 0.13.0, 0.12.0"):
         edc_versions.get("0.14.1")
+
+
+def test_runtime_build_marker_is_the_same_in_every_process() -> None:
+    """A runtime is rebuilt only when its inputs change: their hash (``lib.inputs.sha256``) must not depend
+    on the process's string hash seed (a row's feature set is a frozenset)."""
+    script = (
+        "from demo import connectors, edc_versions\n"
+        "for row in edc_versions.VERSIONS.values():\n"
+        "    print(row.version, connectors._inputs_hash(row, edc_versions.runtime_pom(row)))\n"
+    )
+    hashes = [
+        subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=REPO,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    ]
+    assert len(hashes[0].splitlines()) == len(edc_versions.VERSIONS)
+    assert hashes[0] == hashes[1] == hashes[2]
