@@ -70,8 +70,17 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "v3 (EDC up to 0.18), v4beta (EDC 0.14 to 0.16) or v4 (EDC 0.17 and later).",
                         "schema": {"type": ["string", "null"], "default": "v3", "enum": ["v3", "v4beta", "v4"]},
                     },
+                    "connector_version": {
+                        "label": "Connector EDC version",
+                        "description": (
+                            "e.g. 0.13.0: selects that version's DSP protocol id (2024/1 before 0.14) and checks "
+                            "the Management API version. Empty: a connector of 0.14 or later."
+                        ),
+                        "schema": {"type": ["string", "null"]},
+                    },
                     "protocol": {
                         "label": "DSP protocol",
+                        "description": "Overrides the protocol id of the connector version.",
                         "schema": {"type": ["string", "null"], "default": "dataspace-protocol-http:2025-1"},
                     },
                     "callback_auth_key": {

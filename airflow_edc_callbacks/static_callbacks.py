@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from airflow_edc_callbacks.config import DEFAULT_AUTH_HEADER
+from airflow_edc_callbacks.connector_versions import profile
 
 __all__ = [
     "CONN_ID_PREFIX",
@@ -35,16 +36,8 @@ __all__ = [
 CONN_ID_PREFIX = "edc_static_callback_"
 CONN_TYPE = "edc_static_callback"
 _NAME = re.compile(r"^[a-z0-9]{1,64}$")
-_AUTH_RENAMED_IN = (0, 17)
 
 SettingsFormat = Literal["properties", "env"]
-
-
-def _parse_version(version: str) -> tuple[int, int]:
-    match = re.match(r"^\s*(\d+)\.(\d+)", version)
-    if not match:
-        raise ValueError(f"Not a connector version: {version!r} (use e.g. 0.16.0 or 0.18.0)")
-    return int(match.group(1)), int(match.group(2))
 
 
 def default_vault_alias(name: str) -> str:
@@ -130,18 +123,19 @@ def connector_settings(
     """The ``edc.callback.<name>.*`` settings for a connector of ``connector_version``.
 
     Versions before 0.17 get ``auth-key`` / ``auth-code-id``, later ones ``auth.key`` / ``auth.codeid``
-    (EDC ``CallbackStaticEndpointExtension``); nothing else differs.
+    (EDC ``CallbackStaticEndpointExtension``, the same names from 0.11 to 0.16; see
+    :mod:`~airflow_edc_callbacks.connector_versions`); nothing else differs.
 
     :raises ValueError: the version cannot be parsed.
     """
-    legacy = _parse_version(connector_version) < _AUTH_RENAMED_IN
+    names = profile(connector_version)
     prefix = f"edc.callback.{registration.name}."
     return {
         f"{prefix}uri": registration.callback_url(base_url),
         f"{prefix}events": ",".join(registration.events),
         f"{prefix}transactional": str(registration.transactional).lower(),
-        f"{prefix}{'auth-key' if legacy else 'auth.key'}": registration.auth_header,
-        f"{prefix}{'auth-code-id' if legacy else 'auth.codeid'}": registration.vault_alias,
+        f"{prefix}{names.static_auth_key}": registration.auth_header,
+        f"{prefix}{names.static_auth_code_id}": registration.vault_alias,
     }
 
 

@@ -1,9 +1,11 @@
 """Two real Eclipse Dataspace Components (EDC) connectors on one machine, for the demo and the tests.
 
-The runtime is assembled by Maven from published ``org.eclipse.edc`` artifacts (``demo/edc/pom.xml``,
-EDC 0.15.1: the newest version the reachable Maven Central serves) into ``demo/edc/target/lib``. The
-provider and the consumer are two JVMs on that one classpath, configured by
-``demo/edc/provider.properties`` and ``demo/edc/consumer.properties`` (ports 191xx and 291xx).
+The runtime is assembled by Maven from published ``org.eclipse.edc`` artifacts into
+``demo/edc/target/<version>/lib``, for any EDC version listed in ``demo/edc_versions.py`` (default 0.15.1:
+the newest version the reachable Maven Central serves; ``demo/edc/pom.xml`` is that runtime as one Maven
+project, for the Docker image). The provider and the consumer are two JVMs on that one classpath,
+configured by ``demo/edc/provider.properties`` and ``demo/edc/consumer.properties`` (ports 191xx and
+291xx) plus the version's own settings.
 
 Typical use::
 
@@ -15,8 +17,8 @@ Typical use::
 
 CLI::
 
-    python -m demo.connectors build
-    python -m demo.connectors up --workdir D --data-server-url U
+    python -m demo.connectors build [--edc-version 0.13.0]
+    python -m demo.connectors up --workdir D --data-server-url U [--edc-version 0.13.0]
 
 Standard library + httpx only. Talks only to 127.0.0.1/localhost.
 """
@@ -34,14 +36,18 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from demo import edc_versions
+from demo.edc_versions import DEFAULT_VERSION
+
 __all__ = [
     "CONSUMER",
+    "DEFAULT_VERSION",
     "DSP_PROTOCOL",
     "EDC_DIR",
     "EDC_NS",
@@ -53,6 +59,7 @@ __all__ = [
     "ConnectorSide",
     "Connectors",
     "build",
+    "lib_dir",
     "main",
     "negotiate",
     "negotiate_once",
@@ -64,15 +71,21 @@ __all__ = [
 
 EDC_DIR: Path = Path(__file__).resolve().parent / "edc"
 """Directory with ``pom.xml`` and the two properties files."""
-LIB_DIR: Path = EDC_DIR / "target" / "lib"
-"""Where :func:`build` puts the runtime jars (gitignored)."""
-_MARKER: Path = EDC_DIR / "target" / "lib.pom.sha256"
-_BUILD_LOG: Path = EDC_DIR / "target" / "maven-build.log"
+
+
+def lib_dir(version: str = DEFAULT_VERSION) -> Path:
+    """Where :func:`build` puts the runtime jars of EDC ``version``: ``demo/edc/target/<version>/lib``."""
+    return EDC_DIR / "target" / version / "lib"
+
+
+LIB_DIR: Path = lib_dir()
+"""Where :func:`build` puts the runtime jars of the default version (gitignored)."""
 
 EDC_NS = "https://w3id.org/edc/v0.0.1/ns/"
 ODRL_NS = "http://www.w3.org/ns/odrl/2/"
-DSP_PROTOCOL = "dataspace-protocol-http:2025-1"
-DSP_PATH_SUFFIX = "/2025-1"
+DSP_PROTOCOL = edc_versions.get(DEFAULT_VERSION).dsp_protocol
+"""The DSP protocol id of the default version (others: ``edc_versions.get(v).dsp_protocol``)."""
+DSP_PATH_SUFFIX = edc_versions.get(DEFAULT_VERSION).dsp_path
 MAIN_CLASS = "org.eclipse.edc.boot.system.runtime.BaseRuntime"
 DEFAULT_JVM_OPTS: tuple[str, ...] = ("-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
 
@@ -152,8 +165,12 @@ class ConnectorSide:
 
     @property
     def dsp_address(self) -> str:
-        """DSP 2025-1 address of this connector, as a counterparty uses it."""
-        return f"http://localhost:{self.protocol_port}{self.protocol_path}{DSP_PATH_SUFFIX}"
+        """DSP address of this connector (default version), as a counterparty uses it."""
+        return self.dsp_address_of(DEFAULT_VERSION)
+
+    def dsp_address_of(self, version: str) -> str:
+        """DSP address of this connector running EDC ``version``, e.g. ``.../protocol/2025-1``."""
+        return f"http://localhost:{self.protocol_port}{self.protocol_path}{edc_versions.get(version).dsp_path}"
 
 
 PROVIDER = ConnectorSide.from_properties("provider", EDC_DIR / "provider.properties")
@@ -180,6 +197,7 @@ class Connectors:
     data_server_url: str
     workdir: Path
     owned: bool = False
+    edc_version: str = DEFAULT_VERSION
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
 
     def client(self, side: str, timeout: float = 30.0) -> httpx.Client:
@@ -209,12 +227,22 @@ class Connectors:
             "data_server_url": self.data_server_url,
             "workdir": str(self.workdir),
             "owned": self.owned,
-            "protocol": DSP_PROTOCOL,
+            "edc_version": self.edc_version,
+            "protocol": self.dsp_protocol,
         }
 
+    @property
+    def dsp_protocol(self) -> str:
+        """The DSP protocol id of the running version (the ``protocol`` of catalog, contract and transfer requests)."""
+        return edc_versions.get(self.edc_version).dsp_protocol
+
     def stop(self, timeout: float = 15.0) -> None:
-        """Kill the JVMs' process groups (TERM, then KILL after ``timeout``), if this handle owns them."""
-        for proc in self.processes.values():
+        """Kill the JVMs' process groups (TERM to all, then KILL what is left after ``timeout``), if this
+        handle owns them. Both JVMs shut down at the same time."""
+        procs = list(self.processes.values())
+        for proc in procs:
+            _terminate_group(proc)
+        for proc in procs:
             _kill_group(proc, timeout)
         self.processes.clear()
 
@@ -225,12 +253,19 @@ class Connectors:
         self.stop()
 
 
-def _kill_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
+def _terminate_group(proc: subprocess.Popen[bytes]) -> bool:
+    """Send TERM to ``proc``'s process group; False when it is gone already."""
     if proc.poll() is not None:
-        return
+        return False
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
+        return False
+    return True
+
+
+def _kill_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    if not _terminate_group(proc):
         return
     try:
         proc.wait(timeout=timeout)
@@ -253,8 +288,10 @@ EXTENSION_DIRS: tuple[Path, ...] = (EDC_DIR / "seed-vault", EDC_DIR / "public-ap
 that serves PULL transfers (EDC ships none since 0.14)."""
 
 
-def _pom_hash() -> str:
-    digest = hashlib.sha256((EDC_DIR / "pom.xml").read_bytes())
+def _inputs_hash(row: edc_versions.EdcVersion, pom: str) -> str:
+    digest = hashlib.sha256(pom.encode())
+    # not repr(row): a frozenset's order changes with each process's string hash seed
+    digest.update(json.dumps(asdict(row), sort_keys=True, default=sorted).encode())
     for directory in EXTENSION_DIRS:
         for path in sorted(p for p in directory.rglob("*") if p.is_file() and "target" not in p.parts):
             digest.update(str(path.relative_to(EDC_DIR)).encode())
@@ -262,48 +299,66 @@ def _pom_hash() -> str:
     return digest.hexdigest()
 
 
-def build(force: bool = False) -> Path:
-    """Assemble the EDC runtime classpath with Maven and return the lib directory.
+def build(force: bool = False, version: str = DEFAULT_VERSION) -> Path:
+    """Assemble the runtime classpath of EDC ``version`` with Maven and return its lib directory.
 
-    Runs ``mvn -B dependency:copy-dependencies`` only when ``target/lib`` is missing or ``pom.xml``
-    changed since the last successful build (sha256 marker), or when ``force`` is set. Maven's output
-    goes to ``demo/edc/target/maven-build.log``. Raises :class:`BuildError` with the log tail on failure.
-    The Maven executable can be overridden with ``$EDC_DEMO_MVN``.
+    The row of ``version`` in :mod:`demo.edc_versions` is rendered into ``target/<version>/pom.xml``;
+    ``mvn -B dependency:copy-dependencies`` copies its runtime jars and the two extensions are compiled
+    against the same version (``mvn -Dedc.version=<version> package``, each into ``target/<version>/ext``).
+    Maven runs only when ``target/<version>/lib`` is missing or the inputs (the rendered pom, the row,
+    the extensions' sources; sha256 marker) changed since its last successful build, or when ``force``
+    is set; Maven's own cache (``~/.m2``) is shared by all versions. Maven's output goes to
+    ``target/<version>/maven-build.log``. The Maven executable can be overridden with ``$EDC_DEMO_MVN``.
+
+    :raises KeyError: ``version`` is not listed.
+    :raises BuildError: Maven failed (the message carries the log tail).
     """
-    digest = _pom_hash()
-    if not force and LIB_DIR.is_dir() and _MARKER.is_file() and _MARKER.read_text().strip() == digest:
-        return LIB_DIR
+    row = edc_versions.get(version)
+    target = EDC_DIR / "target" / version
+    lib = lib_dir(version)
+    marker = target / "lib.inputs.sha256"
+    pom_text = edc_versions.runtime_pom(row)
+    digest = _inputs_hash(row, pom_text)
+    if not force and lib.is_dir() and marker.is_file() and marker.read_text().strip() == digest:
+        return lib
     mvn = os.environ.get("EDC_DEMO_MVN") or shutil.which("mvn")
     if not mvn:
         raise BuildError("Maven (mvn) not found on PATH; install it (e.g. apt-get install maven)")
-    _BUILD_LOG.parent.mkdir(parents=True, exist_ok=True)
-    staging = LIB_DIR.with_name("lib.partial")
+    target.mkdir(parents=True, exist_ok=True)
+    pom = target / "pom.xml"
+    pom.write_text(pom_text, encoding="utf-8")
+    build_log = target / "maven-build.log"
+    staging = lib.with_name("lib.partial")
     shutil.rmtree(staging, ignore_errors=True)
     cmd = [
         mvn,
         "-B",
         "-f",
-        str(EDC_DIR / "pom.xml"),
+        str(pom),
         "dependency:copy-dependencies",
         f"-DoutputDirectory={staging}",
         "-DincludeScope=runtime",
     ]
-    extensions = [[mvn, "-B", "-f", str(d / "pom.xml"), "package"] for d in EXTENSION_DIRS]
-    with _BUILD_LOG.open("wb") as log:
+    ext_dirs = {d: target / "ext" / d.name for d in EXTENSION_DIRS}
+    extensions = [
+        [mvn, "-B", "-f", str(d / "pom.xml"), f"-Dedc.version={version}", f"-Dext.build.dir={out}", "package"]
+        for d, out in ext_dirs.items()
+    ]
+    with build_log.open("wb") as log:
         rc = 0
         for step in (cmd, *extensions):
             log.write((" ".join(step) + "\n").encode())
             log.flush()
             rc = rc or subprocess.call(step, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    jars = [d / "target" / f"demo-{d.name}.jar" for d in EXTENSION_DIRS]
+    jars = [out / f"demo-{d.name}.jar" for d, out in ext_dirs.items()]
     if rc != 0 or not any(staging.glob("*.jar")) or not all(j.is_file() for j in jars):
-        raise BuildError(f"Maven build failed (exit {rc}); log {_BUILD_LOG}:\n{_tail(_BUILD_LOG)}")
+        raise BuildError(f"Maven build of EDC {version} failed (exit {rc}); log {build_log}:\n{_tail(build_log)}")
     for jar in jars:
         shutil.copy2(jar, staging / jar.name)
-    shutil.rmtree(LIB_DIR, ignore_errors=True)
-    staging.rename(LIB_DIR)
-    _MARKER.write_text(digest + "\n")
-    return LIB_DIR
+    shutil.rmtree(lib, ignore_errors=True)
+    staging.rename(lib)
+    marker.write_text(digest + "\n")
+    return lib
 
 
 def _health(url: str, timeout: float = 2.0) -> tuple[bool, str]:
@@ -344,6 +399,8 @@ def _spawn(
     cmd = [java, *jvm_opts, *extra, f"-Dedc.fs.config={side.properties_file}", "-cp", f"{lib_dir}/*", MAIN_CLASS]
     log = (workdir / f"{side.name}.log").open("ab")
     try:
+        log.write(_START_MARK)
+        log.flush()
         return subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir, start_new_session=True
         )
@@ -352,14 +409,18 @@ def _spawn(
 
 
 def _handle(
-    workdir: Path, data_server_url: str, owned: bool, processes: dict[str, subprocess.Popen[bytes]] | None = None
+    workdir: Path,
+    data_server_url: str,
+    owned: bool,
+    processes: dict[str, subprocess.Popen[bytes]] | None = None,
+    version: str = DEFAULT_VERSION,
 ) -> Connectors:
     return Connectors(
         provider_management_url=PROVIDER.management_url,
         consumer_management_url=CONSUMER.management_url,
         provider_api_key=PROVIDER.api_key,
         consumer_api_key=CONSUMER.api_key,
-        provider_dsp_address=PROVIDER.dsp_address,
+        provider_dsp_address=PROVIDER.dsp_address_of(version),
         provider_id=PROVIDER.participant_id,
         consumer_id=CONSUMER.participant_id,
         provider_health_url=PROVIDER.health_url,
@@ -368,10 +429,25 @@ def _handle(
         workdir=workdir,
         owned=owned,
         processes=processes if processes is not None else {},
+        edc_version=version,
     )
 
 
 _STUCK_404_SECONDS = 10.0
+
+
+_BOOT_ERROR = b"Error booting runtime"
+"""What EDC logs when its boot fails; some failures (e.g. a port in use) leave the JVM running."""
+_START_MARK = b"--- demo.connectors: starting the JVM ---\n"
+"""Written to a side's log (appended to across starts) before each JVM starts."""
+
+
+def _boot_failed(log: Path) -> bool:
+    """Whether the JVM started last logged EDC's boot error."""
+    try:
+        return _BOOT_ERROR in log.read_bytes().rsplit(_START_MARK, 1)[-1]
+    except OSError:
+        return False
 
 
 def _wait_healthy(procs: dict[str, subprocess.Popen[bytes]], workdir: Path, timeout: float) -> None:
@@ -392,6 +468,8 @@ def _wait_healthy(procs: dict[str, subprocess.Popen[bytes]], workdir: Path, time
             log = workdir / f"{side.name}.log"
             if proc.poll() is not None:
                 raise ConnectorError(f"{side.name} JVM exited with {proc.returncode}; log {log}:\n{_tail(log)}")
+            if _boot_failed(log):
+                raise ConnectorError(f"{side.name} JVM failed to boot (still running); log {log}:\n{_tail(log)}")
             now = time.monotonic()
             first_404 = (first_404 or now) if said.startswith("HTTP 404") else None
             if now > deadline or (first_404 is not None and now - first_404 > _STUCK_404_SECONDS):
@@ -410,12 +488,15 @@ def start(
     seed: bool = True,
     jvm_opts: tuple[str, ...] = DEFAULT_JVM_OPTS,
     properties: dict[str, dict[str, str]] | None = None,
+    version: str = DEFAULT_VERSION,
 ) -> Connectors:
-    """Start (or reuse) the provider and consumer connectors, wait until ready and seed the provider.
+    """Start (or reuse) the provider and consumer connectors of EDC ``version``, wait until ready and seed.
 
     ``properties`` adds settings per side (``{"consumer": {"edc.callback.cb1.uri": ...}}``), passed as
     system properties, which EDC reads over its properties file (e.g. static callbacks and vault
-    secrets through ``edc.demo.vault.secrets.<alias>``). With ``properties`` nothing is reused.
+    secrets through ``edc.demo.vault.secrets.<alias>``), after the version's own settings
+    (``edc_versions.EdcVersion.settings``). With ``properties``, or another ``version`` than the default,
+    nothing is reused.
 
     - If ``reuse`` and both health endpoints already answer healthy, nothing is started and the returned
       handle has ``owned=False`` (its :meth:`Connectors.stop` is a no-op).
@@ -428,8 +509,9 @@ def start(
     """
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    if reuse and not properties and _healthy(PROVIDER.health_url) and _healthy(CONSUMER.health_url):
-        conns = _handle(workdir, data_server_url, owned=False)
+    reusable = reuse and not properties and version == DEFAULT_VERSION
+    if reusable and _healthy(PROVIDER.health_url) and _healthy(CONSUMER.health_url):
+        conns = _handle(workdir, data_server_url, owned=False, version=version)
     else:
         busy = [
             p
@@ -439,19 +521,21 @@ def start(
         ]
         if busy:
             raise ConnectorError(f"ports already in use but connectors not healthy: {busy}")
-        lib_dir = build()
+        lib = build(version=version)
+        version_settings = edc_versions.get(version).settings
         attempts = 3  # restarts: see _wait_healthy
         for attempt in range(1, attempts + 1):
             procs: dict[str, subprocess.Popen[bytes]] = {}
-            conns = _handle(workdir, data_server_url, owned=True, processes=procs)
+            conns = _handle(workdir, data_server_url, owned=True, processes=procs, version=version)
             try:
                 for side in (PROVIDER, CONSUMER):
-                    procs[side.name] = _spawn(side, lib_dir, workdir, jvm_opts, (properties or {}).get(side.name))
+                    side_props = {**version_settings, **(properties or {}).get(side.name, {})}
+                    procs[side.name] = _spawn(side, lib, workdir, jvm_opts, side_props)
                 _wait_healthy(procs, workdir, timeout)
                 break
             except ConnectorError as err:
                 conns.stop()
-                if attempt == attempts or "exited" in str(err):
+                if attempt == attempts or "exited" in str(err) or "failed to boot" in str(err):
                     raise
                 first_line = str(err).splitlines()[0]
                 print(f"[connectors] restarting the connectors: {first_line}", file=sys.stderr, flush=True)
@@ -604,7 +688,7 @@ def negotiate_once(conns: Connectors, asset_id: str, timeout: float = 60.0) -> s
                 "@type": "CatalogRequest",
                 "counterPartyAddress": conns.provider_dsp_address,
                 "counterPartyId": conns.provider_id,
-                "protocol": DSP_PROTOCOL,
+                "protocol": conns.dsp_protocol,
                 "querySpec": {
                     "filterExpression": [{"operandLeft": f"{EDC_NS}id", "operator": "=", "operandRight": asset_id}]
                 },
@@ -635,7 +719,7 @@ def negotiate_once(conns: Connectors, asset_id: str, timeout: float = 60.0) -> s
                 "@context": _ctx(),
                 "@type": "ContractRequest",
                 "counterPartyAddress": conns.provider_dsp_address,
-                "protocol": DSP_PROTOCOL,
+                "protocol": conns.dsp_protocol,
                 "policy": policy,
             },
         )
@@ -670,7 +754,7 @@ def start_push_transfer(
     body: dict[str, Any] = {
         "@context": _ctx(),
         "@type": "TransferRequest",
-        "protocol": DSP_PROTOCOL,
+        "protocol": conns.dsp_protocol,
         "counterPartyAddress": conns.provider_dsp_address,
         "contractId": contract_id,
         "transferType": "HttpData-PUSH",
@@ -714,8 +798,9 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point: ``build`` or ``up`` (see module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m demo.connectors", description="EDC demo connectors")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="assemble demo/edc/target/lib with Maven")
+    b = sub.add_parser("build", help="assemble demo/edc/target/<version>/lib with Maven")
     b.add_argument("--force", action="store_true")
+    b.add_argument("--edc-version", default=DEFAULT_VERSION, choices=list(edc_versions.VERSIONS))
     seed = sub.add_parser("seed", help="create the demo assets, policy and contract definition on a provider")
     seed.add_argument("--provider-management-url", default=PROVIDER.management_url)
     seed.add_argument("--data-server-url", required=True, help="the data server as the provider reaches it")
@@ -724,25 +809,28 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--workdir", type=Path, required=True)
     up.add_argument("--data-server-url", required=True)
     up.add_argument("--timeout", type=float, default=120.0)
+    up.add_argument("--edc-version", default=DEFAULT_VERSION, choices=list(edc_versions.VERSIONS))
     args = parser.parse_args(argv)
 
     if args.cmd == "build":
         t0 = time.monotonic()
-        lib = build(force=args.force)
-        print(
-            json.dumps(
-                {"lib_dir": str(lib), "jars": len(list(lib.glob("*.jar"))), "seconds": round(time.monotonic() - t0, 1)}
-            )
-        )
+        lib = build(force=args.force, version=args.edc_version)
+        summary = {
+            "edc_version": args.edc_version,
+            "lib_dir": str(lib),
+            "jars": len(list(lib.glob("*.jar"))),
+            "seconds": round(time.monotonic() - t0, 1),
+        }
+        print(json.dumps(summary))
         return 0
 
     if args.cmd == "seed":
         return seed_remote(args.provider_management_url, args.data_server_url, args.timeout)
 
     stop = _stop_event()  # installed before the JVMs start, so a SIGTERM during start still cleans up
-    build()
+    build(version=args.edc_version)
     t0 = time.monotonic()
-    conns = start(args.workdir, args.data_server_url, timeout=args.timeout)
+    conns = start(args.workdir, args.data_server_url, timeout=args.timeout, version=args.edc_version)
     try:
         ready = time.monotonic() - t0
         agreements = {a: negotiate(conns, a) for a in (DEMO_ASSET, BROKEN_ASSET)}

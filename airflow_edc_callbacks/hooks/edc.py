@@ -23,6 +23,7 @@ import tenacity
 from airflow.sdk import BaseHook
 
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
+from airflow_edc_callbacks.connector_versions import profile
 from airflow_edc_callbacks.edr import FetchResult, fetch_to_file
 from airflow_edc_callbacks.exceptions import (
     EdcApiError,
@@ -86,7 +87,9 @@ class EdcConnectionSettings:
     :ivar base_url: Management API base URL, e.g. ``http://consumer:29193/management``.
     :ivar api_key: the ``X-Api-Key`` value (connection password), or ``None``.
     :ivar api_version: ``v3``, ``v4beta`` or ``v4`` (extra ``api_version``, default ``v3``).
-    :ivar protocol: the DSP protocol id (extra ``protocol``).
+    :ivar protocol: the DSP protocol id (extra ``protocol``; else that of extra ``connector_version``,
+        e.g. ``dataspace-protocol-http:2024/1`` for 0.13.0; else :data:`DEFAULT_PROTOCOL`).
+    :ivar connector_version: the connector's EDC version (extra ``connector_version``), or ``None``.
     :ivar callback_auth_key: header name the connector sends with callbacks (extra ``callback_auth_key``).
     :ivar callback_auth_code_id: vault alias of that header's value (extra ``callback_auth_code_id``).
     """
@@ -97,6 +100,7 @@ class EdcConnectionSettings:
     protocol: str = DEFAULT_PROTOCOL
     callback_auth_key: str | None = None
     callback_auth_code_id: str | None = None
+    connector_version: str | None = None
 
     @classmethod
     def from_connection(cls, conn: Any) -> EdcConnectionSettings:
@@ -105,7 +109,8 @@ class EdcConnectionSettings:
         ``host`` may be a full URL (``http://consumer:29193/management``); otherwise the URL is built from
         extra ``scheme`` (default ``http``), ``host``, ``port`` and ``schema`` (the path).
 
-        :raises ValueError: the connection has no host, or an ``api_version`` not in :data:`API_VERSIONS`.
+        :raises ValueError: the connection has no host, an ``api_version`` not in :data:`API_VERSIONS` or
+            one its ``connector_version`` does not serve, or a ``connector_version`` that cannot be parsed.
         """
         extra: Mapping[str, Any] = conn.extra_dejson or {}
         host = (conn.host or "").strip()
@@ -124,13 +129,24 @@ class EdcConnectionSettings:
                 f"Connection {conn.conn_id!r}: api_version {api_version!r} is not supported "
                 f"(use one of {', '.join(API_VERSIONS)})"
             )
+        connector_version = str(extra.get("connector_version") or "").strip() or None
+        protocol = DEFAULT_PROTOCOL
+        if connector_version:
+            connector = profile(connector_version)
+            if api_version not in connector.management_api_versions:
+                raise ValueError(
+                    f"Connection {conn.conn_id!r}: EDC {connector_version} serves no Management API {api_version!r} "
+                    f"(it serves {', '.join(connector.management_api_versions)})"
+                )
+            protocol = connector.dsp_protocol
         return cls(
             base_url=base_url.rstrip("/"),
             api_key=conn.password or None,
             api_version=api_version,
-            protocol=str(extra.get("protocol") or DEFAULT_PROTOCOL),
+            protocol=str(extra.get("protocol") or protocol),
             callback_auth_key=extra.get("callback_auth_key") or None,
             callback_auth_code_id=extra.get("callback_auth_code_id") or None,
+            connector_version=connector_version,
         )
 
 

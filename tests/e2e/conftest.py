@@ -12,7 +12,6 @@ would also stop EDC from calling the dynamic callbacks of the same event.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -22,19 +21,26 @@ from pathlib import Path
 
 import pytest
 
-from airflow_edc_callbacks.store import EventStore
 from demo import connectors as edc
 from demo.airflow_env import AirflowStandalone, airflow_bin_dir, tuned_airflow_env
 from demo.data_server import DataServerHandle, start_data_server
 from tests.e2e.counting_proxy import CountingProxy
+from tests.harness import (
+    AIRFLOW_PORT,
+    DATA_SERVER_PORT,
+    PROXY_PORT,
+    RECEIVER_BASE,
+    StaticSettings,
+    consumer_connection_json,
+    register_static_callback,
+)
+from tests.harness import (
+    airflow_store as airflow_store,  # re-exported: the e2e tests import it from here
+)
 from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 WORK = Path(os.environ.get("EDC_E2E_WORKDIR", REPO / ".work" / "e2e"))
-DATA_SERVER_PORT = 18080
-PROXY_PORT = 29393
-AIRFLOW_PORT = 28080
-RECEIVER_BASE = f"http://127.0.0.1:{AIRFLOW_PORT}/edc-callbacks"
 STATIC_CALLBACKS = {"consumer": "consumercb", "provider": "providercb"}
 CONNECTOR_VERSION = "0.15.1"  # the EDC version Maven Central serves here (see demo/edc/pom.xml)
 ATTEMPTS = 3
@@ -86,13 +92,6 @@ class EdcEnvironment:
         return consumer_connection_json()
 
 
-def consumer_connection_json(api_version: str = "v3") -> str:
-    """An ``edc`` connection to the consumer, through the counting proxy, on Management API ``api_version``."""
-    host = f"http://127.0.0.1:{PROXY_PORT}{edc.CONSUMER.management_path}"
-    conn = {"conn_type": "edc", "host": host, "password": edc.CONSUMER.api_key, "extra": {"api_version": api_version}}
-    return json.dumps(conn)
-
-
 V4_CONN_ID = "edc_v4"
 V4_API_VERSION = "v4beta"
 """Management API v4 as EDC 0.15.1 serves it (``/v4beta``, the management/v2 context); 0.17+ serve ``/v4``."""
@@ -112,23 +111,6 @@ def store_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'events.db'}"
 
 
-def airflow_store(af: AirflowStandalone) -> EventStore:
-    """The event store of the running Airflow (the default SQLite file in its AIRFLOW_HOME)."""
-    return EventStore(f"sqlite:///{af.home / 'edc_callbacks.db'}")
-
-
-@dataclass
-class StaticSettings:
-    """What ``static-config`` printed for one connector: its settings and the secret for its vault."""
-
-    settings: dict[str, str]
-    vault_alias: str
-    secret: str
-
-    def jvm_properties(self) -> dict[str, str]:
-        return {**self.settings, f"edc.demo.vault.secrets.{self.vault_alias}": self.secret}
-
-
 @pytest.fixture(scope="session")
 def airflow_home() -> tuple[Path, dict[str, StaticSettings]]:
     """A fresh AIRFLOW_HOME with its database and the two static callback registrations."""
@@ -138,23 +120,7 @@ def airflow_home() -> tuple[Path, dict[str, StaticSettings]]:
     env = tuned_airflow_env(home, REPO / "dags", AIRFLOW_PORT, AIRFLOW_ENV)
     bin_dir = airflow_bin_dir()  # this interpreter's, or $EDC_E2E_AIRFLOW_VENV's (another Airflow minor)
     subprocess.run([str(bin_dir / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
-    static: dict[str, StaticSettings] = {}
-    for side, name in STATIC_CALLBACKS.items():
-        cmd = [
-            str(bin_dir / "airflow-edc-callbacks"),
-            "static-config",
-            name,
-            "--events",
-            "transfer.process",
-            "--connector-version",
-            CONNECTOR_VERSION,
-            "--show-secret",
-        ]
-        done = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
-        settings = dict(line.split("=", 1) for line in done.stdout.splitlines() if line)
-        alias = settings[f"edc.callback.{name}.auth-code-id"]
-        note = next(line for line in done.stderr.splitlines() if line.startswith("# Store the secret"))
-        static[side] = StaticSettings(settings, alias, note.rsplit(": ", 1)[1])
+    static = {side: register_static_callback(env, name, CONNECTOR_VERSION) for side, name in STATIC_CALLBACKS.items()}
     return home, static
 
 

@@ -66,7 +66,7 @@ public class PublicApiExtension implements ServiceExtension {
     private void store(String participantId, String alias, String value) {
         vault.storeSecret(alias, value);
         if (participantId != null) {
-            vault.storeSecret(participantId, alias, value);
+            storeForParticipant(participantId, alias, value);
         }
     }
 
@@ -89,5 +89,20 @@ public class PublicApiExtension implements ServiceExtension {
     private static String pem(String type, byte[] der) {
         var body = Base64.getMimeEncoder(64, "\n".getBytes()).encodeToString(der);
         return "-----BEGIN " + type + "-----\n" + body + "\n-----END " + type + "-----\n";
+    }
+
+    /**
+     * {@code Vault.storeSecret(participantContextId, alias, value)} where the vault has it (EDC 0.15 and later);
+     * called reflectively so that this extension compiles against older EDC versions.
+     */
+    private void storeForParticipant(String participantId, String alias, String value) {
+        try {
+            Vault.class.getMethod("storeSecret", String.class, String.class, String.class)
+                    .invoke(vault, participantId, alias, value);
+        } catch (NoSuchMethodException e) {
+            // EDC before 0.15: one vault for the runtime
+        } catch (ReflectiveOperationException e) {
+            throw new IllegalStateException("cannot store secret " + alias + " for " + participantId, e);
+        }
     }
 }

@@ -27,9 +27,25 @@ public class SeedVaultExtension implements ServiceExtension {
         secrets.forEach((alias, value) -> {
             vault.storeSecret(alias, value);
             if (participantId != null) {
-                vault.storeSecret(participantId, alias, value);
+                storeForParticipant(vault, participantId, alias, value);
             }
         });
         context.getMonitor().info("Demo seed vault: stored " + secrets.size() + " secret(s)");
+    }
+
+    /**
+     * {@code Vault.storeSecret(participantContextId, alias, value)} where the vault has it (EDC 0.15 and later);
+     * called reflectively so that this extension compiles against older EDC versions, whose vault has no
+     * participant contexts.
+     */
+    static void storeForParticipant(Vault vault, String participantId, String alias, String value) {
+        try {
+            Vault.class.getMethod("storeSecret", String.class, String.class, String.class)
+                    .invoke(vault, participantId, alias, value);
+        } catch (NoSuchMethodException e) {
+            // EDC before 0.15: one vault for the runtime
+        } catch (ReflectiveOperationException e) {
+            throw new IllegalStateException("cannot store secret " + alias + " for " + participantId, e);
+        }
     }
 }
