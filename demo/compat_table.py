@@ -26,12 +26,16 @@ END = "<!-- compat-table:end -->"
 DATE_PREFIX = "Last run: "
 
 TITLES = {
+    "unit": "unit tests",
     "negotiation": "contract negotiation",
     "push": "PUSH transfer",
     "pull": "PULL transfer, data fetched with the EDR",
     "static_callback": "static callback",
     "sensor": "sensor",
     "edr_cache_api": "EDR cache API",
+    "push_dag": "PUSH transfer DAG",
+    "sensor_dag": "sensor DAG",
+    "pipeline_dag": "full pipeline DAG (negotiation, PUSH, PULL; API v3 and v4beta)",
 }
 """Column titles of the feature ids (the ids themselves where none is given)."""
 
@@ -44,7 +48,9 @@ def _version_key(version: str) -> tuple[int, ...]:
 
 def _table(title: str, rows: dict[str, dict[str, Any]], features: dict[str, str]) -> list[str]:
     """One Markdown table: a row per version (newest first), a column per feature."""
-    columns = [f for f in features if any(f in row for row in rows.values())]
+    order = list(TITLES)
+    present = [f for f in features if any(f in row for row in rows.values())]
+    columns = sorted(present, key=lambda f: order.index(f) if f in order else len(order))
     lines = [f"| {title} | " + " | ".join(features[f] for f in columns) + " |"]
     lines.append("|---" * (len(columns) + 1) + "|")
     for version in sorted(rows, key=_version_key, reverse=True):

@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
-# The whole test suite: lint, types, unit tests and the end-to-end tests on real connectors and Airflow.
+# The whole test suite: lint, types, unit tests and the end-to-end tests on real connectors and Airflow, then
+# the compatibility runs (every EDC version of demo/edc_versions.py; the smoke selection on the other Airflow
+# minors) and a check that README.md's compatibility tables say what those runs found.
+# Extra arguments go to the first pytest run (unit and end-to-end tests).
 source "$(dirname "$0")/_env.sh"
 .venv/bin/ruff check airflow_edc_callbacks tests dags demo benchmarks
 .venv/bin/ruff format --check airflow_edc_callbacks tests dags demo benchmarks
 .venv/bin/mypy
-exec .venv/bin/pytest "$@"
+rm -f .work/compat/results.json  # the tables are checked against this run alone
+.venv/bin/pytest "$@"
+.venv/bin/pytest -q tests/compat -m compat
+for airflow_version in 3.1.8 3.2.2; do  # the other Airflow minors: unit tests, then the end-to-end smoke
+  bash scripts/airflow_venv.sh "$airflow_version"
+  ".venv-airflow-$airflow_version/bin/pytest" -q tests/unit
+  bash scripts/e2e_smoke.sh "$airflow_version"
+done
+.venv/bin/python -m demo.compat_table --check

@@ -70,3 +70,35 @@ def edc_config(monkeypatch: pytest.MonkeyPatch, store_url: str) -> str:
     monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__STORE_URL", store_url)
     monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__CALLBACK_SIGNING_KEY", SIGNING_KEY.decode())
     return store_url
+
+
+_unit = {"tests": 0, "failed": 0, "seconds": 0.0}
+"""The unit tests of this session (for the compatibility results: the unit suite per Airflow version)."""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if "tests/unit/" in item.nodeid:
+        if report.when == "call":
+            _unit["tests"] += 1
+        _unit["failed"] += int(report.failed)
+        _unit["seconds"] += report.duration
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Merge this session's compatibility outcomes into the results file (see :mod:`tests.compat.results`)."""
+    from tests.compat import results
+
+    # the whole unit suite only: a selection (a file, -k, -m, -x stopping early) says nothing about the suite
+    config = session.config
+    unit_dir = Path(__file__).parent / "unit"
+    whole = any(Path(arg).resolve() == unit_dir for arg in config.args)
+    whole = whole and not (config.option.keyword or config.option.markexpr or session.shouldstop)
+    if _unit["tests"] and whole:
+        import airflow
+
+        tests, failed = int(_unit["tests"]), int(_unit["failed"])
+        results.record_suite("unit", airflow.__version__, tests=tests, failed=failed, seconds=_unit["seconds"])
+    results.write(results.RESULTS_FILE)

@@ -145,7 +145,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     results.record(item, report)
     return report
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    results.write(WORK / "results.json")

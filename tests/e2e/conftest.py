@@ -12,6 +12,7 @@ would also stop EDC from calling the dynamic callbacks of the same event.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -24,6 +25,7 @@ import pytest
 from demo import connectors as edc
 from demo.airflow_env import AirflowStandalone, airflow_bin_dir, tuned_airflow_env
 from demo.data_server import DataServerHandle, start_data_server
+from tests.compat import results
 from tests.e2e.counting_proxy import CountingProxy
 from tests.harness import (
     AIRFLOW_PORT,
@@ -152,3 +154,21 @@ def edc_env(airflow: AirflowStandalone, static_settings: dict[str, StaticSetting
         proxy.stop()
         conns.stop()
         data_server.stop()
+
+
+@functools.cache
+def airflow_under_test() -> str:
+    """The version of the Airflow the end-to-end tests drive (``$EDC_E2E_AIRFLOW_VENV``'s, else this one's)."""
+    python = airflow_bin_dir() / "python"
+    out = subprocess.run(
+        [str(python), "-c", "import airflow; print(airflow.__version__)"], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if item.get_closest_marker("smoke") is not None:
+        results.record_smoke(item, report, airflow_under_test())
+    return report

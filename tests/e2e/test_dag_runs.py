@@ -44,6 +44,7 @@ def observe_deferral(af: AirflowStandalone, dag_id: str, run_id: str, task_id: s
     raise TimeoutError(f"{dag_id}/{run_id}/{task_id} still {seen[-1] if seen else None}; states seen {seen}")
 
 
+@pytest.mark.smoke("push_dag")
 def test_push_transfer_dag_resumes_on_callback(edc_env: EdcEnvironment, airflow: AirflowStandalone) -> None:
     airflow.wait_for_dag(PUSH_DAG)
     posts_before = len(edc_env.proxy.requests)

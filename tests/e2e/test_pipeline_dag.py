@@ -47,6 +47,7 @@ def not_edr_reads(env: EdcEnvironment, process_id: str) -> list[tuple[float, str
     return [r for r in env.proxy.requests_for(process_id) if "/edrs/" not in r[2]]
 
 
+@pytest.mark.smoke("pipeline_dag")
 @pytest.mark.parametrize(("conn_id", "api_version"), [("edc_default", "v3"), (V4_CONN_ID, V4_API_VERSION)])
 def test_full_pipeline_every_step_resumes_on_a_callback(
     edc_env: EdcEnvironment, airflow: AirflowStandalone, tmp_path: Path, conn_id: str, api_version: str

@@ -37,6 +37,7 @@ def test_connectors_run_with_the_rendered_settings(static_settings: dict[str, St
     }
 
 
+@pytest.mark.smoke("sensor_dag")
 def test_sensor_waits_for_a_transfer_started_outside_airflow(
     edc_env: EdcEnvironment, airflow: AirflowStandalone
 ) -> None:
