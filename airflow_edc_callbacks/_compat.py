@@ -120,14 +120,20 @@ def initialize_stats_from_config() -> None:
 
 
 def ensure_stats() -> None:
-    """On Airflow 3.2, set the metrics backend up from ``[metrics]`` once per process; elsewhere nothing.
+    """On Airflow 3.2, set the metrics backend up from ``[metrics]`` in a process that never did; elsewhere
+    nothing.
 
     3.2's api-server never sets its ``Stats`` up (its scheduler, triggerer and workers do, and so do the
-    3.1 and 3.3 api-servers), and whatever Airflow emits first there fixes the backend to "no metrics". The
-    processes that do set it up use the same ``[metrics]`` configuration, so doing it again there changes
-    nothing.
+    3.1 and 3.3 api-servers), and whatever Airflow emits first there fixes the backend to "no metrics"
+    (``NoStatsLogger``). A process whose backend was set up is left alone: setting an OpenTelemetry backend
+    up again would start a second meter provider and restart its counters. Checked once per process.
     """
     global _ensured_in_pid
-    if AIRFLOW_V_3_2_PLUS and not AIRFLOW_V_3_3_PLUS and _ensured_in_pid != os.getpid():
-        _ensured_in_pid = os.getpid()  # a backend that cannot be created is not retried on every metric
+    if not AIRFLOW_V_3_2_PLUS or AIRFLOW_V_3_3_PLUS or _ensured_in_pid == os.getpid():
+        return
+    _ensured_in_pid = os.getpid()  # a backend that cannot be created is not retried on every metric
+    from airflow.observability.stats import Stats
+
+    factory = type.__getattribute__(Stats, "factory")
+    if factory is None or getattr(factory, "__name__", "") == "NoStatsLogger":
         initialize_stats_from_config()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["ConnectorProfile", "parse_version", "profile"]
+__all__ = ["OLDEST_KNOWN", "ConnectorProfile", "parse_version", "profile"]
 
 
 def parse_version(version: str) -> tuple[int, int]:
@@ -59,12 +59,22 @@ class ConnectorProfile:
         return protocol_base_url.rstrip("/") + self.dsp_path
 
 
-def profile(version: str) -> ConnectorProfile:
-    """The :class:`ConnectorProfile` of EDC ``version`` (any version; see the module docstring).
+OLDEST_KNOWN = (0, 11)
+"""The oldest EDC line whose facts above were read from its source (the compatibility suite runs 0.12 on)."""
 
-    :raises ValueError: the version cannot be parsed.
+
+def profile(version: str) -> ConnectorProfile:
+    """The :class:`ConnectorProfile` of EDC ``version`` (0.11 and later; see the module docstring).
+
+    :raises ValueError: the version cannot be parsed, or is older than :data:`OLDEST_KNOWN` (leave
+        ``connector_version`` unset for such a connector and give ``protocol`` in the connection's extra).
     """
     v = parse_version(version)
+    if v < OLDEST_KNOWN:
+        raise ValueError(
+            f"connector_version {version}: this provider knows EDC 0.11 and later; for an older connector leave "
+            "connector_version unset and give the DSP protocol id as the connection's 'protocol' extra"
+        )
     if v >= (0, 14):
         dsp = ("dataspace-protocol-http:2025-1", "/2025-1")
     else:

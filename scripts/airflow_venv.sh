@@ -30,6 +30,11 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] \
   exit 0
 fi
 
+if [ -x "$VENV/bin/python" ] && [ "$("$VENV/bin/python" -c 'import sys; print(sys.version.split()[0])')" != \
+  "$("$PYTHON" -c 'import sys; print(sys.version.split()[0])')" ]; then
+  echo "$VENV was made with another Python; making it again" >&2
+  rm -rf "$VENV"
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   echo "Creating $VENV with $("$PYTHON" --version)..." >&2
   "$PYTHON" -m venv "$VENV"
@@ -49,9 +54,9 @@ fi
 
 echo "Installing apache-airflow==$VERSION and airflow-edc-callbacks[test] into $VENV (minutes the first time)..." >&2
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-# The constraints pin Airflow's own dependencies; this package's test tools (not in them) resolve freely.
+# The constraints pin Airflow's dependencies (and the test tools they list); the rest resolves freely.
 "$VENV/bin/python" -m pip install --quiet "${CONSTRAINTS[@]}" "apache-airflow==$VERSION" -e ".[test]"
 "$VENV/bin/python" -c "import airflow, sys; sys.exit(airflow.__version__ != '$VERSION')" \
   || { echo "$VENV does not hold Airflow $VERSION" >&2; exit 1; }
 echo "$WANT" >"$STAMP"
-echo "$VENV ready: $("$VENV/bin/airflow" version 2>/dev/null | tail -n 1)" >&2
+echo "$VENV ready (Airflow $VERSION)" >&2

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from airflow_edc_callbacks.store import EventStore
 from demo import connectors as edc
-from demo.airflow_env import AirflowStandalone
+from demo.airflow_env import AirflowStandalone, airflow_bin_dir
 
 DATA_SERVER_PORT = 18080
 PROXY_PORT = 29393
@@ -54,7 +52,7 @@ def register_static_callback(env: dict[str, str], name: str, connector_version: 
     :raises subprocess.CalledProcessError: the command failed.
     """
     cmd = [
-        str(Path(sys.executable).parent / "airflow-edc-callbacks"),
+        str(airflow_bin_dir() / "airflow-edc-callbacks"),  # of the Airflow under test (EDC_E2E_AIRFLOW_VENV)
         "static-config",
         name,
         "--events",

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import pytest
 
 from demo import connectors as edc
 from demo import edc_versions
-from demo.airflow_env import AirflowStandalone, tuned_airflow_env
+from demo.airflow_env import AirflowStandalone, airflow_bin_dir, tuned_airflow_env
 from demo.data_server import DataServerHandle, start_data_server
 from tests.compat import results
 from tests.e2e.counting_proxy import CountingProxy
@@ -97,7 +96,7 @@ def compat_airflow() -> Iterator[tuple[AirflowStandalone, dict[str, dict[str, St
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     env = tuned_airflow_env(home, REPO / "dags", AIRFLOW_PORT, AIRFLOW_ENV)
-    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env, check=True)
+    subprocess.run([str(airflow_bin_dir() / "airflow"), "db", "migrate"], env=env, check=True)
     static = {
         v: {side: register_static_callback(env, name, v) for side, name in static_names(v).items()} for v in SELECTED
     }
@@ -125,8 +124,9 @@ def compat_env(
     af, static = compat_airflow
     properties = {side: s.jvm_properties() for side, s in static[version].items()}
     conns = edc.start(WORK / f"connectors-{version}", compat_data_server.url, properties=properties, version=version)
-    proxy = CountingProxy(upstream=f"http://127.0.0.1:{edc.CONSUMER.management_port}", port=PROXY_PORT).start()
+    proxy = CountingProxy(upstream=f"http://127.0.0.1:{edc.CONSUMER.management_port}", port=PROXY_PORT)
     try:
+        proxy.start()
         agreement = edc.negotiate(conns, edc.DEMO_ASSET)
         yield CompatEnvironment(version, conns, compat_data_server, proxy, af, static[version], agreement)
     finally:

@@ -214,5 +214,7 @@ def test_capture_fixtures(compat_env: CompatEnvironment, pipeline: dict[str, Any
     protocol = f"http://127.0.0.1:{edc.PROVIDER.protocol_port}{edc.PROVIDER.protocol_path}"
     answers["dspace_version"] = httpx.get(f"{protocol}/.well-known/dspace-version", timeout=10)
     for name, response in answers.items():
+        if response.status_code == 401:  # e.g. EDC 0.12.0 guards /.well-known/dspace-version: nothing to learn
+            continue
         _save(target / "mgmt", f"{name}.json", {"status": response.status_code, "body": response.json()})
     assert answers["transferprocess_push"].json()["state"] == "COMPLETED"

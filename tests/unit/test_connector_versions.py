@@ -147,3 +147,8 @@ def test_runtime_build_marker_is_the_same_in_every_process() -> None:
     ]
     assert len(hashes[0].splitlines()) == len(edc_versions.VERSIONS)
     assert hashes[0] == hashes[1] == hashes[2]
+
+
+def test_a_version_older_than_the_known_facts_is_refused_with_what_to_do() -> None:
+    with pytest.raises(ValueError, match=r"connector_version 0\.10\.1: .*0\.11 and later.*'protocol' extra"):
+        profile("0.10.1")
