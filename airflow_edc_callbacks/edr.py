@@ -36,6 +36,7 @@ class FetchResult:
     :ivar size: its size in bytes.
     :ivar sha256: hex SHA-256 of its content.
     :ivar content_type: the provider's ``Content-Type``, if any.
+    :ivar edr_source: where the EDR used came from: ``connector`` (its EDR cache) or ``callback``.
     """
 
     transfer_process_id: str
@@ -44,6 +45,7 @@ class FetchResult:
     size: int
     sha256: str
     content_type: str | None
+    edr_source: str = "connector"
 
     def as_dict(self) -> dict[str, Any]:
         """The result as an XCom-ready dict."""
@@ -54,6 +56,7 @@ class FetchResult:
             "size": self.size,
             "sha256": self.sha256,
             "content_type": self.content_type,
+            "edr_source": self.edr_source,
         }
 
 
@@ -132,4 +135,4 @@ def fetch_to_file(
     except BaseException:
         os.unlink(partial)
         raise
-    return FetchResult(edr.transfer_process_id, shown, str(target), size, digest.hexdigest(), content_type)
+    return FetchResult(edr.transfer_process_id, shown, str(target), size, digest.hexdigest(), content_type, edr.source)

@@ -9,6 +9,7 @@ __all__ = [
     "EdcCallbacksError",
     "EdcDataFetchError",
     "EdcEdrNotFound",
+    "EdcEdrRefused",
     "EdcNegotiationFailed",
     "EdcTransferFailed",
     "EdcTransportError",
@@ -116,6 +117,31 @@ class EdcDataFetchError(EdcCallbacksError):
         self.status_code = status_code
         answer = f"answered {status_code}" if status_code is not None else "could not be reached"
         super().__init__(f"Data request GET {url} for transfer process {transfer_process_id} {answer}: {detail}")
+
+
+class EdcEdrRefused(EdcDataFetchError):
+    """The provider's endpoint kept refusing (401/403) a transfer's EDR after it was read again once and,
+    where the connector can refresh EDRs (Tractus-X EDC), refreshed once.
+
+    :param transfer_process_id: the consumer's transfer process id.
+    :param url: the requested URL, without its query.
+    :param status_code: the last HTTP status (401 or 403).
+    :param detail: an excerpt of the last answer.
+    :param tried: what was tried, e.g. ``"re-read the EDR and refreshed it once"``.
+    :param advice: what the user can do.
+    """
+
+    def __init__(
+        self, transfer_process_id: str, url: str, status_code: int, detail: str, tried: str, advice: str
+    ) -> None:
+        EdcCallbacksError.__init__(
+            self,
+            f"Data request GET {url} for transfer process {transfer_process_id} answered {status_code} "
+            f"({detail}) after the task {tried}: the provider no longer accepts this transfer's EDR. {advice}",
+        )
+        self.transfer_process_id = transfer_process_id
+        self.url = url
+        self.status_code: int | None = status_code
 
 
 class StoreUnavailableError(EdcCallbacksError):

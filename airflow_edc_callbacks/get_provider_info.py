@@ -78,6 +78,14 @@ def get_provider_info() -> dict[str, Any]:
                         ),
                         "schema": {"type": ["string", "null"]},
                     },
+                    "tractusx": {
+                        "label": "Tractus-X EDC",
+                        "description": (
+                            "The connector is Tractus-X EDC: EDRs are read with auto_refresh and refreshed through "
+                            "its EDR API (POST /v3/edrs/{id}/refresh), one refresh at a time per transfer."
+                        ),
+                        "schema": {"type": ["boolean", "null"], "default": False},
+                    },
                     "protocol": {
                         "label": "DSP protocol",
                         "description": "Overrides the protocol id of the connector version.",

@@ -14,6 +14,7 @@ EDC facts used here come from the EDC connector sources (v0.18.0):
 from __future__ import annotations
 
 import re
+import time
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -59,11 +60,15 @@ __all__ = [
     "MAX_EPOCH_MS",
     "MAX_JSON_DEPTH",
     "TERMINAL_TRANSFER_STATES",
+    "TRACTUSX_AUTH_NAMESPACE",
     "EndpointDataReference",
     "EventEnvelope",
     "TransferEventType",
     "WaitFor",
     "check_json_value",
+    "context_terms",
+    "expand_key",
+    "expand_keys",
     "iso_from_epoch_ms",
     "jsonld_get",
     "normalize_jsonld",
@@ -375,6 +380,87 @@ def iso_from_epoch_ms(epoch_ms: int) -> str:
         return f"{epoch_ms} ms"
 
 
+TRACTUSX_AUTH_NAMESPACE = "https://w3id.org/tractusx/auth/"
+"""The Tractus-X vocabulary of EDR refresh data (``refreshToken``, ``refreshEndpoint``, ``expiresIn``,
+``audience``; Tractus-X EDC's ``TxIatpConstants`` / refresh token grant profile)."""
+
+_KNOWN_PREFIXES = {"edc": EDC_NAMESPACE, "tx-auth": TRACTUSX_AUTH_NAMESPACE}
+"""Prefixes read even when a document's ``@context`` does not define them (connectors compact with them)."""
+
+
+def context_terms(context: Any) -> tuple[dict[str, str], str | None]:
+    """The term definitions and ``@vocab`` of an inline JSON-LD ``@context``.
+
+    Offline by design: a context given by URL (a string) is skipped, never fetched; only inline objects
+    count (an object, or an array of objects and URLs, later entries overriding earlier ones). A term
+    defined as a string or as ``{"@id": ...}`` maps to that IRI (possibly compact, see :func:`expand_key`);
+    ``"@vocab": null`` clears the vocabulary.
+
+    :param context: the document's ``@context`` value, or ``None``.
+    :returns: ``(terms, vocab)``: term -> IRI as written, and the ``@vocab`` IRI or ``None``.
+    """
+    terms: dict[str, str] = {}
+    vocab: str | None = None
+    for entry in as_list(context):
+        if not isinstance(entry, Mapping):
+            continue  # a remote context: never fetched at run time
+        for term, definition in entry.items():
+            if term == "@vocab":
+                vocab = str(definition) if definition else None
+            elif not str(term).startswith("@"):
+                iri = definition.get("@id") if isinstance(definition, Mapping) else definition
+                if isinstance(iri, str):
+                    terms[str(term)] = iri
+    return terms, vocab
+
+
+def expand_key(key: str, terms: Mapping[str, str], vocab: str | None, default_vocab: str | None = None) -> str:
+    """The IRI a JSON-LD key stands for, as JSON-LD expansion finds it for a key (no network, no scoped contexts).
+
+    Keywords (``@type``) stay; a defined term maps to its IRI; ``prefix:suffix`` with a defined prefix
+    (or ``edc:`` / ``tx-auth:`` when the context does not define them) becomes the prefix's IRI plus the
+    suffix; any other key with a colon is taken as an absolute IRI; a bare key gets ``vocab`` (else
+    ``default_vocab``, else stays as it is).
+    """
+    if key.startswith("@"):
+        return key
+    if key in terms:
+        iri = terms[key]
+        return iri if iri == key else expand_key(iri, {k: v for k, v in terms.items() if k != key}, None)
+    prefix, colon, suffix = key.partition(":")
+    if colon and not suffix.startswith("//"):
+        if prefix in terms:
+            return terms[prefix] + suffix
+        if prefix in _KNOWN_PREFIXES:
+            return _KNOWN_PREFIXES[prefix] + suffix
+    if colon:
+        return key
+    base = vocab or default_vocab
+    return base + key if base else key
+
+
+def expand_keys(document: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
+    """The top-level keys of ``document`` expanded to IRIs with its own ``@context`` (or ``context`` when
+    it has none); bare keys without an ``@vocab`` are read in the EDC namespace. Values are normalised
+    (:func:`normalize_jsonld`); the ``@context`` itself is left out."""
+    terms, vocab = context_terms(document.get("@context", context))
+    return {
+        expand_key(str(k), terms, vocab, EDC_NAMESPACE): normalize_jsonld(v)
+        for k, v in document.items()
+        if k != "@context"
+    }
+
+
+def _int_seconds(value: Any) -> int | None:
+    """``expiresIn`` as an int: the wire carries a string such as ``"300"``; unreadable is ``None``."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(float(str(value).strip()))
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class EndpointDataReference:
     """The EDR of a started PULL transfer: where to fetch the data and the token to show.
@@ -384,8 +470,10 @@ class EndpointDataReference:
     (the token, sent as the ``Authorization`` header as is) and ``endpointType``
     (``DataPlaneAuthorizationServiceImpl``); the consumer gets it with ``TransferProcessStarted``
     (``dataAddress``) and serves it at ``GET /v3/edrs/{id}/dataaddress`` (``EdrCacheApiV3Controller``).
+    Tractus-X EDC adds refresh data in :data:`TRACTUSX_AUTH_NAMESPACE` (``refreshToken``,
+    ``refreshEndpoint``, ``expiresIn`` as a string of seconds, ``audience``).
 
-    The token never shows in ``repr`` or ``str``.
+    The tokens never show in ``repr`` or ``str``.
 
     :ivar transfer_process_id: the consumer's transfer process id.
     :ivar endpoint: the provider's public endpoint URL.
@@ -393,6 +481,11 @@ class EndpointDataReference:
     :ivar auth_type: ``bearer`` for EDC's data plane.
     :ivar endpoint_type: e.g. ``https://w3id.org/idsa/v4.1/HTTP``.
     :ivar source: where it came from: ``connector`` (the EDR cache) or ``callback`` (the stored event).
+    :ivar refresh_token: Tractus-X: the token to present when refreshing, or ``None``.
+    :ivar refresh_endpoint: Tractus-X: the provider's refresh URL, or ``None``.
+    :ivar expires_in: Tractus-X: the access token's lifetime in seconds, or ``None``.
+    :ivar audience: Tractus-X: the audience of the refresh request (the consumer's DID), or ``None``.
+    :ivar read_at: when this EDR was read, epoch seconds (see :meth:`expired`).
     """
 
     transfer_process_id: str
@@ -401,30 +494,70 @@ class EndpointDataReference:
     auth_type: str | None = None
     endpoint_type: str | None = None
     source: str = "connector"
+    refresh_token: str | None = field(default=None, repr=False)
+    refresh_endpoint: str | None = None
+    expires_in: int | None = None
+    audience: str | None = None
+    read_at: int = field(default_factory=lambda: int(time.time()), compare=False)
 
     @classmethod
     def from_data_address(
         cls, transfer_process_id: str, data_address: Mapping[str, Any], source: str = "connector"
     ) -> EndpointDataReference:
-        """Read an EDR ``DataAddress`` in any JSON-LD form (compacted, ``edc:``-prefixed or expanded).
+        """Read an EDR ``DataAddress`` in any of its key shapes.
+
+        Shapes: full IRIs (the ``TransferProcessStarted`` callback, inside ``properties``); prefixed keys
+        resolved with the document's ``@context`` (the older Tractus-X EDR API: ``tx-auth:refreshToken``
+        with ``"tx-auth": "https://w3id.org/tractusx/auth/"``); bare EDC keys next to full Tractus-X IRIs
+        (Tractus-X EDC 0.11 / 0.12); ``edc:``-prefixed and expanded (``[{"@value": ...}]``) forms. Keys
+        of ``properties`` are read with the same context; keys of the address itself win.
 
         :raises ValueError: it has no ``endpoint``.
         """
-        address = normalize_jsonld(dict(data_address))
-        properties = address.get("properties") if isinstance(address.get("properties"), Mapping) else {}
-        merged = {**properties, **address}
-        endpoint = merged.get("endpoint")
+        context = data_address.get("@context")
+        address = expand_keys(data_address, context)
+        properties = address.get(f"{EDC_NAMESPACE}properties")
+        merged = {**(expand_keys(properties, context) if isinstance(properties, Mapping) else {}), **address}
+
+        def edc(name: str) -> Any:
+            return merged.get(f"{EDC_NAMESPACE}{name}")
+
+        def tx(name: str) -> Any:
+            value = merged.get(f"{TRACTUSX_AUTH_NAMESPACE}{name}")
+            return str(value) if value not in (None, "") else None
+
+        endpoint = edc("endpoint")
         if not endpoint:
             raise ValueError(f"the data address of transfer process {transfer_process_id} has no endpoint")
-        authorization = merged.get("authorization")
+        authorization = edc("authorization")
         return cls(
             transfer_process_id=transfer_process_id,
             endpoint=str(endpoint),
             authorization=str(authorization) if authorization else None,
-            auth_type=merged.get("authType"),
-            endpoint_type=merged.get("endpointType") or merged.get("type"),
+            auth_type=edc("authType"),
+            endpoint_type=edc("endpointType") or edc("type"),
             source=source,
+            refresh_token=tx("refreshToken"),
+            refresh_endpoint=tx("refreshEndpoint"),
+            expires_in=_int_seconds(merged.get(f"{TRACTUSX_AUTH_NAMESPACE}expiresIn")),
+            audience=tx("audience"),
         )
+
+    @property
+    def expires_at(self) -> int | None:
+        """Epoch seconds at which the token has expired at the latest: ``read_at + expires_in`` (the
+        connector's cache may have held it for a while already), ``None`` without ``expires_in``."""
+        return None if self.expires_in is None else self.read_at + self.expires_in
+
+    def expired(self, now: float | None = None, leeway: float = 0.0) -> bool:
+        """Whether the token has expired by ``now`` (epoch seconds, default the current time), ``leeway``
+        seconds early; always ``False`` without ``expires_in`` (EDC core's tokens carry none)."""
+        expires_at = self.expires_at
+        return expires_at is not None and (time.time() if now is None else now) + leeway >= expires_at
+
+    def secrets(self) -> list[str]:
+        """The tokens it holds (for the secrets masker)."""
+        return [s for s in (self.authorization, self.refresh_token) if s]
 
     def headers(self) -> dict[str, str]:
         """The request headers the provider's public API expects: ``Authorization: <token>``."""

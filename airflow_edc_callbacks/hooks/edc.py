@@ -13,7 +13,10 @@ and a ``DataAddress`` needs its ``@type``.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,7 +30,9 @@ from airflow_edc_callbacks.connector_versions import profile
 from airflow_edc_callbacks.edr import FetchResult, fetch_to_file
 from airflow_edc_callbacks.exceptions import (
     EdcApiError,
+    EdcDataFetchError,
     EdcEdrNotFound,
+    EdcEdrRefused,
     EdcTransportError,
     ProcessBoundElsewhereError,
     StoreUnavailableError,
@@ -92,6 +97,8 @@ class EdcConnectionSettings:
     :ivar connector_version: the connector's EDC version (extra ``connector_version``), or ``None``.
     :ivar callback_auth_key: header name the connector sends with callbacks (extra ``callback_auth_key``).
     :ivar callback_auth_code_id: vault alias of that header's value (extra ``callback_auth_code_id``).
+    :ivar tractusx: the connector is Tractus-X EDC (extra ``tractusx``: ``true``): EDRs are read with
+        ``?auto_refresh=`` and refreshed with ``POST /v3/edrs/{id}/refresh`` (Tractus-X EDR API).
     """
 
     base_url: str
@@ -101,6 +108,7 @@ class EdcConnectionSettings:
     callback_auth_key: str | None = None
     callback_auth_code_id: str | None = None
     connector_version: str | None = None
+    tractusx: bool = False
 
     @classmethod
     def from_connection(cls, conn: Any) -> EdcConnectionSettings:
@@ -147,16 +155,42 @@ class EdcConnectionSettings:
             callback_auth_key=extra.get("callback_auth_key") or None,
             callback_auth_code_id=extra.get("callback_auth_code_id") or None,
             connector_version=connector_version,
+            tractusx=_flag(conn.conn_id, "tractusx", extra.get("tractusx")),
         )
 
 
+def _flag(conn_id: str | None, name: str, value: Any) -> bool:
+    """A boolean connection extra: JSON ``true``/``false`` or the strings ``true``/``false``/``1``/``0``.
+
+    :raises ValueError: anything else (a typo must not silently select plain EDC).
+    """
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", ""):
+        return False
+    raise ValueError(f"Connection {conn_id!r}: extra {name} must be true or false, got {value!r}")
+
+
 def _masked(edr: EndpointDataReference) -> EndpointDataReference:
-    """Register the EDR's token with Airflow's secrets masker, so no log line can show it."""
-    if edr.authorization:
+    """Register the EDR's tokens (access and refresh) with Airflow's secrets masker, so no log line can
+    show them."""
+    secrets = edr.secrets()
+    if secrets:
         from airflow.sdk.log import mask_secret
 
-        mask_secret(edr.authorization)
+        for secret in secrets:
+            mask_secret(secret)
     return edr
+
+
+_REFUSED = frozenset({401, 403})
+"""Data plane answers that mean the token was not accepted (expired, rotated or revoked)."""
+
+_LOCK_POLL_MAX = 0.5
+"""Longest pause, in seconds, between two tries to take a busy EDR refresh lock."""
 
 
 def _error_messages(response: httpx.Response) -> list[str]:
@@ -639,26 +673,40 @@ class EdcManagementHook(BaseHook):
         }
         return [dict(normalize_jsonld(e)) for e in as_list(self._send("POST", "/v3/edrs/request", query))]
 
-    def get_edr(self, transfer_process_id: str, *, use_callbacks: bool = True) -> EndpointDataReference:
+    def get_edr(
+        self, transfer_process_id: str, *, use_callbacks: bool = True, auto_refresh: bool = True
+    ) -> EndpointDataReference:
         """The EDR of a started PULL transfer, for fetching its data; keep it out of XCom and logs.
 
         Asks the connector's EDR cache: ``GET /{version}/edrs/{id}/dataaddress`` on a v4 connection, then
-        ``GET /v3/edrs/{id}/dataaddress`` (EDC ``EdrCacheApiV3Controller``; Tractus-X refreshes an expired
-        token there). When the connector has no such entry or no EDR cache API (404) and ``use_callbacks``
-        is set, takes the ``dataAddress`` of the transfer's ``TransferProcessStarted`` event from the
-        callback store (``source = "callback"``), but only while the transfer is still ``STARTED`` (one
-        state request) and no later event of it is stored: an ended transfer's token is revoked. Only
-        trusted events are read (static-route ones, and those with the token of the task instance the
-        transfer is bound to; see ``StoredEvent.trusted``).
-        The token is registered with Airflow's secrets masker.
+        ``GET /v3/edrs/{id}/dataaddress`` (EDC ``EdrCacheApiV3Controller``). On a Tractus-X connection
+        (extra ``tractusx``) the query ``auto_refresh=true`` (or ``false``) is sent: Tractus-X EDC then
+        refreshes an expired token itself before answering (its ``EdrCacheApiController``); that read runs
+        under the transfer's EDR refresh lock in the callback store, so parallel tasks never refresh one
+        EDR at once (eclipse-tractusx/tractusx-edc#1618). Plain EDC has no refresh: ``auto_refresh``
+        changes nothing there. When the connector has no such entry or no EDR cache API (404) and
+        ``use_callbacks`` is set, takes the ``dataAddress`` of the transfer's ``TransferProcessStarted``
+        event from the callback store (``source = "callback"``), but only while the transfer is still
+        ``STARTED`` (one state request) and no later event of it is stored: an ended transfer's token is
+        revoked. Only trusted events are read (static-route ones, and those with the token of the task
+        instance the transfer is bound to; see ``StoredEvent.trusted``).
+        The tokens (access and refresh) are registered with Airflow's secrets masker.
 
+        :param auto_refresh: Tractus-X: let the connector refresh an expired token.
         :raises EdcEdrNotFound: no usable EDR (not a PULL transfer, not started yet, or already ended;
             the message says what the connector answered).
         :raises EdcTransportError: the connector could not be reached.
         """
-        paths = [f"/v3/edrs/{transfer_process_id}/dataaddress"]
+        if auto_refresh and self.settings.tractusx:
+            with self._edr_refresh_lock(transfer_process_id):
+                return self._read_edr(transfer_process_id, use_callbacks=use_callbacks, auto_refresh=True)
+        return self._read_edr(transfer_process_id, use_callbacks=use_callbacks, auto_refresh=False)
+
+    def _read_edr(self, transfer_process_id: str, *, use_callbacks: bool, auto_refresh: bool) -> EndpointDataReference:
+        query = f"?auto_refresh={str(auto_refresh).lower()}" if self.settings.tractusx else ""
+        paths = [f"/v3/edrs/{transfer_process_id}/dataaddress{query}"]
         if self.is_v4:
-            paths.insert(0, self.api_path(f"edrs/{transfer_process_id}/dataaddress"))
+            paths.insert(0, self.api_path(f"edrs/{transfer_process_id}/dataaddress{query}"))
         answers = []
         for path in paths:
             try:
@@ -678,6 +726,88 @@ class EdcManagementHook(BaseHook):
                 return _masked(stored)
             detail += f"; the callback store: {why_not}"
         raise EdcEdrNotFound(transfer_process_id, self.settings.base_url, detail)
+
+    def refresh_edr(
+        self, transfer_process_id: str, stale: EndpointDataReference | None = None
+    ) -> EndpointDataReference:
+        """Refresh a transfer's EDR once, one caller at a time per transfer (Tractus-X EDC only).
+
+        Takes the transfer's EDR refresh lock in the callback store (waiting while another task, worker
+        or host holds it). With ``stale`` (the EDR the provider refused) it first reads the EDR again
+        without refreshing: when its token differs, someone refreshed while this caller waited, and that
+        EDR is returned. Otherwise ``POST /v3/edrs/{id}/refresh`` (Tractus-X ``EdrCacheApiController``:
+        the connector sends the provider's refresh endpoint a ``grant_type=refresh_token`` request
+        authenticated with a token it signs with the participant's key, as the Tractus-X refresh token
+        grant profile requires; no client without that key can refresh at the provider directly).
+
+        :param stale: the EDR whose token the provider refused, if any.
+        :raises ValueError: the connection is not a Tractus-X one (EDC has no EDR refresh).
+        :raises EdcApiError: the connector refused the refresh (e.g. the provider answered 4xx: the
+            transfer or its agreement is no longer valid).
+        :raises StoreUnavailableError: the lock stayed taken beyond twice its lease.
+        """
+        if not self.settings.tractusx:
+            raise ValueError(
+                f"Connection {self.edc_conn_id!r} is not a Tractus-X EDC connection (extra tractusx): "
+                "EDC has no API to refresh an EDR"
+            )
+        with self._edr_refresh_lock(transfer_process_id):
+            if stale is not None:
+                current = self._read_edr(transfer_process_id, use_callbacks=False, auto_refresh=False)
+                if current.authorization != stale.authorization:
+                    self.log.info("EDR of transfer process %s was refreshed by another task", transfer_process_id)
+                    return current
+            address = self._send("POST", f"/v3/edrs/{transfer_process_id}/refresh")
+            if not isinstance(address, Mapping):
+                raise EdcApiError(
+                    200,
+                    "POST",
+                    f"{self.settings.base_url}/v3/edrs/{transfer_process_id}/refresh",
+                    ["no data address in the answer"],
+                )
+            self.log.info("Refreshed the EDR of transfer process %s", transfer_process_id)
+            return _masked(EndpointDataReference.from_data_address(transfer_process_id, address))
+
+    def _lock_lease(self) -> float:
+        """Seconds an EDR refresh lock holds: longer than a read with every retry plus a refresh."""
+        return self.timeout * (self.retries + 2) + 30.0
+
+    @contextmanager
+    def _edr_refresh_lock(self, transfer_process_id: str) -> Iterator[None]:
+        """Hold the transfer's EDR refresh lock in the callback store (see
+        :meth:`EventStore.try_lock_edr_refresh`); without a store, go on unlocked (logged: a refused token
+        is still read again and refreshed once)."""
+        holder = uuid.uuid4().hex
+        lease = self._lock_lease()
+        try:
+            try:
+                store = get_store(waiting=True, migrate=False)
+                taken = store.try_lock_edr_refresh(transfer_process_id, holder, lease)
+            except StoreUnavailableError:
+                store = get_store(waiting=True)  # a store whose tables nobody upgraded yet
+                taken = store.try_lock_edr_refresh(transfer_process_id, holder, lease)
+        except StoreUnavailableError as err:
+            self.log.warning("EDR of transfer process %s used without its lock: %s", transfer_process_id, err)
+            yield
+            return
+        deadline = time.monotonic() + 2 * lease
+        pause = 0.02
+        while not taken:
+            if time.monotonic() > deadline:
+                raise StoreUnavailableError(
+                    f"The EDR refresh lock of transfer process {transfer_process_id} stayed taken for "
+                    f"{2 * lease:.0f} s (its lease is {lease:.0f} s)"
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, _LOCK_POLL_MAX)
+            taken = store.try_lock_edr_refresh(transfer_process_id, holder, lease)
+        try:
+            yield
+        finally:
+            try:
+                store.unlock_edr_refresh(transfer_process_id, holder)
+            except StoreUnavailableError as err:  # the lease ends it
+                self.log.warning("EDR refresh lock of %s not released: %s", transfer_process_id, err)
 
     def _edr_from_callbacks(self, transfer_process_id: str) -> tuple[EndpointDataReference | None, str]:
         try:
@@ -721,17 +851,78 @@ class EdcManagementHook(BaseHook):
         path: str = "",
         params: Mapping[str, str] | None = None,
         timeout: float = 60.0,
+        auto_refresh: bool = True,
     ) -> FetchResult:
         """Download a started PULL transfer's data from the provider's public endpoint into ``destination``.
 
-        Gets the EDR with :meth:`get_edr` and sends ``GET <endpoint>[/<path>]`` with its token; the token
-        stays inside this call.
+        Gets the EDR with :meth:`get_edr` and sends ``GET <endpoint>[/<path>]`` with its token; the tokens
+        stay inside this call. When the provider refuses the token (401/403): reads the EDR again once
+        (another task may have refreshed it) and retries with a changed token; if still refused and the
+        connection is Tractus-X with ``auto_refresh``, refreshes once (:meth:`refresh_edr`: under the
+        transfer's lock, and not at all when another task refreshed meanwhile) and retries once. Never
+        more: then :class:`EdcEdrRefused`.
 
         :raises EdcEdrNotFound: no EDR is known for the transfer.
-        :raises EdcDataFetchError: the provider's endpoint refused the token or failed.
+        :raises EdcEdrRefused: the provider kept refusing the EDR (names the transfer, the URL and what to do).
+        :raises EdcDataFetchError: the provider's endpoint failed otherwise or could not be reached.
         """
-        edr = self.get_edr(transfer_process_id)
-        return fetch_to_file(edr, destination, path=path, params=params, timeout=timeout)
+
+        def fetch(edr: EndpointDataReference) -> FetchResult:
+            return fetch_to_file(edr, destination, path=path, params=params, timeout=timeout)
+
+        edr = self.get_edr(transfer_process_id, auto_refresh=auto_refresh)
+        try:
+            return fetch(edr)
+        except EdcDataFetchError as err:
+            if err.status_code not in _REFUSED:
+                raise
+            refused = err
+        self.log.info(
+            "The provider refused the EDR of transfer process %s (%s): reading it again",
+            transfer_process_id,
+            refused.status_code,
+        )
+        tried = "read the EDR again"
+        again = self.get_edr(transfer_process_id, auto_refresh=auto_refresh)
+        if again.authorization != edr.authorization:
+            try:
+                return fetch(again)
+            except EdcDataFetchError as err:
+                if err.status_code not in _REFUSED:
+                    raise
+                refused = err
+            edr = again
+        if auto_refresh and self.settings.tractusx:
+            tried = "read the EDR again and refreshed it once"
+            fresh = self.refresh_edr(transfer_process_id, stale=edr)
+            try:
+                return fetch(fresh)
+            except EdcDataFetchError as err:
+                if err.status_code not in _REFUSED:
+                    raise
+                refused = err
+            advice = (
+                "Start a new transfer; if that is refused too, check the contract agreement's policy "
+                "(it may have expired or no longer be satisfied)."
+            )
+        else:
+            advice = (
+                "Start a new transfer (the provider may have terminated this one, or its policy no longer "
+                "allows access)"
+                + (
+                    "; a Tractus-X EDC connector can refresh EDRs: set the connection's extra tractusx to true."
+                    if not self.settings.tractusx
+                    else "."
+                )
+            )
+        raise EdcEdrRefused(
+            transfer_process_id,
+            refused.url,
+            int(refused.status_code or 0),
+            str(refused).rsplit(": ", 1)[-1],
+            tried,
+            advice,
+        )
 
     def test_connection(self) -> tuple[bool, str]:
         """Query one transfer process to check the URL and API key (the UI's Test button)."""

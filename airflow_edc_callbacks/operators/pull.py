@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
-from airflow_edc_callbacks.edr import fetch_to_file
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 
 if TYPE_CHECKING:
@@ -36,7 +35,9 @@ class EdcPullDataOperator(BaseOperator):
     ``content_type`` and ``edr_source`` (``connector`` or ``callback``).
 
     :raises EdcEdrNotFound: no EDR is known for the transfer (not PULL, not started, or ended).
-    :raises EdcDataFetchError: the provider's endpoint refused the token or failed.
+    :raises EdcEdrRefused: the provider kept refusing the EDR after it was read again (and, on a Tractus-X
+        connection, refreshed once; see :meth:`EdcManagementHook.fetch_data`).
+    :raises EdcDataFetchError: the provider's endpoint failed.
     """
 
     template_fields: Sequence[str] = ("transfer_process_id", "destination", "path", "query_params", "edc_conn_id")
@@ -95,8 +96,7 @@ def pull_data(
     :raises EdcEdrNotFound: no EDR is known for the transfer.
     :raises EdcDataFetchError: the provider's endpoint refused the token or failed.
     """
-    edr = hook.get_edr(transfer_process_id)
-    result = fetch_to_file(edr, destination, path=path, params=query_params, timeout=request_timeout)
+    result = hook.fetch_data(transfer_process_id, destination, path=path, params=query_params, timeout=request_timeout)
     task.log.info(
         "Fetched %d bytes (sha256 %s, %s) of transfer process %s from %s into %s (EDR from the %s)",
         result.size,
@@ -105,6 +105,6 @@ def pull_data(
         transfer_process_id,
         result.url,
         result.file,
-        edr.source,
+        result.edr_source,
     )
-    return {**result.as_dict(), "edr_source": edr.source}
+    return result.as_dict()

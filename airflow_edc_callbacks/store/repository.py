@@ -27,6 +27,7 @@ from airflow_edc_callbacks.store.schema import upgrade
 from airflow_edc_callbacks.store.sqlite_file import SqliteFileGuard
 from airflow_edc_callbacks.store.tables import (
     CallbackEventRow,
+    EdrRefreshLockRow,
     ProcessBindingRow,
     TriggerCursorRow,
     TriggerFiredRow,
@@ -407,7 +408,8 @@ class EventStore:
 
         Events of a process or correlation id a waiting trigger holds (:meth:`hold`, renewed within
         ``older_than``) are kept. Stale holds, what event triggers fired for deleted events, and bindings
-        older than ``older_than`` of processes with no event left and no hold go too.
+        older than ``older_than`` of processes with no event left and no hold go too, as do EDR refresh
+        locks whose lease ended more than ``older_than`` ago (left by crashed holders).
 
         :raises StoreUnavailableError: the delete failed.
         """
@@ -425,6 +427,7 @@ class EventStore:
             with self._sessions.begin() as session:
                 result = session.execute(stmt)
                 session.execute(delete(hold).where(hold.renewed_at < cutoff))
+                session.execute(delete(EdrRefreshLockRow).where(EdrRefreshLockRow.expires_at < cutoff))
                 session.execute(delete(TriggerFiredRow).where(TriggerFiredRow.seq.not_in(select(event.seq))))
                 kept = select(event.process_id).where(event.process_id.is_not(None))
                 session.execute(
@@ -544,6 +547,46 @@ class EventStore:
         try:
             with self._sessions.begin() as session:
                 session.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"seq": seq}))
+        except SQLAlchemyError as err:
+            raise StoreUnavailableError(f"Cannot write to the callback event store: {err}") from err
+
+    def try_lock_edr_refresh(self, process_id: str, holder: str, lease: float) -> bool:
+        """Take the EDR refresh lock of ``process_id`` for ``holder`` unless someone else holds it.
+
+        One statement on both databases: insert the lock, or take over a lock whose lease has run out
+        (``INSERT ... ON CONFLICT DO UPDATE ... WHERE expires_at < now``); the row comes back only when
+        this holder got it. A holder may take its own lock again (the lease is renewed).
+
+        :param process_id: the transfer process id.
+        :param holder: a unique id of the caller (e.g. a UUID per attempt).
+        :param lease: seconds the lock holds without a release (a crashed holder blocks no longer).
+        :returns: whether ``holder`` holds the lock now.
+        :raises StoreUnavailableError: the write failed.
+        """
+        now = int(time.time() * 1000)
+        expires_at = now + int(lease * 1000)
+        lock = EdrRefreshLockRow
+        stmt = self._insert()(lock).values(process_id=process_id, holder=holder, expires_at=expires_at)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["process_id"],
+            set_={"holder": holder, "expires_at": expires_at},
+            where=or_(lock.expires_at < now, lock.holder == holder),
+        )
+        try:
+            with self._sessions.begin() as session:
+                return session.execute(stmt.returning(lock.holder)).first() is not None
+        except SQLAlchemyError as err:
+            raise StoreUnavailableError(f"Cannot write to the callback event store: {err}") from err
+
+    def unlock_edr_refresh(self, process_id: str, holder: str) -> None:
+        """Release ``holder``'s EDR refresh lock of ``process_id`` (nothing when another holder has it).
+
+        :raises StoreUnavailableError: the write failed.
+        """
+        lock = EdrRefreshLockRow
+        try:
+            with self._sessions.begin() as session:
+                session.execute(delete(lock).where(lock.process_id == process_id, lock.holder == holder))
         except SQLAlchemyError as err:
             raise StoreUnavailableError(f"Cannot write to the callback event store: {err}") from err
 

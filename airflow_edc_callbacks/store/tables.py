@@ -11,7 +11,15 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Index, Integer, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "CallbackEventRow", "ProcessBindingRow", "TriggerCursorRow", "TriggerFiredRow", "TriggerHoldRow"]
+__all__ = [
+    "Base",
+    "CallbackEventRow",
+    "EdrRefreshLockRow",
+    "ProcessBindingRow",
+    "TriggerCursorRow",
+    "TriggerFiredRow",
+    "TriggerHoldRow",
+]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_name)s",
@@ -102,3 +110,18 @@ class ProcessBindingRow(Base):
     process_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     correlation_id: Mapped[str] = mapped_column(String(128), nullable=False)
     bound_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class EdrRefreshLockRow(Base):
+    """Who refreshes a transfer's EDR right now: one refresh at a time per transfer process, across tasks,
+    workers and hosts (see :meth:`~airflow_edc_callbacks.store.EventStore.try_lock_edr_refresh`).
+
+    ``expires_at`` is epoch milliseconds: a lock past it is free again, so a holder that crashed blocks
+    nobody for longer than its lease.
+    """
+
+    __tablename__ = "edc_edr_refresh_lock"
+
+    process_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64), nullable=False)
+    expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
