@@ -94,7 +94,8 @@ def pull_data(
 
     :returns: the XCom result described on :class:`EdcPullDataOperator`.
     :raises EdcEdrNotFound: no EDR is known for the transfer.
-    :raises EdcDataFetchError: the provider's endpoint refused the token or failed.
+    :raises EdcEdrRefused: the provider kept refusing the EDR (see :meth:`EdcManagementHook.fetch_data`).
+    :raises EdcDataFetchError: the provider's endpoint failed.
     """
     result = hook.fetch_data(transfer_process_id, destination, path=path, params=query_params, timeout=request_timeout)
     task.log.info(
