@@ -115,6 +115,7 @@ class EdcDataFetchError(EdcCallbacksError):
         self.transfer_process_id = transfer_process_id
         self.url = url
         self.status_code = status_code
+        self.detail = detail
         answer = f"answered {status_code}" if status_code is not None else "could not be reached"
         super().__init__(f"Data request GET {url} for transfer process {transfer_process_id} {answer}: {detail}")
 
@@ -142,6 +143,7 @@ class EdcEdrRefused(EdcDataFetchError):
         self.transfer_process_id = transfer_process_id
         self.url = url
         self.status_code: int | None = status_code
+        self.detail = detail
 
 
 class StoreUnavailableError(EdcCallbacksError):

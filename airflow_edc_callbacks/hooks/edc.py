@@ -893,18 +893,22 @@ class EdcManagementHook(BaseHook):
                 refused = err
             edr = again
         if auto_refresh and self.settings.tractusx:
-            tried = "read the EDR again and refreshed it once"
-            fresh = self.refresh_edr(transfer_process_id, stale=edr)
-            try:
-                return fetch(fresh)
-            except EdcDataFetchError as err:
-                if err.status_code not in _REFUSED:
-                    raise
-                refused = err
             advice = (
                 "Start a new transfer; if that is refused too, check the contract agreement's policy "
                 "(it may have expired or no longer be satisfied)."
             )
+            try:
+                fresh = self.refresh_edr(transfer_process_id, stale=edr)
+            except EdcApiError as err:  # the provider refused the refresh too (via the connector)
+                tried = f"read the EDR again and asked the connector to refresh it, which failed ({err})"
+            else:
+                tried = "read the EDR again and refreshed it once"
+                try:
+                    return fetch(fresh)
+                except EdcDataFetchError as err:
+                    if err.status_code not in _REFUSED:
+                        raise
+                    refused = err
         else:
             advice = (
                 "Start a new transfer (the provider may have terminated this one, or its policy no longer "
@@ -919,7 +923,7 @@ class EdcManagementHook(BaseHook):
             transfer_process_id,
             refused.url,
             int(refused.status_code or 0),
-            str(refused).rsplit(": ", 1)[-1],
+            refused.detail,
             tried,
             advice,
         )

@@ -176,6 +176,7 @@ class FakeTractusX:
         self.stale_answers = 0
         self.hold_stale = 0
         self.rotate_on_refusal: str | None = None  # another task's refresh, seen on the next read
+        self.refresh_refused = False  # the provider refuses the refresh (the connector answers 400)
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -228,6 +229,10 @@ class FakeTractusX:
             def do_POST(self) -> None:
                 url = urlsplit(self.path)
                 if url.path.startswith("/management/v3/edrs/") and url.path.endswith("/refresh"):
+                    if fake.refresh_refused:
+                        fake.refreshes += 1
+                        self._json(400, [{"message": "refresh token rejected by the provider", "type": "BadRequest"}])
+                        return
                     with fake.lock:
                         fake.refreshes += 1
                         fake.token = f"fresh-{fake.refreshes}"
@@ -322,6 +327,23 @@ def test_still_refused_after_one_refresh_is_a_typed_error(
     assert fake.data_requests == ["stale-token", "fresh-1"]
     assert fake.refreshes == 1
     assert not (tmp_path / "out.txt").exists()
+
+
+def test_a_refused_refresh_is_the_typed_error_too(
+    monkeypatch: pytest.MonkeyPatch, fake: FakeTractusX, tmp_path: Path
+) -> None:
+    use_connection(monkeypatch, fake, tractusx=True)
+    fake.refresh_refused = True
+    with pytest.raises(EdcEdrRefused) as info:
+        EdcManagementHook(retries=0).fetch_data("tp-expired", tmp_path / "out.txt", path="items")
+    message = str(info.value)
+    assert f"GET {fake.url}/public/items for transfer process tp-expired answered 401" in message
+    assert '({"error": "token expired or unknown"})' in message  # the data plane's answer, whole
+    assert "asked the connector to refresh it, which failed" in message
+    assert "refresh token rejected by the provider" in message
+    assert "Start a new transfer" in message
+    assert fake.refreshes == 1
+    assert fake.data_requests == ["stale-token"]
 
 
 def test_plain_edc_reads_again_but_never_refreshes(
