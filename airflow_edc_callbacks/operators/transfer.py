@@ -40,6 +40,8 @@ class EdcTransferOperator(BaseOperator):
     :class:`~airflow_edc_callbacks.triggers.callback.EdcCallbackTrigger` and resumes on the terminal
     event: ``TransferProcessCompleted`` (PUSH), ``TransferProcessStarted`` (PULL, the EDR is ready) or
     ``TransferProcessTerminated`` (the task fails with the connector's reason and the transfer id).
+    With ``deferrable=False`` the worker runs the same trigger itself. ``TransferProcessSuspended`` and
+    ``TransferProcessResumed`` are logged and kept in the timeline; they never end the wait.
 
     A retry of the same task instance (try 2 and later) first asks the connector, in one query, for a
     transfer process an earlier try started that is not finished, and waits for it instead of starting
