@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_CONN_ID",
     "SECTION",
     "airflow_home",
+    "default_deferrable",
     "get_body_timeout",
     "get_callback_auth",
     "get_callback_base_url",
@@ -57,6 +58,17 @@ def airflow_home() -> Path:
     from airflow.configuration import AIRFLOW_HOME
 
     return Path(AIRFLOW_HOME)
+
+
+def default_deferrable() -> bool:
+    """Airflow's ``[operators] default_deferrable`` (Airflow's own default: ``False``).
+
+    The default of ``deferrable`` in every operator and sensor of this provider, read when the module
+    defining them is imported (the idiom of Apache Airflow's own providers).
+    """
+    from airflow.configuration import conf
+
+    return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
 def get_store_url() -> str:

@@ -25,6 +25,7 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -65,6 +66,8 @@ __all__ = [
     "EventEnvelope",
     "TransferEventType",
     "WaitFor",
+    "as_list",
+    "check_callback_events",
     "check_json_value",
     "context_terms",
     "expand_key",
@@ -101,6 +104,14 @@ TERMINAL_TRANSFER_EVENTS = frozenset({TransferEventType.COMPLETED.value, Transfe
 TERMINAL_TRANSFER_STATES = frozenset({"COMPLETED", "TERMINATED", "DEPROVISIONED"})
 """Final transfer process states (``TransferProcessStates.isFinal`` in EDC 0.18)."""
 
+SUSPENSION_TRANSFER_STATES = frozenset({"SUSPENDING", "SUSPENDING_REQUESTED", "SUSPENDED", "RESUMING", "RESUMED"})
+"""States of a suspended transfer and of one being resumed (EDC ``TransferProcessStates`` 650-725): not
+final, so a waiting task keeps waiting; on resume EDC 0.15-0.17 send ``TransferProcessStarted`` again
+(the provider's new ``TransferStartMessage``), EDC 0.18+ also send ``TransferProcessResumed``."""
+
+SUSPENSION_TRANSFER_EVENTS = frozenset({TransferEventType.SUSPENDED.value, TransferEventType.RESUMED.value})
+"""Events of a transfer's suspension and resumption: shown in the timeline, never ending a wait."""
+
 
 class WaitFor(str, Enum):
     """What an operator waits for: ``started`` (PULL: the EDR is ready) or ``completed`` (PUSH)."""
@@ -131,7 +142,8 @@ def terminal_outcome(event_type: str, wait_for: WaitFor) -> str | None:
 
     :returns: ``"success"`` when the event ends the wait successfully, ``"failed"`` for
         ``TransferProcessTerminated``, otherwise ``None`` (keep waiting). A ``TransferProcessCompleted``
-        also ends a wait for ``started`` (the transfer went past it).
+        also ends a wait for ``started`` (the transfer went past it). ``TransferProcessSuspended`` and
+        ``TransferProcessResumed`` never end a wait (see :data:`SUSPENSION_TRANSFER_EVENTS`).
     """
     if event_type == TransferEventType.TERMINATED.value:
         return "failed"
@@ -147,6 +159,8 @@ def state_outcome(state: str, wait_for: WaitFor) -> str | None:
 
     ``DEPROVISIONED`` (EDC up to 0.15 deprovisions completed and terminated transfers alike) is a
     failure: the state no longer tells whether the data arrived, and a false success is worse.
+    ``SUSPENDING``, ``SUSPENDED``, ``RESUMING`` and ``RESUMED`` keep a task waiting
+    (:data:`SUSPENSION_TRANSFER_STATES`): a suspended transfer is expected to be resumed or terminated.
     """
     state = state.upper()
     if state in ("TERMINATED", "DEPROVISIONED"):
@@ -211,13 +225,19 @@ def check_json_value(value: Any, max_depth: int = MAX_JSON_DEPTH) -> None:
             _storable(item)
 
 
+def _list_or_none(value: Any) -> Any:
+    """A list field as JSON-LD compaction may send it: one element as itself, or ``null``."""
+    return None if value is None else as_list(value)
+
+
 class CallbackAddressModel(BaseModel):
-    """A callback address as echoed in event payloads (EDC ``CallbackAddress``)."""
+    """A callback address as echoed in event payloads (EDC ``CallbackAddress``); ``events`` may come as
+    one string and the payload's ``callbackAddresses`` as one object (compacted one-element arrays)."""
 
     model_config = ConfigDict(extra="allow")
 
     uri: str | None = None
-    events: list[str] | None = None
+    events: Annotated[list[str] | None, BeforeValidator(_list_or_none)] = None
     transactional: bool | None = None
     authKey: str | None = None
     authCodeId: str | None = None
@@ -243,7 +263,7 @@ class EventPayload(BaseModel):
     participantContextId: str | None = None
     protocol: str | None = None
     reason: str | None = None
-    callbackAddresses: list[CallbackAddressModel] | None = None
+    callbackAddresses: Annotated[list[CallbackAddressModel] | None, BeforeValidator(_list_or_none)] = None
 
     @field_validator("*", mode="after")
     @classmethod
@@ -352,12 +372,46 @@ def normalize_jsonld(value: Any) -> Any:
 
 
 def as_list(value: Any) -> list[Any]:
-    """Return ``value`` as a list: ``None`` -> ``[]``, ``x`` -> ``[x]``, a list unchanged."""
+    """Return ``value`` as a list: ``None`` -> ``[]``, ``x`` -> ``[x]``, a list unchanged.
+
+    The one reader of every list field of connector JSON (``callbackAddresses``, ``events``, a catalog's
+    ``dcat:dataset`` and ``odrl:hasPolicy``, query results, error details): EDC's JSON-LD compaction
+    turns a one-element array into the element itself (eclipse-tractusx/tractus-x-umbrella#353).
+    """
     if value is None:
         return []
     if isinstance(value, list):
         return value
     return [value]
+
+
+def check_callback_events(events: Any) -> tuple[str, ...]:
+    """Check the ``events`` of a callback address; return them as a tuple of stripped prefixes.
+
+    EDC sends an event to a callback address when the event's name starts with one of its ``events``
+    (``CallbackEventDispatcher.matches``: ``events.stream().anyMatch(eventName::startsWith)``). So an
+    empty list matches nothing: a dynamic callback address with ``events: []`` never fires. An empty
+    prefix matches everything: a static callback's ``edc.callback.<name>.events`` of ``""`` subscribes
+    to every event of the runtime (assets, policies, contract definitions...), and one without the
+    setting stops the connector at start-up. Both are refused here.
+
+    :param events: a sequence of prefixes such as ``["transfer.process"]`` (a single string is one prefix).
+    :raises ValueError: no prefix, or an empty one.
+    """
+    if events is None or isinstance(events, str):
+        events = as_list(events)
+    items = tuple(str(e).strip() for e in events if e is not None)
+    if not items:
+        raise ValueError(
+            "events must name at least one event prefix, e.g. ['transfer.process']: EDC matches event names "
+            "by prefix, so a callback address with an empty events list never fires"
+        )
+    if any(not e for e in items):
+        raise ValueError(
+            "events must not hold an empty prefix: EDC matches event names by prefix, so an empty one "
+            "subscribes to every event of the connector (assets, policies, contract definitions...)"
+        )
+    return items
 
 
 def jsonld_get(document: Mapping[str, Any], key: str, default: Any = None) -> Any:

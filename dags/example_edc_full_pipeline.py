@@ -63,6 +63,7 @@ with DAG(
     # [START howto_operator_edc_negotiation]
     negotiate = EdcContractNegotiationOperator(
         task_id="negotiate",
+        deferrable=True,  # wait in the triggerer, not in a worker slot
         asset_id="{{ params.asset_id }}",
         counter_party_id="{{ params.counter_party_id }}",
         offer="{{ params.offer | tojson }}",  # JSON text; "null" takes the catalog's first offer
@@ -73,6 +74,7 @@ with DAG(
 
     push_transfer = EdcTransferOperator(
         task_id="push_transfer",
+        deferrable=True,  # wait in the triggerer, not in a worker slot
         contract_id=AGREEMENT,
         transfer_type="HttpData-PUSH",
         data_destination={"type": "HttpData", "baseUrl": "{{ params.sink_base_url }}/full_pipeline/" + RUN},
@@ -83,6 +85,7 @@ with DAG(
     # [START howto_operator_edc_pull]
     pull_transfer = EdcTransferOperator(
         task_id="pull_transfer",
+        deferrable=True,  # wait in the triggerer, not in a worker slot
         contract_id=AGREEMENT,
         transfer_type="HttpData-PULL",  # resumes on TransferProcessStarted: the EDR is ready
         **COMMON,
@@ -99,6 +102,7 @@ with DAG(
     # [START howto_operator_edc_negotiated_transfer]
     negotiate_and_pull = EdcNegotiatedTransferOperator(
         task_id="negotiate_and_pull",
+        deferrable=True,  # wait in the triggerer, not in a worker slot
         asset_id="{{ params.asset_id }}",
         counter_party_id="{{ params.counter_party_id }}",
         offer="{{ params.offer | tojson }}",

@@ -48,6 +48,7 @@ with DAG(
     # [START howto_operator_edc_transfer_mapped]
     transfers = EdcTransferOperator.partial(
         task_id="transfer",
+        deferrable=True,  # wait in the triggerer, not in a worker slot
         contract_id="{{ params.contract_id }}",
         counter_party_address="{{ params.counter_party_address }}",
         transfer_type="HttpData-PUSH",

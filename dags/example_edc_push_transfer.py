@@ -37,6 +37,7 @@ with DAG(
     # [START howto_operator_edc_transfer_push]
     push_transfer = EdcTransferOperator(
         task_id="push_transfer",
+        deferrable=True,  # wait in the triggerer, not in a worker slot
         contract_id="{{ params.contract_id }}",
         counter_party_address="{{ params.counter_party_address }}",
         transfer_type="HttpData-PUSH",

@@ -31,6 +31,7 @@ with DAG(
 ) as dag:
     EdcTransferOperator(
         task_id="transfer_from_broken_source",
+        deferrable=True,  # wait in the triggerer, not in a worker slot
         contract_id="{{ params.contract_id }}",
         counter_party_address="{{ params.counter_party_address }}",
         transfer_type="HttpData-PUSH",

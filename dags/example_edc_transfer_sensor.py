@@ -5,6 +5,8 @@ The consumer connector must send its events to this Airflow through a static cal
 Trigger with a transfer process id, or with an asset id to follow the first new transfer of that asset::
 
     {"asset_id": "demo-asset"}        or        {"transfer_process_id": "<id>"}
+
+``wait_for`` is ``completed`` (default; PUSH) or ``started`` (PULL: its EDR is ready).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ with DAG(
     params={
         "transfer_process_id": Param("", type="string"),
         "asset_id": Param("", type="string"),
+        "wait_for": Param("completed", type="string", enum=["completed", "started"]),
     },
     render_template_as_native_obj=True,
     doc_md=__doc__,
@@ -30,8 +33,10 @@ with DAG(
     # [START howto_sensor_edc_transfer]
     EdcTransferSensor(
         task_id="wait_for_transfer",
+        deferrable=True,  # wait in the triggerer, not in a worker slot
         transfer_process_id="{{ params.transfer_process_id or None }}",
         asset_id="{{ params.asset_id or None }}",
+        wait_for="{{ params.wait_for }}",
         timeout=timedelta(minutes=10).total_seconds(),
     )
     # [END howto_sensor_edc_transfer]

@@ -44,6 +44,7 @@ from airflow_edc_callbacks.models import (
     EndpointDataReference,
     TransferEventType,
     as_list,
+    check_callback_events,
     jsonld_get,
     normalize_jsonld,
 )
@@ -411,16 +412,20 @@ class EdcManagementHook(BaseHook):
             body["callbackAddresses"] = [dict(cb) for cb in callback_addresses]
         return body
 
-    def callback_address(self, uri: str, events: Sequence[str] = ("transfer.process",)) -> dict[str, Any]:
+    def callback_address(self, uri: str, events: Sequence[str] | str = ("transfer.process",)) -> dict[str, Any]:
         """A non-transactional ``CallbackAddress`` for ``uri``, with the connection's auth header if set.
 
         In v4 the auth fields carry the ``edc:`` prefix: the management/v2 context defines only ``uri``,
         ``transactional`` and ``events`` for a ``CallbackAddress`` and would drop plain ``authKey``.
+
+        :param events: event name prefixes (EDC matches by prefix), e.g. ``["transfer.process"]``.
+        :raises ValueError: ``events`` is empty (such an address never fires) or holds an empty prefix
+            (see :func:`~airflow_edc_callbacks.models.check_callback_events`).
         """
         address: dict[str, Any] = {
             "@type": "CallbackAddress",
             "uri": uri,
-            "events": list(events),
+            "events": list(check_callback_events(events)),
             "transactional": False,
         }
         if self.settings.callback_auth_key and self.settings.callback_auth_code_id:

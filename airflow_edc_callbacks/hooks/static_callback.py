@@ -13,6 +13,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 from airflow_edc_callbacks.config import DEFAULT_AUTH_HEADER
+from airflow_edc_callbacks.models import check_callback_events
 from airflow_edc_callbacks.static_callbacks import (
     CONN_ID_PREFIX,
     CONN_TYPE,
@@ -66,14 +67,13 @@ class EdcStaticCallbackHook(BaseHook):
         :param events: event name prefixes, e.g. ``["transfer.process", "contract.negotiation"]``.
         :param auth_header: header name; ``None`` keeps the registered one (default ``X-Edc-Callback-Auth``).
         :param vault_alias: vault alias; ``None`` keeps the registered one (default ``edc-static-callback-<name>``).
-        :raises ValueError: bad name or empty events (EDC requires ``events``; an empty prefix would match
-            every event of the runtime).
+        :raises ValueError: bad name, or no or an empty event prefix (EDC requires the ``events`` setting
+            and matches by prefix: an empty ``edc.callback.<name>.events`` subscribes to every event of
+            the runtime; see :func:`~airflow_edc_callbacks.models.check_callback_events`).
         :raises sqlalchemy.exc.SQLAlchemyError: the metastore cannot be written.
         """
         check_name(name)
-        events = tuple(e.strip() for e in events)
-        if not events or any(not e for e in events):
-            raise ValueError("events must name at least one non-empty event prefix, e.g. transfer.process")
+        events = check_callback_events(events)
         existing = self.get_registration(name)
         secret = existing.secret if existing and not rotate else secrets.token_urlsafe(32)
         registration = StaticCallbackRegistration(

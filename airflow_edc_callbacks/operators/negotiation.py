@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import BaseOperator
 
-from airflow_edc_callbacks.config import DEFAULT_CONN_ID
+from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable
 from airflow_edc_callbacks.exceptions import EdcNegotiationFailed
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.operators.resume import connector_url, log_timeline, validate_event, worker_exit_seconds
@@ -104,7 +104,9 @@ class EdcContractNegotiationOperator(NegotiationSteps, BaseOperator):
     :param edc_conn_id: the ``edc`` connection of the consumer connector (templated).
     :param timeout: how long to wait (seconds or timedelta; default 1 h).
     :param fallback_check_interval: seconds without a callback before asking the connector once.
-    :param deferrable: defer to the triggerer (default) or wait in the worker.
+    :param deferrable: defer to the triggerer while waiting (``True``) or wait in the worker on the same
+        event store (``False``); default Airflow's ``[operators] default_deferrable`` (``False`` unless
+        set).
 
     Returns (XCom): ``contract_negotiation_id``, ``contract_agreement_id`` (the ``contract_id`` of a
     transfer), ``state``, ``asset_id``, ``counter_party_id``, ``source`` and ``timeline``.
@@ -135,7 +137,7 @@ class EdcContractNegotiationOperator(NegotiationSteps, BaseOperator):
         edc_conn_id: str = DEFAULT_CONN_ID,
         timeout: timedelta | float = timedelta(hours=1),
         fallback_check_interval: float | None = None,
-        deferrable: bool = True,
+        deferrable: bool = default_deferrable(),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
 from airflow_edc_callbacks.models import resolve_wait_for
 from airflow_edc_callbacks.operators.negotiation import NegotiationSteps, complete_negotiation
-from airflow_edc_callbacks.operators.pull import pull_data
+from airflow_edc_callbacks.operators.pull import pull_data, terminate_after_fetch
 from airflow_edc_callbacks.operators.transfer import EdcTransferOperator
 
 if TYPE_CHECKING:
@@ -39,7 +39,8 @@ class EdcNegotiatedTransferOperator(NegotiationSteps, EdcTransferOperator):
     :param counter_party_address: the provider's DSP address (templated).
     :param counter_party_id: the provider's participant id (templated).
     :param offer: an offer to use instead of the catalog's first (templated).
-    :param transfer_type: ``HttpData-PULL`` (default) or ``HttpData-PUSH`` (templated).
+    :param transfer_type: ``HttpData-PULL`` or ``HttpData-PUSH`` (templated); required, as in every
+        operator of this provider (see :class:`~airflow_edc_callbacks.operators.transfer.EdcTransferOperator`).
     :param data_destination: the ``DataAddress`` to push to (PUSH) (templated).
     :param destination: PULL: the local file the data goes to (templated); ``None`` leaves the fetch to
         a later task (:class:`~airflow_edc_callbacks.operators.pull.EdcPullDataOperator`).
@@ -47,6 +48,10 @@ class EdcNegotiatedTransferOperator(NegotiationSteps, EdcTransferOperator):
     :param query_params: PULL: query parameters of the data request (templated).
     :param negotiation_timeout: how long the negotiation may take (seconds or timedelta; default 1 h).
     :param request_timeout: PULL: seconds for the data request's connect and read.
+    :param terminate_after_fetch: PULL with ``destination``: once the data landed, terminate the transfer
+        process on the connector (default ``False``; see
+        :func:`~airflow_edc_callbacks.operators.pull.terminate_after_fetch`: a transfer already final is
+        fine, a failing terminate is a warning, never a failure of the task).
 
     Other parameters as :class:`~airflow_edc_callbacks.operators.transfer.EdcTransferOperator`
     (``timeout`` bounds the transfer's wait).
@@ -54,7 +59,8 @@ class EdcNegotiatedTransferOperator(NegotiationSteps, EdcTransferOperator):
     Returns (XCom): the transfer's result (``transfer_process_id``, ``state``, ``source``, ``timeline``...)
     with ``negotiation`` (``contract_negotiation_id``, ``contract_agreement_id``, ``source``,
     ``timeline``; ``None`` when a retry took over an earlier try's transfer) and, when data was fetched,
-    ``data`` (``file``, ``size``, ``sha256``...). Never the EDR or its token.
+    ``data`` (``file``, ``size``, ``sha256``...; with ``terminate_after_fetch`` also ``terminated``). Never
+    the EDR or its token.
 
     :raises EdcNegotiationFailed: the negotiation was terminated.
     :raises EdcTransferFailed: the transfer was terminated.
@@ -83,13 +89,14 @@ class EdcNegotiatedTransferOperator(NegotiationSteps, EdcTransferOperator):
         counter_party_address: str,
         counter_party_id: str,
         offer: Mapping[str, Any] | str | None = None,
-        transfer_type: str = "HttpData-PULL",
+        transfer_type: str,
         destination: str | None = None,
         path: str = "",
         query_params: Mapping[str, str] | None = None,
         edc_conn_id: str = DEFAULT_CONN_ID,
         negotiation_timeout: timedelta | float = timedelta(hours=1),
         request_timeout: float = 60.0,
+        terminate_after_fetch: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -111,6 +118,7 @@ class EdcNegotiatedTransferOperator(NegotiationSteps, EdcTransferOperator):
             else timedelta(seconds=negotiation_timeout)
         )
         self.request_timeout = request_timeout
+        self.terminate_after_fetch = terminate_after_fetch
 
     def _request_asset_id(self) -> str | None:
         return None  # the contract agreement names the asset
@@ -158,13 +166,16 @@ class EdcNegotiatedTransferOperator(NegotiationSteps, EdcTransferOperator):
         result = super().execute_complete(context, event)
         result["negotiation"] = negotiation
         if self.destination and result.get("state") == "STARTED":
+            hook = self._hook()
             result["data"] = pull_data(
                 self,
-                self._hook(),
+                hook,
                 result["transfer_process_id"],
                 self.destination,
                 path=self.path,
                 query_params=self.query_params,
                 request_timeout=self.request_timeout,
             )
+            if self.terminate_after_fetch:
+                result["data"]["terminated"] = terminate_after_fetch(self, hook, result["transfer_process_id"])
         return result

@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
+from airflow_edc_callbacks.exceptions import EdcApiError, EdcCallbacksError
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+from airflow_edc_callbacks.models import TERMINAL_TRANSFER_STATES
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["EdcPullDataOperator", "pull_data"]
+__all__ = ["EdcPullDataOperator", "pull_data", "terminate_after_fetch"]
 
 
 class EdcPullDataOperator(BaseOperator):
@@ -30,9 +32,14 @@ class EdcPullDataOperator(BaseOperator):
     :param query_params: query parameters, for assets with ``proxyQueryParams`` (templated).
     :param edc_conn_id: the ``edc`` connection of the consumer connector (templated).
     :param request_timeout: seconds for connecting and between received chunks.
+    :param terminate_after_fetch: once the data landed, terminate the transfer process on the connector
+        (default ``False``): a PULL transfer otherwise stays ``STARTED``, its EDR usable, until the
+        provider ends it. A transfer already final is fine; a failing terminate is a warning in the log,
+        never a failure of the task (see :func:`terminate_after_fetch`).
 
     Returns (XCom): ``transfer_process_id``, ``url`` (no token), ``file``, ``size`` (bytes), ``sha256``,
-    ``content_type`` and ``edr_source`` (``connector`` or ``callback``).
+    ``content_type``, ``edr_source`` (``connector`` or ``callback``) and, with ``terminate_after_fetch``,
+    ``terminated`` (``True`` when the connector took the terminate or the transfer was final already).
 
     :raises EdcEdrNotFound: no EDR is known for the transfer (not PULL, not started, or ended).
     :raises EdcEdrRefused: the provider kept refusing the EDR after it was read again (and, on a Tractus-X
@@ -53,6 +60,7 @@ class EdcPullDataOperator(BaseOperator):
         query_params: Mapping[str, str] | None = None,
         edc_conn_id: str = DEFAULT_CONN_ID,
         request_timeout: float = 60.0,
+        terminate_after_fetch: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -62,6 +70,10 @@ class EdcPullDataOperator(BaseOperator):
         self.query_params = query_params
         self.edc_conn_id = edc_conn_id
         self.request_timeout = request_timeout
+        self.terminate_after_fetch = terminate_after_fetch
+
+    def _hook(self) -> EdcManagementHook:
+        return EdcManagementHook(self.edc_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
         if not self.transfer_process_id or not self.destination:
@@ -69,15 +81,19 @@ class EdcPullDataOperator(BaseOperator):
                 f"transfer_process_id and destination must not be empty "
                 f"(got {self.transfer_process_id!r}, {self.destination!r})"
             )
-        return pull_data(
+        hook = self._hook()
+        result = pull_data(
             self,
-            EdcManagementHook(self.edc_conn_id),
+            hook,
             self.transfer_process_id,
             self.destination,
             path=self.path,
             query_params=self.query_params,
             request_timeout=self.request_timeout,
         )
+        if self.terminate_after_fetch:
+            result["terminated"] = terminate_after_fetch(self, hook, self.transfer_process_id)
+        return result
 
 
 def pull_data(
@@ -109,3 +125,41 @@ def pull_data(
         result.edr_source,
     )
     return result.as_dict()
+
+
+def terminate_after_fetch(task: BaseOperator, hook: EdcManagementHook, transfer_process_id: str) -> bool:
+    """Terminate a PULL transfer whose data landed; never raises (the data is there, the task succeeds).
+
+    ``POST /{version}/transferprocesses/{id}/terminate`` (EDC ``TerminateTransfer``, with a reason naming
+    the task). EDC refuses to terminate a transfer that is final already (409, or 400 on some versions):
+    then one state request tells whether it is ``COMPLETED`` / ``TERMINATED`` / ``DEPROVISIONED`` (logged
+    as information) or not (a warning). Any other error, or an unreachable connector, is a warning.
+
+    :returns: ``True`` when the connector accepted the terminate or the transfer was final already.
+    """
+    reason = f"data fetched by Airflow task {task.task_id}"
+    try:
+        hook.terminate_transfer(transfer_process_id, reason)
+    except EdcApiError as err:
+        if err.status_code in (400, 409):
+            try:
+                state = hook.get_transfer_state(transfer_process_id).upper()
+            except EdcCallbacksError as state_err:
+                state = f"unknown ({state_err})"
+            if state in TERMINAL_TRANSFER_STATES:
+                task.log.info("Transfer process %s was %s already; nothing to terminate", transfer_process_id, state)
+                return True
+            task.log.warning(
+                "Could not terminate transfer process %s (state %s) after the fetch: %s",
+                transfer_process_id,
+                state,
+                err,
+            )
+            return False
+        task.log.warning("Could not terminate transfer process %s after the fetch: %s", transfer_process_id, err)
+        return False
+    except EdcCallbacksError as err:
+        task.log.warning("Could not terminate transfer process %s after the fetch: %s", transfer_process_id, err)
+        return False
+    task.log.info("Terminated transfer process %s on %s: %s", transfer_process_id, hook.settings.base_url, reason)
+    return True

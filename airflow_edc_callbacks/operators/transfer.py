@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_edc_callbacks.config import DEFAULT_CONN_ID, get_callback_base_url
+from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable, get_callback_base_url
 from airflow_edc_callbacks.exceptions import EdcTransferFailed
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.models import (
@@ -40,6 +40,8 @@ class EdcTransferOperator(BaseOperator):
     :class:`~airflow_edc_callbacks.triggers.callback.EdcCallbackTrigger` and resumes on the terminal
     event: ``TransferProcessCompleted`` (PUSH), ``TransferProcessStarted`` (PULL, the EDR is ready) or
     ``TransferProcessTerminated`` (the task fails with the connector's reason and the transfer id).
+    With ``deferrable=False`` the worker runs the same trigger itself. ``TransferProcessSuspended`` and
+    ``TransferProcessResumed`` are logged and kept in the timeline; they never end the wait.
 
     A retry of the same task instance (try 2 and later) first asks the connector, in one query, for a
     transfer process an earlier try started that is not finished, and waits for it instead of starting
@@ -48,7 +50,10 @@ class EdcTransferOperator(BaseOperator):
     :param contract_id: the contract agreement id (templated).
     :param counter_party_address: the provider's DSP address, e.g. ``http://provider:19194/protocol/2025-1``
         (templated).
-    :param transfer_type: e.g. ``HttpData-PUSH`` or ``HttpData-PULL`` (templated).
+    :param transfer_type: e.g. ``HttpData-PUSH`` or ``HttpData-PULL`` (templated); required, with no
+        default, in every operator of this provider: it decides what the task waits for (PULL: started,
+        PUSH: completed) and whether ``data_destination`` is needed, so a silent default would pick one
+        of two different jobs for the user.
     :param data_destination: the ``DataAddress`` to push to, e.g. ``{"type": "HttpData", "baseUrl": ...}``;
         omit for PULL (templated).
     :param protocol: DSP protocol id; default the connection's (``dataspace-protocol-http:2025-1``) (templated).
@@ -60,7 +65,9 @@ class EdcTransferOperator(BaseOperator):
     :param timeout: how long to wait for the terminal state (seconds or timedelta; default 24 h).
     :param fallback_check_interval: seconds without a callback before asking the connector once;
         default ``[edc_callbacks] fallback_check_interval``.
-    :param deferrable: defer to the triggerer (default); ``False`` waits in the worker on the same store.
+    :param deferrable: defer to the triggerer while waiting (``True``) or wait in the worker on the same
+        event store (``False``); default Airflow's ``[operators] default_deferrable`` (``False`` unless
+        set).
     :param reattach: on a retry, wait for an unfinished transfer of an earlier try (default ``True``).
 
     Returns (XCom ``return_value``): ``transfer_process_id``, ``state``, ``asset_id``, ``contract_id``,
@@ -90,7 +97,7 @@ class EdcTransferOperator(BaseOperator):
         *,
         contract_id: str,
         counter_party_address: str,
-        transfer_type: str = "HttpData-PUSH",
+        transfer_type: str,
         data_destination: Mapping[str, Any] | None = None,
         protocol: str | None = None,
         asset_id: str | None = None,
@@ -99,7 +106,7 @@ class EdcTransferOperator(BaseOperator):
         edc_conn_id: str = DEFAULT_CONN_ID,
         timeout: timedelta | float = timedelta(hours=24),
         fallback_check_interval: float | None = None,
-        deferrable: bool = True,
+        deferrable: bool = default_deferrable(),
         reattach: bool = True,
         **kwargs: Any,
     ) -> None:

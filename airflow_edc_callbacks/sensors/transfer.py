@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator
 
 from airflow_edc_callbacks._compat import AirflowSensorTimeout
-from airflow_edc_callbacks.config import DEFAULT_CONN_ID
+from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable
 from airflow_edc_callbacks.exceptions import TriggerEventError
 from airflow_edc_callbacks.models import TRANSFER_EVENT_PREFIX, WaitFor
 from airflow_edc_callbacks.operators.resume import worker_exit_seconds
@@ -43,6 +43,9 @@ class EdcTransferSensor(BaseSensorOperator):
         check (templated).
     :param fallback_check_interval: seconds without a callback before asking the connector once.
     :param timeout: seconds (the sensor's usual ``timeout``) until the task fails with a sensor timeout.
+    :param deferrable: defer to the triggerer while waiting (``True``) or wait in the worker on the same
+        event store (``False``); default Airflow's ``[operators] default_deferrable`` (``False`` unless
+        set).
 
     Returns the same XCom result as the operator.
 
@@ -62,7 +65,7 @@ class EdcTransferSensor(BaseSensorOperator):
         wait_for: str = WaitFor.COMPLETED.value,
         edc_conn_id: str = DEFAULT_CONN_ID,
         fallback_check_interval: float | None = None,
-        deferrable: bool = True,
+        deferrable: bool = default_deferrable(),
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("timeout", 24 * 3600)

@@ -25,6 +25,7 @@ from airflow_edc_callbacks.exceptions import EdcCallbacksError
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.models import (
     TRANSFER_EVENT_PREFIX,
+    TransferEventType,
     WaitFor,
     iso_from_epoch_ms,
     jsonld_get,
@@ -241,8 +242,14 @@ class EdcCallbackTrigger(BaseTrigger):
         Only trusted events count (:meth:`StoredEvent.trusted`): static-route events, and those that came
         with the token of the correlation id the process is bound to. Others are logged once and held
         back in case the binding turns up later. Events are told apart by envelope id.
+
+        Suspended and Resumed events go into the timeline and never end the wait. A ``Started`` that a
+        later ``TransferProcessSuspended`` of the same batch follows (a backlog read by a sensor or a
+        retry) does not end a wait for ``started``: the transfer is suspended now, and its resumption
+        sends ``TransferProcessStarted`` again.
         """
-        for stored in events:
+        events = list(events)
+        for index, stored in enumerate(events):
             if stored.envelope_id in seen or not self._about_this_process(stored):
                 continue
             if not stored.trusted(self._bound):
@@ -271,9 +278,23 @@ class EdcCallbackTrigger(BaseTrigger):
                 ", ".join(stored.routes),
             )
             result = self._event_result(stored, timeline)
+            if result is not None and self._suspended_later(stored, events[index + 1 :]):
+                self.log.info(
+                    "%s %s was suspended after it started; waiting for it to be resumed",
+                    self.PROCESS_LABEL,
+                    self.transfer_process_id,
+                )
+                result = None
             if result is not None:
                 return result
         return None
+
+    def _suspended_later(self, stored: StoredEvent, later: list[StoredEvent]) -> bool:
+        """``stored`` is a ``Started`` and a trusted ``TransferProcessSuspended`` of this process follows it."""
+        return stored.event_type == TransferEventType.STARTED.value and any(
+            e.event_type == TransferEventType.SUSPENDED.value and self._about_this_process(e) and e.trusted(self._bound)
+            for e in later
+        )
 
     def _event_result(self, stored: StoredEvent, timeline: list[dict[str, Any]]) -> dict[str, Any] | None:
         """The trigger's result if ``stored`` ends the wait, else ``None``."""

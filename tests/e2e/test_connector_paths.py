@@ -210,6 +210,7 @@ def test_operator_waits_in_worker_when_not_deferrable(
             task_id="push",
             contract_id=edc_env.agreements[edc.DEMO_ASSET],
             counter_party_address=edc_env.connectors.provider_dsp_address,
+            transfer_type="HttpData-PUSH",
             data_destination={"type": "HttpData", "baseUrl": f"{edc_env.data_server.url}/sink/worker-{run_id}"},
             deferrable=False,
             timeout=120,
@@ -237,6 +238,7 @@ def test_operator_waits_in_worker_when_not_deferrable(
         task_id="push",
         contract_id=edc_env.agreements[edc.BROKEN_ASSET],
         counter_party_address=edc_env.connectors.provider_dsp_address,
+        transfer_type="HttpData-PUSH",
         data_destination={"type": "HttpData", "baseUrl": f"{edc_env.data_server.url}/sink/never"},
         deferrable=False,
         timeout=120,
@@ -266,7 +268,9 @@ def test_retry_after_worker_crash_waits_for_the_running_transfer(
             task_id="push",
             contract_id=agreement,
             counter_party_address=edc_env.connectors.provider_dsp_address,
+            transfer_type="HttpData-PUSH",
             data_destination={"type": "HttpData", "baseUrl": f"{edc_env.data_server.url}/sink/slow"},
+            deferrable=True,
         )
 
     start_path = f"{edc.CONSUMER.management_path}/v3/transferprocesses"

@@ -84,7 +84,13 @@ def test_the_operator_binds_the_transfer_it_starts_and_other_tokens_are_refused(
 
     monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__CALLBACK_BASE_URL", "http://airflow/edc-callbacks")
     monkeypatch.setenv("AIRFLOW_CONN_EDC_DEFAULT", json.dumps({"conn_type": "edc", "host": "http://c/management"}))
-    op = EdcTransferOperator(task_id="push", contract_id="agreement-1", counter_party_address="http://p/protocol")
+    op = EdcTransferOperator(
+        task_id="push",
+        contract_id="agreement-1",
+        counter_party_address="http://p/protocol",
+        transfer_type="HttpData-PUSH",
+        deferrable=True,
+    )
     monkeypatch.setattr(op, "_hook", lambda: EdcManagementHook(transport=httpx.MockTransport(answer)))
     ti = SimpleNamespace(dag_id="d", run_id="r", task_id="push", map_index=-1, try_number=1)
     with pytest.raises(TaskDeferred):

@@ -110,7 +110,7 @@ async def test_one_shot_since(receiver: TestClient) -> None:
 
 
 def test_sensor_defers_on_the_transfer_with_no_token() -> None:
-    sensor = EdcTransferSensor(task_id="wait", transfer_process_id="tp-9")
+    sensor = EdcTransferSensor(task_id="wait", transfer_process_id="tp-9", deferrable=True)
     with pytest.raises(TaskDeferred) as info:
         sensor.execute({})  # type: ignore[arg-type]
     trigger = info.value.trigger
@@ -120,7 +120,7 @@ def test_sensor_defers_on_the_transfer_with_no_token() -> None:
 
 
 def test_sensor_by_asset_first_finds_the_transfer() -> None:
-    sensor = EdcTransferSensor(task_id="wait", asset_id="demo-asset", timeout=600)
+    sensor = EdcTransferSensor(task_id="wait", asset_id="demo-asset", timeout=600, deferrable=True)
     with pytest.raises(TaskDeferred) as info:
         sensor.execute({})  # type: ignore[arg-type]
     finder = info.value.trigger

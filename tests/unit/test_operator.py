@@ -27,6 +27,8 @@ def operator(**kwargs: Any) -> EdcTransferOperator:
         "task_id": "transfer",
         "contract_id": "contract-1",
         "counter_party_address": "http://provider.example/protocol/2025-1",
+        "transfer_type": "HttpData-PUSH",
+        "deferrable": True,
     }
     defaults.update(kwargs)
     return EdcTransferOperator(**defaults)
@@ -122,6 +124,8 @@ def negotiated(**kwargs: Any) -> Any:
         "asset_id": "demo-asset",
         "counter_party_address": "http://provider.example/protocol/2025-1",
         "counter_party_id": "provider",
+        "transfer_type": "HttpData-PULL",
+        "deferrable": True,
     }
     defaults.update(kwargs)
     return EdcNegotiatedTransferOperator(**defaults)
@@ -136,7 +140,7 @@ NEGOTIATION = {
 }
 
 
-def test_negotiated_transfer_defaults_to_pull_and_templates_its_inputs() -> None:
+def test_negotiated_transfer_keeps_its_transfer_type_and_templates_its_inputs() -> None:
     op = negotiated()
     assert op.transfer_type == "HttpData-PULL"
     assert {"asset_id", "counter_party_id", "offer", "destination", "path", "edc_conn_id"} <= set(op.template_fields)
