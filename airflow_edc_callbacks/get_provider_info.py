@@ -148,6 +148,13 @@ def get_provider_info() -> dict[str, Any]:
                         "300",
                         None,
                     ),
+                    "stall_warning_after": _option(
+                        "Seconds a waited-for transfer or negotiation may stay in the same non-terminal state "
+                        "before the task log gets one warning naming the state and its usual cause.",
+                        "float",
+                        "600",
+                        None,
+                    ),
                     "retention": _option(
                         "How long stored callback events are kept (e.g. 7d, 12h); the events of waiting "
                         "triggers are kept longer.",
