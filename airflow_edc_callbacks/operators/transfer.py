@@ -246,7 +246,13 @@ class EdcTransferOperator(BaseOperator):
             return None
         correlation_id = correlation_id_for(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
         processes = hook.find_transfer_processes(CORRELATION_PROPERTY, correlation_id)
-        running = [p for p in processes if str(jsonld_get(p, "state", "")).upper() not in TERMINAL_TRANSFER_STATES]
+        # a transfer being terminated (e.g. by the earlier try's on_kill after a user cleared it) is not waited for
+        running = [
+            p
+            for p in processes
+            if (state := str(jsonld_get(p, "state", "")).upper()) not in TERMINAL_TRANSFER_STATES
+            and not state.startswith("TERMINATING")
+        ]
         if not running:
             return None
         latest = max(running, key=lambda p: int(jsonld_get(p, "stateTimestamp", 0) or 0))

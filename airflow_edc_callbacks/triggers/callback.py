@@ -84,6 +84,12 @@ NEGOTIATION_STALL_CAUSES = {
 }
 """Usual causes of a contract negotiation that stays in a state (the stall warning)."""
 
+KILL_TIMEOUT_SECONDS = 120.0
+"""Longest an ``on_kill`` terminate may take (the task instance's state, then the terminate request)."""
+
+_KILLS: set[asyncio.Task[None]] = set()
+"""Terminates started by ``on_kill`` that are still running (a strong reference keeps each alive)."""
+
 _FINAL_STATES = frozenset({"COMPLETED", "TERMINATED", "DEPROVISIONED", "FINALIZED"})
 """States a terminate cannot change (transfers and negotiations)."""
 
@@ -495,10 +501,30 @@ class EdcCallbackTrigger(BaseTrigger):
         Airflow 3.3 also calls ``on_kill`` on a triggerer whose trigger was moved to another triggerer
         after a stall (apache/airflow PR #73454): the task instance is then still ``deferred`` and the
         process is left alone, as it is when the task instance's state cannot be read.
+
+        The work runs in a task of its own that a cancel of ``on_kill`` does not stop: Airflow 3.3.2 sends
+        the cancel of a trigger again with each state sync of the triggerer (about every second) until the
+        trigger has finished, which cancels an ``on_kill`` still waiting for the API server or the connector.
+        It is bounded by :data:`KILL_TIMEOUT_SECONDS`.
         """
         if not self.terminate_on_kill:
             return
+        kill = asyncio.ensure_future(self._kill())
+        _KILLS.add(kill)
+        kill.add_done_callback(_KILLS.discard)
+        await asyncio.shield(kill)
+
+    async def _kill(self) -> None:
+        """:meth:`on_kill`'s work: the task instance's state, then the terminate (never raises)."""
         label = f"{self.PROCESS_LABEL} {self.transfer_process_id}"
+        try:
+            await asyncio.wait_for(self._terminate_unless_deferred(label), KILL_TIMEOUT_SECONDS)
+        except asyncio.TimeoutError:
+            self.log.warning("on_kill: gave up terminating %s after %.0f s", label, KILL_TIMEOUT_SECONDS)
+        except Exception as err:  # best effort: never into Airflow's triggerer
+            self.log.warning("on_kill: could not terminate %s: %r", label, err)
+
+    async def _terminate_unless_deferred(self, label: str) -> None:
         state = await self._task_instance_state()
         if state is None:
             self.log.warning("on_kill: not terminating %s: the task instance's state is unknown", label)
@@ -514,7 +540,7 @@ class EdcCallbackTrigger(BaseTrigger):
         except EdcCallbacksError as err:
             self.log.warning("on_kill: could not terminate %s: %s", label, err)
             return
-        self.log.info("on_kill: terminated %s (task instance %s by a user action)", label, state)
+        self.log.info("on_kill: asked the connector to terminate %s (task instance %s by a user action)", label, state)
 
     # -- the trigger -----------------------------------------------------------------------------
     async def run(self) -> AsyncIterator[TriggerEvent]:
