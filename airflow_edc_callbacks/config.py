@@ -82,7 +82,8 @@ def get_callback_base_url() -> str:
 
 
 def get_fallback_check_interval() -> float:
-    """Seconds without a terminal callback after which a waiting trigger asks the connector once (default 300)."""
+    """Seconds without a callback after which a waiting trigger asks the connector for the state (default 300);
+    the trigger asks again after 2x, 4x... that while the silence goes on."""
     value = _conf_get("fallback_check_interval")
     return float(value) if value else DEFAULT_FALLBACK_CHECK_INTERVAL
 

@@ -43,7 +43,7 @@ class EdcTransferSensor(BaseSensorOperator):
     :param wait_for: ``completed`` (default) or ``started`` (templated).
     :param edc_conn_id: the ``edc`` connection of the connector the process lives on, for the state
         check (templated).
-    :param fallback_check_interval: seconds without a callback before asking the connector once.
+    :param fallback_check_interval: seconds without a callback before asking the connector (then with a back-off).
     :param timeout: seconds (the sensor's usual ``timeout``) until the task fails: once the transfer is
         known, with :class:`~airflow_edc_callbacks.exceptions.EdcTransferSensorTimeout` naming it, its last
         state and the wait (an ``AirflowSensorTimeout``: no retries). The sensor never terminates the

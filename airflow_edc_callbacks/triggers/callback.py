@@ -87,8 +87,11 @@ NEGOTIATION_STALL_CAUSES = {
 KILL_TIMEOUT_SECONDS = 120.0
 """Longest an ``on_kill`` terminate may take (the task instance's state, then the terminate request)."""
 
-_KILLS: set[asyncio.Task[None]] = set()
-"""Terminates started by ``on_kill`` that are still running (a strong reference keeps each alive)."""
+_KILLS: set[asyncio.Task[Any]] = set()
+"""Terminates started by ``on_kill`` (and the warm-up) still running (a strong reference keeps each alive)."""
+
+_warmed_up = False
+"""Whether a trigger of this process asked Airflow for a task instance's state already (see ``_prepare_kill``)."""
 
 _FINAL_STATES = frozenset({"COMPLETED", "TERMINATED", "DEPROVISIONED", "FINALIZED"})
 """States a terminate cannot change (transfers and negotiations)."""
@@ -118,8 +121,9 @@ class EdcCallbackTrigger(BaseTrigger):
         events and on events with the token of the correlation id the process is bound to, if any.
     :param transfer_process_id: the consumer's transfer process id.
     :param wait_for: ``started`` or ``completed`` (see :class:`~airflow_edc_callbacks.models.WaitFor`).
-    :param conn_id: the ``edc`` connection, used only for the state-check fallback.
-    :param fallback_check_interval: seconds without a callback before asking the connector once;
+    :param conn_id: the ``edc`` connection, for the state checks and the terminate of :meth:`on_kill`.
+    :param fallback_check_interval: seconds without a callback before asking the connector (then after 2x,
+        4x... that, at most :data:`MAX_CHECK_INTERVAL`);
         ``None`` takes ``[edc_callbacks] fallback_check_interval`` (default 300).
     :param not_before: epoch seconds before which the event is held back. The operator sets it to the
         time of deferral plus the deferring worker's exit time (``[workers] min_heartbeat_interval`` + 1 s):
@@ -459,6 +463,22 @@ class EdcCallbackTrigger(BaseTrigger):
             source = None
         return self._timeout_payload(state or UNKNOWN_STATE, source, waited, timeline)
 
+    async def _prepare_kill(self) -> None:
+        """Make :meth:`on_kill` quick: read the connection now, and have the first such trigger of the
+        triggerer ask for its task instance's state once, in the background. The triggerer's supervisor
+        sets its in-process Execution API up on the first such request, which takes seconds (on 2 busy
+        cores up to half a minute); paid at a kill, it would delay the terminate that long."""
+        global _warmed_up
+        try:
+            await self._hook().aget_settings()
+        except Exception as err:  # on_kill tries again; the wait does not need the connection
+            self.log.warning("Could not read connection %s (on_kill will try again): %s", self.conn_id, err)
+        if not _warmed_up and getattr(self, "task_instance", None) is not None:
+            _warmed_up = True
+            warm_up = asyncio.ensure_future(self._task_instance_state(quiet=True))
+            _KILLS.add(warm_up)
+            warm_up.add_done_callback(_KILLS.discard)
+
     async def _terminate(self, reason: str) -> None:
         """``POST .../transferprocesses/{id}/terminate`` (subclasses terminate their own process).
 
@@ -466,7 +486,7 @@ class EdcCallbackTrigger(BaseTrigger):
         """
         await self._hook().aterminate_transfer(self.transfer_process_id, reason)
 
-    async def _task_instance_state(self) -> str | None:
+    async def _task_instance_state(self, *, quiet: bool = False) -> str | None:
         """The task instance's current state as the Airflow API server has it, or ``None`` (logged) when it
         cannot be read: ``RuntimeTaskInstance.get_task_states`` through the triggerer's supervisor (the
         call ``ExternalTaskTrigger`` makes), run in a thread as the triggerer's sync SDK calls need."""
@@ -487,7 +507,8 @@ class EdcCallbackTrigger(BaseTrigger):
                 map_index=map_index,
             )
         except Exception as err:  # no supervisor (Airflow without it), API server down...
-            self.log.warning("on_kill: could not read the state of task instance %s: %r", ti.task_id, err)
+            if not quiet:
+                self.log.warning("on_kill: could not read the state of task instance %s: %r", ti.task_id, err)
             return None
         key = ti.task_id if map_index < 0 else f"{ti.task_id}_{map_index}"
         state = (states or {}).get(ti.run_id, {}).get(key, "missing")
@@ -585,6 +606,8 @@ class EdcCallbackTrigger(BaseTrigger):
                         subscription = None
                     await asyncio.sleep(_STORE_RETRY_SECONDS)
             assert store is not None  # set before the subscription
+            if self.terminate_on_kill:
+                await self._prepare_kill()
             check_every = interval  # the silence before the next state check: doubles up to the cap
             next_check = time.monotonic() + interval
             renew_at = time.monotonic() + HOLD_RENEW_SECONDS

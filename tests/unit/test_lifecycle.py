@@ -600,3 +600,35 @@ async def test_on_kill_finishes_its_terminate_when_airflow_cancels_it_again(
     await asyncio.to_thread(wait_until, lambda: connector.calls("POST", "/terminate"), 10, "the terminate")
     [(_, _, path, _)] = connector.calls("POST")
     assert path == f"/management/v3/transferprocesses/{TP}/terminate"
+
+
+def test_the_cli_terminates_what_airflow_3_1_and_3_2_leave_running(
+    connector: FakeConnector, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Airflow before 3.3 never calls a trigger's on_kill: a user terminates the process by hand."""
+    from airflow_edc_callbacks.cli import main
+
+    connector.states.update({TP: "STARTED", CN: "REQUESTED"})
+    assert main(["terminate", TP, "--reason", "marked failed in Airflow"]) == 0
+    assert f"Asked {connector.url} to terminate transfer process {TP}." in capsys.readouterr().out
+    connector.terminate_status = 409
+    assert main(["terminate", CN, "--negotiation"]) == 1
+    assert f"could not terminate contract negotiation {CN}" in capsys.readouterr().err
+    [(_, _, first, body), (_, _, second, _)] = connector.calls("POST")
+    assert (first, body["reason"]) == (f"/management/v3/transferprocesses/{TP}/terminate", "marked failed in Airflow")
+    assert second == f"/management/v3/contractnegotiations/{CN}/terminate"
+
+
+def test_the_negotiated_transfers_negotiation_time_out_terminates_the_negotiation(connector: FakeConnector) -> None:
+    from airflow_edc_callbacks.operators import EdcNegotiatedTransferOperator
+
+    connector.states[CN] = "VERIFIED"
+    op = EdcNegotiatedTransferOperator(
+        task_id="negotiate_and_pull", asset_id="asset", counter_party_address="http://p/protocol", counter_party_id="p"
+    )
+    event = timeout_event(contract_negotiation_id=CN, state="VERIFIED", waited_seconds=3600.0)
+    del event["transfer_process_id"]
+    with pytest.raises(EdcNegotiationTimeout) as info:
+        op.negotiation_complete({}, event)  # type: ignore[arg-type]
+    assert (info.value.contract_negotiation_id, info.value.state) == (CN, "VERIFIED")
+    assert [r[2] for r in connector.calls("POST")] == [f"/management/v3/contractnegotiations/{CN}/terminate"]
