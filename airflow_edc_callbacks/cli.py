@@ -1,4 +1,5 @@
-"""The ``airflow-edc-callbacks`` command: serve the receiver, inspect and purge stored events, make URLs.
+"""The ``airflow-edc-callbacks`` command: serve the receiver, inspect and purge stored events, make URLs,
+terminate a transfer or negotiation.
 
 Results go to standard output, everything else (Airflow's and Alembic's log lines, notes, errors) to
 standard error, so ``airflow-edc-callbacks events --json | python -m json.tool`` works.
@@ -220,6 +221,25 @@ def _callback_url(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _terminate(args: argparse.Namespace, out: TextIO) -> int:
+    """``POST /{version}/transferprocesses/{id}/terminate`` (or ``contractnegotiations``) on a connection's
+    connector: what a task's ``on_kill`` does on Airflow 3.3, by hand (Airflow 3.1 / 3.2 never call it)."""
+    from airflow_edc_callbacks.exceptions import EdcCallbacksError
+    from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+
+    hook = EdcManagementHook(args.conn_id)
+    kind = "contract negotiation" if args.negotiation else "transfer process"
+    try:
+        if args.negotiation:
+            hook.terminate_negotiation(args.process_id, args.reason)
+        else:
+            hook.terminate_transfer(args.process_id, args.reason)
+    except EdcCallbacksError as err:
+        raise _Failure(f"could not terminate {kind} {args.process_id}: {err}") from err
+    print(f"Asked {hook.settings.base_url} to terminate {kind} {args.process_id}.", file=out)
+    return 0
+
+
 def _purge(args: argparse.Namespace, out: TextIO) -> int:
     older_than = parse_duration(args.older_than) if args.older_than else get_retention()
     store = _store(args.store_url)
@@ -377,6 +397,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="Also store the secret in that connector's vault through its Secrets API, if it has one.",
     )
     static.set_defaults(func=_static_config)
+
+    terminate = sub.add_parser(
+        "terminate",
+        help="Terminate a transfer process (or --negotiation) on the connector of an edc connection.",
+    )
+    terminate.add_argument("process_id", help="The consumer's transfer process (or contract negotiation) id.")
+    terminate.add_argument("--negotiation", action="store_true", help="PROCESS_ID is a contract negotiation.")
+    terminate.add_argument("--conn-id", default="edc_default", help="The edc connection (default edc_default).")
+    terminate.add_argument(
+        "--reason", default="Terminated by airflow-edc-callbacks terminate", help="The reason the connector records."
+    )
+    terminate.set_defaults(func=_terminate)
 
     purge = sub.add_parser("purge", help="Delete events older than a duration.")
     purge.add_argument("--older-than", help="e.g. 7d, 12h, 30m (default [edc_callbacks] retention, 7d).")

@@ -13,6 +13,7 @@ SECTION = "edc_callbacks"
 DEFAULT_CONN_ID = "edc_default"
 API_SERVER_PREFIX = "/edc-callbacks"
 DEFAULT_FALLBACK_CHECK_INTERVAL = 300.0
+DEFAULT_STALL_WARNING_AFTER = 600.0
 DEFAULT_RETENTION = timedelta(days=7)
 DEFAULT_PURGE_INTERVAL = timedelta(hours=1)
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -33,6 +34,7 @@ __all__ = [
     "get_max_body_bytes",
     "get_purge_interval",
     "get_retention",
+    "get_stall_warning_after",
     "get_store_url",
     "parse_duration",
 ]
@@ -92,9 +94,17 @@ def get_callback_base_url() -> str:
 
 
 def get_fallback_check_interval() -> float:
-    """Seconds without a terminal callback after which a waiting trigger asks the connector once (default 300)."""
+    """Seconds without a callback after which a waiting trigger asks the connector for the state (default 300);
+    the trigger asks again after 2x, 4x... that while the silence goes on."""
     value = _conf_get("fallback_check_interval")
     return float(value) if value else DEFAULT_FALLBACK_CHECK_INTERVAL
+
+
+def get_stall_warning_after() -> float:
+    """``[edc_callbacks] stall_warning_after``: seconds a waited-for process may stay in one non-terminal
+    state before its trigger logs a warning naming the state and its usual cause (default 600)."""
+    value = _conf_get("stall_warning_after")
+    return float(value) if value else DEFAULT_STALL_WARNING_AFTER
 
 
 def get_retention() -> timedelta:

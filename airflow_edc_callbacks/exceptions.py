@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from airflow_edc_callbacks._compat import AirflowSensorTimeout
+
 __all__ = [
     "EdcApiError",
     "EdcCallbacksError",
@@ -11,7 +13,11 @@ __all__ = [
     "EdcEdrNotFound",
     "EdcEdrRefused",
     "EdcNegotiationFailed",
+    "EdcNegotiationTimeout",
+    "EdcProcessTimeout",
     "EdcTransferFailed",
+    "EdcTransferSensorTimeout",
+    "EdcTransferTimeout",
     "EdcTransportError",
     "EventConflictError",
     "ProcessBoundElsewhereError",
@@ -83,6 +89,66 @@ class EdcNegotiationFailed(EdcCallbacksError):
             f"EDC contract negotiation {contract_negotiation_id} on {connector_url} ended TERMINATED: "
             f"{reason or 'the connector gave no reason'}"
         )
+
+
+class EdcProcessTimeout(EdcCallbacksError):
+    """A waited-for process did not reach the awaited state within the task's ``timeout``.
+
+    Not a subclass of Airflow's ``AirflowTaskTimeout``: that one derives from ``BaseException`` and means
+    Airflow interrupted the task's code (``execution_timeout``); here the wait ended on its own terms and
+    the task fails like on any other error (retries apply).
+
+    :param process_id: the transfer process or contract negotiation id.
+    :param connector_url: the Management API base URL of the connector.
+    :param state: the last state known (from the last callback, or a state check at the time-out);
+        ``UNKNOWN`` when neither answered.
+    :param waited_seconds: how long the task waited.
+    :param terminated: what became of the process: e.g. ``"terminated on the connector"``, or ``None``.
+    """
+
+    LABEL = "process"
+
+    def __init__(
+        self, process_id: str, connector_url: str, state: str, waited_seconds: float, terminated: str | None = None
+    ) -> None:
+        self.process_id = process_id
+        self.connector_url = connector_url
+        self.state = state
+        self.waited_seconds = waited_seconds
+        self.terminated = terminated
+        after = f"; {terminated}" if terminated else ""
+        super().__init__(
+            f"EDC {self.LABEL} {process_id} on {connector_url} timed out after {waited_seconds:.0f} s "
+            f"in state {state}{after}"
+        )
+
+
+class EdcTransferTimeout(EdcProcessTimeout):
+    """A transfer process did not reach the awaited state in time (see :class:`EdcProcessTimeout`)."""
+
+    LABEL = "transfer process"
+
+    @property
+    def transfer_process_id(self) -> str:
+        """The consumer's transfer process id."""
+        return self.process_id
+
+
+class EdcTransferSensorTimeout(EdcTransferTimeout, AirflowSensorTimeout):
+    """:class:`EdcTransferTimeout` of :class:`~airflow_edc_callbacks.sensors.EdcTransferSensor`: also an
+    ``AirflowSensorTimeout``, so like any sensor's time-out it fails the task without retries. The sensor
+    never terminates the transfer (it did not start it)."""
+
+
+class EdcNegotiationTimeout(EdcProcessTimeout):
+    """A contract negotiation did not end in time (see :class:`EdcProcessTimeout`)."""
+
+    LABEL = "contract negotiation"
+
+    @property
+    def contract_negotiation_id(self) -> str:
+        """The consumer's contract negotiation id."""
+        return self.process_id
 
 
 class EdcEdrNotFound(EdcCallbacksError):

@@ -150,10 +150,18 @@ def get_provider_info() -> dict[str, Any]:
                         sensitive=True,
                     ),
                     "fallback_check_interval": _option(
-                        "Seconds without a callback after which a waiting trigger asks the connector once for "
-                        "the state (EDC does not re-deliver lost callbacks).",
+                        "Seconds without a callback after which a waiting trigger asks the connector for the state "
+                        "(EDC does not re-deliver lost callbacks); while silence goes on it asks again after 2x, 4x... "
+                        "that (at most 1 h).",
                         "float",
                         "300",
+                        None,
+                    ),
+                    "stall_warning_after": _option(
+                        "Seconds a waited-for transfer or negotiation may stay in the same non-terminal state "
+                        "before the task log gets one warning naming the state and its usual cause.",
+                        "float",
+                        "600",
                         None,
                     ),
                     "retention": _option(

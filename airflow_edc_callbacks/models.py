@@ -104,6 +104,9 @@ TERMINAL_TRANSFER_EVENTS = frozenset({TransferEventType.COMPLETED.value, Transfe
 TERMINAL_TRANSFER_STATES = frozenset({"COMPLETED", "TERMINATED", "DEPROVISIONED"})
 """Final transfer process states (``TransferProcessStates.isFinal`` in EDC 0.18)."""
 
+FINAL_PROCESS_STATES = TERMINAL_TRANSFER_STATES | {"FINALIZED"}
+"""States of a transfer process or contract negotiation (``FINALIZED``) that a terminate cannot change."""
+
 SUSPENSION_TRANSFER_STATES = frozenset({"SUSPENDING", "SUSPENDING_REQUESTED", "SUSPENDED", "RESUMING", "RESUMED"})
 """States of a suspended transfer and of one being resumed (EDC ``TransferProcessStates`` 650-725): not
 final, so a waiting task keeps waiting; on resume EDC 0.15-0.17 send ``TransferProcessStarted`` again

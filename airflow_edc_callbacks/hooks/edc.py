@@ -528,6 +528,45 @@ class EdcManagementHook(BaseHook):
         body = {"@context": self.jsonld_context(), "@type": "TerminateTransfer", "reason": reason}
         self._send("POST", self.api_path(f"transferprocesses/{transfer_process_id}/terminate"), body)
 
+    async def aterminate_transfer(self, transfer_process_id: str, reason: str) -> None:
+        """Async :meth:`terminate_transfer` (triggers).
+
+        :raises EdcApiError: 404 unknown id, 409 already completed or terminated.
+        """
+        await self.aget_settings()  # jsonld_context() reads the settings without blocking then
+        body = {"@context": self.jsonld_context(), "@type": "TerminateTransfer", "reason": reason}
+        await self._asend("POST", await self._aapi_path(f"transferprocesses/{transfer_process_id}/terminate"), body)
+
+    def _terminate_negotiation_body(self, negotiation_id: str, reason: str) -> dict[str, Any]:
+        """EDC's ``TerminateNegotiation``: ``@id`` (the negotiation, mandatory in EDC's
+        ``TerminateNegotiationValidator``) and ``reason``."""
+        return {
+            "@context": self.jsonld_context(),
+            "@type": "TerminateNegotiation",
+            "@id": negotiation_id,
+            "reason": reason,
+        }
+
+    def terminate_negotiation(self, negotiation_id: str, reason: str) -> None:
+        """``POST /{version}/contractnegotiations/{id}/terminate`` with ``reason``.
+
+        EDC may refuse to terminate a negotiation in some states (e.g. ``REQUESTED`` while it waits for the
+        provider; ``FINALIZED`` or ``TERMINATED`` already).
+
+        :raises EdcApiError: 404 unknown id, 409 / 400 not terminable in its state.
+        """
+        body = self._terminate_negotiation_body(negotiation_id, reason)
+        self._send("POST", self.api_path(f"contractnegotiations/{negotiation_id}/terminate"), body)
+
+    async def aterminate_negotiation(self, negotiation_id: str, reason: str) -> None:
+        """Async :meth:`terminate_negotiation` (triggers).
+
+        :raises EdcApiError: 404 unknown id, 409 / 400 not terminable in its state.
+        """
+        await self.aget_settings()
+        body = self._terminate_negotiation_body(negotiation_id, reason)
+        await self._asend("POST", await self._aapi_path(f"contractnegotiations/{negotiation_id}/terminate"), body)
+
     # -- secrets ---------------------------------------------------------------------------------
     def put_secret(self, alias: str, value: str) -> bool:
         """Store a secret in the connector's vault through the Secrets API (``POST /v3/secrets``).

@@ -14,6 +14,7 @@ from airflow.sdk import BaseOperator
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable
 from airflow_edc_callbacks.exceptions import EdcNegotiationFailed
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+from airflow_edc_callbacks.operators.lifecycle import ProcessKind, arm, raise_timeout, safety_net, terminate_process
 from airflow_edc_callbacks.operators.resume import connector_url, log_timeline, validate_event, worker_exit_seconds
 from airflow_edc_callbacks.tokens import callback_url, correlation_id_for
 from airflow_edc_callbacks.triggers.inline import first_event
@@ -35,7 +36,8 @@ class NegotiationSteps:
     """Start a contract negotiation and wait for it: the step the negotiating operators share.
 
     The operator using it carries ``asset_id``, ``counter_party_address``, ``counter_party_id``,
-    ``offer``, ``protocol``, ``edc_conn_id``, ``fallback_check_interval`` and ``deferrable``.
+    ``offer``, ``protocol``, ``edc_conn_id``, ``fallback_check_interval``, ``deferrable``,
+    ``terminate_on_timeout`` and ``terminate_on_kill``.
     """
 
     asset_id: str | None
@@ -46,6 +48,9 @@ class NegotiationSteps:
     edc_conn_id: str
     fallback_check_interval: float | None
     deferrable: bool
+    terminate_on_timeout: bool
+    terminate_on_kill: bool
+    _waiting_on: tuple[ProcessKind, str] | None
 
     def negotiate_and_wait(
         self, context: Context, hook: EdcManagementHook, *, method_name: str, timeout: timedelta
@@ -57,7 +62,6 @@ class NegotiationSteps:
 
         :raises TaskDeferred: when deferrable (Airflow's way to defer).
         :raises ValueError: ``asset_id`` is empty, or the asset is not in the provider's catalog, or has no offer.
-        :raises TimeoutError: waiting in the worker, nothing final within ``timeout``.
         """
         if not self.asset_id:
             raise ValueError("asset_id must not be empty")
@@ -81,10 +85,16 @@ class NegotiationSteps:
             conn_id=self.edc_conn_id,
             fallback_check_interval=self.fallback_check_interval,
         )
+        arm(trigger, timeout, terminate_on_kill=self.terminate_on_kill)
         if self.deferrable:
             trigger.not_before = time.time() + worker_exit_seconds()
-            task.defer(trigger=trigger, method_name=method_name, timeout=timeout)
-        return getattr(self, method_name)(context, wait_inline(trigger, hook, timeout))
+            task.defer(trigger=trigger, method_name=method_name, timeout=safety_net(timeout))
+        self._waiting_on = ("negotiation", negotiation_id)
+        try:
+            event = wait_inline(trigger, hook, timeout)
+        finally:
+            self._waiting_on = None
+        return getattr(self, method_name)(context, event)
 
 
 class EdcContractNegotiationOperator(NegotiationSteps, BaseOperator):
@@ -102,8 +112,14 @@ class EdcContractNegotiationOperator(NegotiationSteps, BaseOperator):
         JSON text (templated; ``"{{ params.offer | tojson }}"``).
     :param protocol: DSP protocol id; default the connection's (templated).
     :param edc_conn_id: the ``edc`` connection of the consumer connector (templated).
-    :param timeout: how long to wait (seconds or timedelta; default 1 h).
-    :param fallback_check_interval: seconds without a callback before asking the connector once.
+    :param timeout: how long to wait (seconds or timedelta; default 1 h); then the task fails with
+        :class:`~airflow_edc_callbacks.exceptions.EdcNegotiationTimeout` (last state, wait in seconds).
+    :param terminate_on_timeout: at the time-out, terminate the negotiation on the connector first
+        (default ``True``; EDC may refuse in some states, e.g. ``REQUESTED``: logged).
+    :param terminate_on_kill: terminate the negotiation when a user marks the waiting task failed or
+        success, or clears it (default ``True``; see :class:`~airflow_edc_callbacks.operators.EdcTransferOperator`).
+    :param fallback_check_interval: seconds without a callback before asking the connector for the state
+        (then with a back-off).
     :param deferrable: defer to the triggerer while waiting (``True``) or wait in the worker on the same
         event store (``False``); default Airflow's ``[operators] default_deferrable`` (``False`` unless
         set).
@@ -112,6 +128,7 @@ class EdcContractNegotiationOperator(NegotiationSteps, BaseOperator):
     transfer), ``state``, ``asset_id``, ``counter_party_id``, ``source`` and ``timeline``.
 
     :raises EdcNegotiationFailed: the negotiation was terminated.
+    :raises EdcNegotiationTimeout: the negotiation did not end within ``timeout``.
     :raises ValueError: the asset is not in the provider's catalog, or has no offer.
     """
 
@@ -138,6 +155,8 @@ class EdcContractNegotiationOperator(NegotiationSteps, BaseOperator):
         timeout: timedelta | float = timedelta(hours=1),
         fallback_check_interval: float | None = None,
         deferrable: bool = default_deferrable(),
+        terminate_on_timeout: bool = True,
+        terminate_on_kill: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -150,6 +169,17 @@ class EdcContractNegotiationOperator(NegotiationSteps, BaseOperator):
         self.timeout = timeout if isinstance(timeout, timedelta) else timedelta(seconds=timeout)
         self.fallback_check_interval = fallback_check_interval
         self.deferrable = deferrable
+        self.terminate_on_timeout = terminate_on_timeout
+        self.terminate_on_kill = terminate_on_kill
+        self._waiting_on = None
+
+    def on_kill(self) -> None:
+        """Killed while waiting in the worker (non-deferrable): terminate the negotiation when
+        ``terminate_on_kill`` is set (best effort, logged, never raised)."""
+        if self._waiting_on is not None and self.terminate_on_kill:
+            kind, process_id = self._waiting_on
+            hook = EdcManagementHook(self.edc_conn_id)
+            terminate_process(self, hook, kind, process_id, f"Airflow task {self.task_id} was killed")
 
     def execute(self, context: Context) -> Any:
         hook = EdcManagementHook(self.edc_conn_id)
@@ -160,8 +190,11 @@ class EdcContractNegotiationOperator(NegotiationSteps, BaseOperator):
 
         :raises TriggerEventError: the event is missing or has an unknown status.
         :raises EdcNegotiationFailed: the negotiation was terminated (with the connector's reason).
+        :raises EdcNegotiationTimeout: the trigger's time-out passed.
         """
-        return complete_negotiation(self, event, self.edc_conn_id, self.asset_id)
+        return complete_negotiation(
+            self, event, self.edc_conn_id, self.asset_id, terminate_on_timeout=self.terminate_on_timeout
+        )
 
 
 def parse_offer(offer: Mapping[str, Any] | str | None) -> dict[str, Any] | None:
@@ -226,30 +259,48 @@ def start_negotiation(
 
 
 def wait_inline(trigger: EdcNegotiationTrigger, hook: EdcManagementHook, timeout: timedelta) -> dict[str, Any]:
-    """Wait in the worker for the negotiation trigger's event (non-deferrable mode).
-
-    :raises TimeoutError: nothing final within ``timeout``.
-    """
+    """Wait in the worker for the negotiation trigger's event (non-deferrable mode): its result, or its
+    ``timeout`` event at its deadline (a ``timeout`` event with an unknown state also when even the
+    safety net, ``timeout`` + 60 s, passes)."""
     trigger.hook = hook
     try:
-        return asyncio.run(first_event(trigger, timeout.total_seconds()))
+        return asyncio.run(first_event(trigger, safety_net(timeout).total_seconds()))
     except TimeoutError:
-        raise TimeoutError(
-            f"EDC contract negotiation {trigger.contract_negotiation_id} did not end within {timeout}"
-        ) from None
+        return {
+            "status": "timeout",
+            "contract_negotiation_id": trigger.contract_negotiation_id,
+            "state": None,
+            "waited_seconds": safety_net(timeout).total_seconds(),
+        }
 
 
 def complete_negotiation(
-    task: BaseOperator, event: dict[str, Any] | None, edc_conn_id: str, asset_id: str | None
+    task: BaseOperator,
+    event: dict[str, Any] | None,
+    edc_conn_id: str,
+    asset_id: str | None,
+    *,
+    terminate_on_timeout: bool = False,
 ) -> dict[str, Any]:
     """Turn an :class:`EdcNegotiationTrigger` event into the task's result (see the operator's XCom).
 
+    :param terminate_on_timeout: for a ``timeout`` event, terminate the negotiation on the connector first.
     :raises TriggerEventError: the event is missing or has an unknown status.
     :raises EdcNegotiationFailed: the negotiation was terminated (with the connector's reason).
+    :raises EdcNegotiationTimeout: a ``timeout`` event (names the negotiation, connector, last state, wait).
     """
     event = validate_event(task, event)
     negotiation_id = str(event["contract_negotiation_id"])
     log_timeline(task, "Contract negotiation", negotiation_id, event.get("timeline", []))
+    if event["status"] == "timeout":
+        raise_timeout(
+            task,
+            event,
+            kind="negotiation",
+            hook=EdcManagementHook(edc_conn_id),
+            connector=connector_url(edc_conn_id),
+            terminate=terminate_on_timeout,
+        )
     if event["status"] == "failed":
         raise EdcNegotiationFailed(negotiation_id, connector_url(edc_conn_id), event.get("reason"))
     task.log.info("Contract negotiation %s FINALIZED: agreement %s", negotiation_id, event["contract_agreement_id"])

@@ -46,7 +46,9 @@ class EdcNegotiatedTransferOperator(NegotiationSteps, EdcTransferOperator):
         a later task (:class:`~airflow_edc_callbacks.operators.pull.EdcPullDataOperator`).
     :param path: PULL: appended to the EDR's endpoint path (templated).
     :param query_params: PULL: query parameters of the data request (templated).
-    :param negotiation_timeout: how long the negotiation may take (seconds or timedelta; default 1 h).
+    :param negotiation_timeout: how long the negotiation may take (seconds or timedelta; default 1 h); then
+        the task fails with :class:`~airflow_edc_callbacks.exceptions.EdcNegotiationTimeout`
+        (``terminate_on_timeout`` and ``terminate_on_kill`` apply to the negotiation as to the transfer).
     :param request_timeout: PULL: seconds for the data request's connect and read.
     :param terminate_after_fetch: PULL with ``destination``: once the data landed, terminate the transfer
         process on the connector (default ``False``; see
@@ -63,7 +65,9 @@ class EdcNegotiatedTransferOperator(NegotiationSteps, EdcTransferOperator):
     the EDR or its token.
 
     :raises EdcNegotiationFailed: the negotiation was terminated.
+    :raises EdcNegotiationTimeout: the negotiation did not end within ``negotiation_timeout``.
     :raises EdcTransferFailed: the transfer was terminated.
+    :raises EdcTransferTimeout: the transfer did not reach the awaited state within ``timeout``.
     :raises EdcDataFetchError: the provider's public endpoint refused or failed the data request.
     """
 
@@ -147,7 +151,9 @@ class EdcNegotiatedTransferOperator(NegotiationSteps, EdcTransferOperator):
         :raises EdcNegotiationFailed: the negotiation was terminated.
         :raises TaskDeferred: when deferrable, to wait for the transfer.
         """
-        negotiation = complete_negotiation(self, event, self.edc_conn_id, self.asset_id)
+        negotiation = complete_negotiation(
+            self, event, self.edc_conn_id, self.asset_id, terminate_on_timeout=self.terminate_on_timeout
+        )
         return self.start_transfer_and_wait(
             context,
             contract_id=str(negotiation["contract_agreement_id"]),

@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
-from airflow_edc_callbacks.exceptions import EdcApiError, EdcCallbacksError
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
-from airflow_edc_callbacks.models import TERMINAL_TRANSFER_STATES
+from airflow_edc_callbacks.operators.lifecycle import terminate_process
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -131,35 +130,12 @@ def terminate_after_fetch(task: BaseOperator, hook: EdcManagementHook, transfer_
     """Terminate a PULL transfer whose data landed; never raises (the data is there, the task succeeds).
 
     ``POST /{version}/transferprocesses/{id}/terminate`` (EDC ``TerminateTransfer``, with a reason naming
-    the task). EDC refuses to terminate a transfer that is final already (409, or 400 on some versions):
-    then one state request tells whether it is ``COMPLETED`` / ``TERMINATED`` / ``DEPROVISIONED`` (logged
-    as information) or not (a warning). Any other error, or an unreachable connector, is a warning.
+    the task), through :func:`~airflow_edc_callbacks.operators.lifecycle.terminate_process`: a transfer
+    EDC refuses to terminate (409, or 400 on some versions) that one state request shows final already
+    counts as terminated; any other failure, or an unreachable connector, is a warning.
 
     :returns: ``True`` when the connector accepted the terminate or the transfer was final already.
     """
-    reason = f"data fetched by Airflow task {task.task_id}"
-    try:
-        hook.terminate_transfer(transfer_process_id, reason)
-    except EdcApiError as err:
-        if err.status_code in (400, 409):
-            try:
-                state = hook.get_transfer_state(transfer_process_id).upper()
-            except EdcCallbacksError as state_err:
-                state = f"unknown ({state_err})"
-            if state in TERMINAL_TRANSFER_STATES:
-                task.log.info("Transfer process %s was %s already; nothing to terminate", transfer_process_id, state)
-                return True
-            task.log.warning(
-                "Could not terminate transfer process %s (state %s) after the fetch: %s",
-                transfer_process_id,
-                state,
-                err,
-            )
-            return False
-        task.log.warning("Could not terminate transfer process %s after the fetch: %s", transfer_process_id, err)
-        return False
-    except EdcCallbacksError as err:
-        task.log.warning("Could not terminate transfer process %s after the fetch: %s", transfer_process_id, err)
-        return False
-    task.log.info("Terminated transfer process %s on %s: %s", transfer_process_id, hook.settings.base_url, reason)
-    return True
+    return terminate_process(
+        task, hook, "transfer", transfer_process_id, f"data fetched by Airflow task {task.task_id}"
+    ).done

@@ -28,9 +28,9 @@ def worker_exit_seconds() -> float:
 def validate_event(task: BaseOperator, event: dict[str, Any] | None) -> dict[str, Any]:
     """Return the trigger event, or raise for one the task cannot interpret.
 
-    :raises TriggerEventError: the event is missing or its ``status`` is not ``success``/``failed``.
+    :raises TriggerEventError: the event is missing or its ``status`` is not ``success``/``failed``/``timeout``.
     """
-    if not event or event.get("status") not in ("success", "failed"):
+    if not event or event.get("status") not in ("success", "failed", "timeout"):
         raise TriggerEventError(f"Unexpected trigger event for {task.task_id}: {event!r}")
     return event
 

@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable, get_callback_base_url
-from airflow_edc_callbacks.exceptions import EdcTransferFailed
+from airflow_edc_callbacks.exceptions import EdcTransferFailed, EdcTransferTimeout
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.models import (
     TERMINAL_TRANSFER_STATES,
     jsonld_get,
     resolve_wait_for,
 )
+from airflow_edc_callbacks.operators.lifecycle import ProcessKind, arm, raise_timeout, safety_net, terminate_process
 from airflow_edc_callbacks.operators.resume import connector_url, log_timeline, validate_event, worker_exit_seconds
 from airflow_edc_callbacks.tokens import callback_url, correlation_id_for
 from airflow_edc_callbacks.triggers.callback import EdcCallbackTrigger
@@ -62,9 +63,18 @@ class EdcTransferOperator(BaseOperator):
     :param private_properties: extra ``privateProperties`` (templated); ``airflowCorrelationId`` is added.
     :param wait_for: ``auto`` (PULL -> ``started``, else ``completed``), ``started`` or ``completed`` (templated).
     :param edc_conn_id: the ``edc`` connection of the consumer connector (templated).
-    :param timeout: how long to wait for the terminal state (seconds or timedelta; default 24 h).
-    :param fallback_check_interval: seconds without a callback before asking the connector once;
-        default ``[edc_callbacks] fallback_check_interval``.
+    :param timeout: how long to wait for the terminal state (seconds or timedelta; default 24 h). The
+        trigger decides it: the task then fails with :class:`~airflow_edc_callbacks.exceptions.EdcTransferTimeout`
+        naming the transfer, the connector, the last state and the wait (Airflow's own deferral time-out
+        is set 60 s later, as a safety net).
+    :param terminate_on_timeout: at the time-out, terminate the transfer on the connector before failing
+        (default ``True``; a transfer already final is fine).
+    :param terminate_on_kill: when a user marks the waiting task failed or success, or clears it,
+        terminate the transfer (default ``True``; best effort). Deferred: on Airflow 3.3 and later (the
+        trigger's ``on_kill``; never on a triggerer restart or when the trigger moved to another
+        triggerer); Airflow 3.1 / 3.2 leave the transfer running. In the worker: the operator's ``on_kill``.
+    :param fallback_check_interval: seconds without a callback before asking the connector for the state
+        (then again after 2x, 4x... the interval, at most 1 h); default ``[edc_callbacks] fallback_check_interval``.
     :param deferrable: defer to the triggerer while waiting (``True``) or wait in the worker on the same
         event store (``False``); default Airflow's ``[operators] default_deferrable`` (``False`` unless
         set).
@@ -75,6 +85,7 @@ class EdcTransferOperator(BaseOperator):
     epoch-millisecond times; never the EDR or its token).
 
     :raises EdcTransferFailed: the transfer ended ``TERMINATED``.
+    :raises EdcTransferTimeout: the transfer did not reach the awaited state within ``timeout``.
     :raises EdcApiError: the connector refused the request (its validation messages included).
     """
 
@@ -108,6 +119,8 @@ class EdcTransferOperator(BaseOperator):
         fallback_check_interval: float | None = None,
         deferrable: bool = default_deferrable(),
         reattach: bool = True,
+        terminate_on_timeout: bool = True,
+        terminate_on_kill: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -124,6 +137,9 @@ class EdcTransferOperator(BaseOperator):
         self.fallback_check_interval = fallback_check_interval
         self.deferrable = deferrable
         self.reattach = reattach
+        self.terminate_on_timeout = terminate_on_timeout
+        self.terminate_on_kill = terminate_on_kill
+        self._waiting_on: tuple[ProcessKind, str] | None = None  # what an in-worker wait waits for (on_kill)
 
     def _hook(self) -> EdcManagementHook:
         return EdcManagementHook(self.edc_conn_id)
@@ -192,19 +208,38 @@ class EdcTransferOperator(BaseOperator):
             conn_id=self.edc_conn_id,
             fallback_check_interval=self.fallback_check_interval,
         )
+        arm(trigger, self.timeout, terminate_on_kill=self.terminate_on_kill)
         if self.deferrable:
             trigger.not_before = time.time() + worker_exit_seconds()
             self.defer(
-                trigger=trigger, method_name="execute_complete", kwargs=dict(resume_kwargs or {}), timeout=self.timeout
+                trigger=trigger,
+                method_name="execute_complete",
+                kwargs=dict(resume_kwargs or {}),
+                timeout=safety_net(self.timeout),
             )
         trigger.hook = hook
+        self._waiting_on = ("transfer", transfer_id)
         try:
-            event = asyncio.run(first_event(trigger, self.timeout.total_seconds()))
-        except TimeoutError:
-            raise TimeoutError(
-                f"EDC transfer process {transfer_id} did not reach {wait_for.value} within {self.timeout}"
-            ) from None
+            event = asyncio.run(first_event(trigger, safety_net(self.timeout).total_seconds()))
+        except TimeoutError:  # the trigger's own time-out did not come: the safety net
+            event = {
+                "status": "timeout",
+                "transfer_process_id": transfer_id,
+                "state": None,
+                "waited_seconds": safety_net(self.timeout).total_seconds(),
+            }
+        finally:
+            self._waiting_on = None
         return self.execute_complete(context, event, **(resume_kwargs or {}))
+
+    def on_kill(self) -> None:
+        """The task was killed while it waited in the worker (non-deferrable): terminate the transfer or
+        negotiation it waits for when ``terminate_on_kill`` is set (best effort, logged, never raised)."""
+        waiting_on = self._waiting_on
+        if waiting_on is None or not self.terminate_on_kill:
+            return
+        kind, process_id = waiting_on
+        terminate_process(self, self._hook(), kind, process_id, f"Airflow task {self.task_id} was killed")
 
     def find_unfinished_transfer(self, context: Context, hook: EdcManagementHook) -> str | None:
         """The transfer process an earlier try of this task instance started and that is still running.
@@ -218,7 +253,13 @@ class EdcTransferOperator(BaseOperator):
             return None
         correlation_id = correlation_id_for(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
         processes = hook.find_transfer_processes(CORRELATION_PROPERTY, correlation_id)
-        running = [p for p in processes if str(jsonld_get(p, "state", "")).upper() not in TERMINAL_TRANSFER_STATES]
+        # a transfer being terminated (e.g. by the earlier try's on_kill after a user cleared it) is not waited for
+        running = [
+            p
+            for p in processes
+            if (state := str(jsonld_get(p, "state", "")).upper()) not in TERMINAL_TRANSFER_STATES
+            and not state.startswith("TERMINATING")
+        ]
         if not running:
             return None
         latest = max(running, key=lambda p: int(jsonld_get(p, "stateTimestamp", 0) or 0))
@@ -236,21 +277,43 @@ class EdcTransferOperator(BaseOperator):
 
         :raises TriggerEventError: the event is missing or has an unknown status.
         :raises EdcTransferFailed: the transfer was terminated.
+        :raises EdcTransferTimeout: the trigger's time-out passed (the transfer is terminated first when
+            ``terminate_on_timeout``).
         """
-        return complete_transfer(self, event, self.edc_conn_id)
+        return complete_transfer(self, event, self.edc_conn_id, terminate_on_timeout=self.terminate_on_timeout)
 
 
-def complete_transfer(task: BaseOperator, event: dict[str, Any] | None, edc_conn_id: str) -> dict[str, Any]:
+def complete_transfer(
+    task: BaseOperator,
+    event: dict[str, Any] | None,
+    edc_conn_id: str,
+    *,
+    terminate_on_timeout: bool = False,
+    timeout_error: type[EdcTransferTimeout] = EdcTransferTimeout,
+) -> dict[str, Any]:
     """Turn an :class:`~airflow_edc_callbacks.triggers.callback.EdcCallbackTrigger` event into the task's result.
 
     Logs the timeline; returns the XCom result on success.
 
+    :param terminate_on_timeout: for a ``timeout`` event, terminate the transfer on the connector first.
+    :param timeout_error: the error a ``timeout`` event raises.
     :raises TriggerEventError: the event is missing or has an unknown status.
     :raises EdcTransferFailed: the transfer was terminated (names the transfer, connector, state, reason).
+    :raises EdcTransferTimeout: a ``timeout`` event (names the transfer, connector, last state, wait).
     """
     event = validate_event(task, event)
     transfer_id = str(event["transfer_process_id"])
     log_timeline(task, "Transfer process", transfer_id, event.get("timeline", []))
+    if event["status"] == "timeout":
+        raise_timeout(
+            task,
+            event,
+            kind="transfer",
+            hook=EdcManagementHook(edc_conn_id),
+            connector=connector_url(edc_conn_id),
+            terminate=terminate_on_timeout,
+            error=timeout_error,
+        )
     if event.get("source") == "state_check":
         task.log.warning(
             "Transfer process %s: the result came from a state check, not a callback "

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator
 
 from airflow_edc_callbacks._compat import AirflowSensorTimeout
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable
-from airflow_edc_callbacks.exceptions import TriggerEventError
+from airflow_edc_callbacks.exceptions import EdcTransferSensorTimeout, TriggerEventError
 from airflow_edc_callbacks.models import TRANSFER_EVENT_PREFIX, WaitFor
+from airflow_edc_callbacks.operators.lifecycle import arm, safety_net
 from airflow_edc_callbacks.operators.resume import worker_exit_seconds
 from airflow_edc_callbacks.operators.transfer import complete_transfer
 from airflow_edc_callbacks.triggers.callback import EdcCallbackTrigger
@@ -41,8 +43,11 @@ class EdcTransferSensor(BaseSensorOperator):
     :param wait_for: ``completed`` (default) or ``started`` (templated).
     :param edc_conn_id: the ``edc`` connection of the connector the process lives on, for the state
         check (templated).
-    :param fallback_check_interval: seconds without a callback before asking the connector once.
-    :param timeout: seconds (the sensor's usual ``timeout``) until the task fails with a sensor timeout.
+    :param fallback_check_interval: seconds without a callback before asking the connector (then with a back-off).
+    :param timeout: seconds (the sensor's usual ``timeout``) until the task fails: once the transfer is
+        known, with :class:`~airflow_edc_callbacks.exceptions.EdcTransferSensorTimeout` naming it, its last
+        state and the wait (an ``AirflowSensorTimeout``: no retries). The sensor never terminates the
+        transfer, not at the time-out nor when the task is killed: it did not start it.
     :param deferrable: defer to the triggerer while waiting (``True``) or wait in the worker on the same
         event store (``False``); default Airflow's ``[operators] default_deferrable`` (``False`` unless
         set).
@@ -50,6 +55,7 @@ class EdcTransferSensor(BaseSensorOperator):
     Returns the same XCom result as the operator.
 
     :raises EdcTransferFailed: the transfer was terminated.
+    :raises EdcTransferSensorTimeout: the transfer did not end within ``timeout``.
     """
 
     template_fields: Sequence[str] = ("transfer_process_id", "asset_id", "contract_id", "wait_for", "edc_conn_id")
@@ -134,10 +140,12 @@ class EdcTransferSensor(BaseSensorOperator):
 
     def _wait(self, context: Context, trigger: EdcCallbackTrigger, timeout: float | None = None) -> Any:
         timeout = self.timeout if timeout is None else timeout
+        arm(trigger, timedelta(seconds=timeout), terminate_on_kill=False)
+        net = safety_net(timedelta(seconds=timeout)).total_seconds()
         if self.deferrable:
             trigger.not_before = time.time() + worker_exit_seconds()
-            self.defer(trigger=trigger, method_name="execute_complete", timeout=timeout)
-        return self.execute_complete(context, self._run_inline(trigger, timeout))
+            self.defer(trigger=trigger, method_name="execute_complete", timeout=net)
+        return self.execute_complete(context, self._run_inline(trigger, net))
 
     def _run_inline(self, trigger: Any, timeout: float) -> dict[str, Any]:
         try:
@@ -146,8 +154,9 @@ class EdcTransferSensor(BaseSensorOperator):
             raise AirflowSensorTimeout(f"{self.task_id}: {err}") from None
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume after the transfer ended; same result and errors as the operator."""
-        return complete_transfer(self, event, self.edc_conn_id)
+        """Resume after the transfer ended; same result and errors as the operator (a time-out raises
+        :class:`~airflow_edc_callbacks.exceptions.EdcTransferSensorTimeout` and terminates nothing)."""
+        return complete_transfer(self, event, self.edc_conn_id, timeout_error=EdcTransferSensorTimeout)
 
     def poke(self, context: Context) -> bool:
         """Not used: the sensor waits on callbacks (deferred, or in the worker), never by poking."""

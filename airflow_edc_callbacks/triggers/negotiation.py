@@ -13,7 +13,7 @@ from typing import Any
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
 from airflow_edc_callbacks.models import jsonld_get
 from airflow_edc_callbacks.store import StoredEvent
-from airflow_edc_callbacks.triggers.callback import EdcCallbackTrigger
+from airflow_edc_callbacks.triggers.callback import NEGOTIATION_STALL_CAUSES, EdcCallbackTrigger
 
 __all__ = ["NEGOTIATION_EVENT_PREFIX", "EdcNegotiationTrigger"]
 
@@ -29,16 +29,18 @@ def _text(value: object) -> str | None:
 class EdcNegotiationTrigger(EdcCallbackTrigger):
     """Fire when the contract negotiation is FINALIZED or TERMINATED, as told by its callbacks.
 
-    Same store-first wait, token rules and state-check fallback as
-    :class:`~airflow_edc_callbacks.triggers.callback.EdcCallbackTrigger`.
+    Same store-first wait, token rules, state-check back-off, deadline, stall warning and ``on_kill`` as
+    :class:`~airflow_edc_callbacks.triggers.callback.EdcCallbackTrigger`. Its ``on_kill`` terminates the
+    negotiation (``POST /v3/contractnegotiations/{id}/terminate``); EDC can refuse that in some states
+    (e.g. ``REQUESTED``), which is logged.
 
     :param correlation_id: the correlation id in the callback token the operator sent.
     :param contract_negotiation_id: the consumer's contract negotiation id.
 
-    The event payload: ``status`` (``success`` | ``failed``), ``contract_negotiation_id``,
+    The event payload: ``status`` (``success`` | ``failed`` | ``timeout``), ``contract_negotiation_id``,
     ``contract_agreement_id``, ``state``, ``event_type``, ``reason`` (the connector's ``errorDetail``),
     ``source`` (``callback`` | ``state_check``), ``asset_id``, ``counter_party_id``, ``timeline``,
-    ``correlation_id``.
+    ``correlation_id`` and, for a time-out, ``waited_seconds``.
     """
 
     EVENT_PREFIX = NEGOTIATION_EVENT_PREFIX
@@ -52,6 +54,9 @@ class EdcNegotiationTrigger(EdcCallbackTrigger):
         conn_id: str = DEFAULT_CONN_ID,
         fallback_check_interval: float | None = None,
         not_before: float | None = None,
+        deadline: float | None = None,
+        waiting_since: float | None = None,
+        terminate_on_kill: bool = False,
     ) -> None:
         super().__init__(
             correlation_id=correlation_id,
@@ -59,6 +64,9 @@ class EdcNegotiationTrigger(EdcCallbackTrigger):
             conn_id=conn_id,
             fallback_check_interval=fallback_check_interval,
             not_before=not_before,
+            deadline=deadline,
+            waiting_since=waiting_since,
+            terminate_on_kill=terminate_on_kill,
         )
         self.contract_negotiation_id = contract_negotiation_id
 
@@ -71,8 +79,27 @@ class EdcNegotiationTrigger(EdcCallbackTrigger):
                 "conn_id": self.conn_id,
                 "fallback_check_interval": self.fallback_check_interval,
                 "not_before": self.not_before,
+                "deadline": self.deadline,
+                "waiting_since": self.waiting_since,
+                "terminate_on_kill": self.terminate_on_kill,
             },
         )
+
+    def _stall_cause(self, state: str) -> str:
+        return NEGOTIATION_STALL_CAUSES.get(state, "no callback and no state change came from the connector")
+
+    def _timeout_payload(
+        self, state: str, source: str | None, waited: float, timeline: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        return {
+            **self._result(
+                status="timeout", state=state, event_type=None, source=source, timeline=timeline, agreement_id=None
+            ),
+            "waited_seconds": round(waited, 1),
+        }
+
+    async def _terminate(self, reason: str) -> None:
+        await self._hook().aterminate_negotiation(self.contract_negotiation_id, reason)
 
     def _result(
         self,
@@ -80,7 +107,7 @@ class EdcNegotiationTrigger(EdcCallbackTrigger):
         status: str,
         state: str,
         event_type: str | None,
-        source: str,
+        source: str | None,
         timeline: list[dict[str, Any]],
         agreement_id: str | None,
         reason: str | None = None,
@@ -135,6 +162,7 @@ class EdcNegotiationTrigger(EdcCallbackTrigger):
         negotiation = await self._hook().aget_negotiation(self.contract_negotiation_id)
         state = str(jsonld_get(negotiation, "state", "")).upper()
         self.log.info("Connector reports contract negotiation %s in state %s", self.contract_negotiation_id, state)
+        self._observe(state, "state_check", jsonld_get(negotiation, "stateTimestamp"))
         status = {"FINALIZED": "success", "TERMINATED": "failed"}.get(state)
         if status is None:
             return None

@@ -91,6 +91,7 @@ def test_fifty_transfers_survive_a_killed_triggerer_with_callbacks_spread_over_t
         "sink_base_url": f"{edc_env.data_server.url}/sink",
         "count": TRANSFERS,
     }
+    terminates_before = len(_terminate_calls(edc_env))
     run_id = af.trigger_dag(DAG_ID, conf=conf)
 
     # Wait until both triggerers run triggers and one of them holds at least five, then kill that one.
@@ -180,11 +181,19 @@ def test_fifty_transfers_survive_a_killed_triggerer_with_callbacks_spread_over_t
 
     # The connector was never asked about these transfers while callbacks flowed.
     assert [r for tid in transfer_ids for r in edc_env.proxy.requests_for(tid)] == []
+    # A killed triggerer's triggers moved on (no on_kill): no transfer was terminated, not one terminate
+    # call reached the consumer's Management API.
+    assert _terminate_calls(edc_env)[terminates_before:] == []
     print(
         f"\n{TRANSFERS} transfers: killed {victim} holding {len(orphaned)} waiting triggers "
         f"({len(late)} of them completed after the kill); "
         f"run finished {finished_in:.1f} s later; callbacks per receiver {answered}; {retried} retried"
     )
+
+
+def _terminate_calls(edc_env: EdcEnvironment) -> list[tuple[float, str, str]]:
+    """Every ``POST .../terminate`` that reached the consumer's Management API (through the counting proxy)."""
+    return [r for r in edc_env.proxy.requests_for("/terminate") if r[1] == "POST" and r[2].endswith("/terminate")]
 
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

@@ -116,7 +116,11 @@ def test_sensor_defers_on_the_transfer_with_no_token() -> None:
     trigger = info.value.trigger
     assert isinstance(trigger, EdcCallbackTrigger)
     assert (trigger.correlation_id, trigger.transfer_process_id) == (None, "tp-9")
-    assert deferral_timeout(info.value) == timedelta(hours=24)
+    # the trigger's own deadline decides (typed error); Airflow's deferral time-out is a later safety net
+    assert deferral_timeout(info.value) == timedelta(hours=24) + timedelta(seconds=60)
+    assert trigger.deadline is not None
+    assert abs(trigger.deadline - (time.time() + 24 * 3600)) < 60
+    assert trigger.terminate_on_kill is False  # a sensor never terminates a transfer it did not start
 
 
 def test_sensor_by_asset_first_finds_the_transfer() -> None:

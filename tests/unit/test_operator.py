@@ -4,6 +4,7 @@ connectors in tests/e2e)."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -234,7 +235,11 @@ def test_negotiated_transfer_defers_twice_and_resumes_with_both_results(monkeypa
     with pytest.raises(TaskDeferred) as first:
         op.execute({"ti": ti})
     assert first.value.method_name == "negotiation_complete"
-    assert first.value.timeout == op.negotiation_timeout
+    # the trigger's deadline is the negotiation_timeout; Airflow's deferral time-out a later safety net
+    assert first.value.timeout == op.negotiation_timeout + timedelta(seconds=60)
+    deadline = first.value.trigger.deadline
+    assert deadline is not None
+    assert abs(deadline - first.value.trigger.waiting_since - op.negotiation_timeout.total_seconds()) < 1e-6
     assert isinstance(first.value.trigger, EdcNegotiationTrigger)
     assert first.value.trigger.contract_negotiation_id == "cn-1"
     assert [r[1].rsplit("/", 2)[-2:] for r in requests] == [["catalog", "request"], ["v3", "contractnegotiations"]]

@@ -70,6 +70,9 @@ def test_serialize_round_trip_holds_no_secret(edc_config: str) -> None:
         "conn_id": "edc_unused",
         "fallback_check_interval": 3600,
         "not_before": None,
+        "deadline": None,
+        "waiting_since": None,
+        "terminate_on_kill": False,
     }
     assert EdcCallbackTrigger(**kwargs).serialize() == (classpath, kwargs)
     flat = json.dumps(kwargs)
