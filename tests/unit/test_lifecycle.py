@@ -240,6 +240,8 @@ def timeout_event(**overrides: Any) -> dict[str, Any]:
 
 
 def transfer_operator(**kwargs: Any) -> EdcTransferOperator:
+    kwargs.setdefault("transfer_type", "HttpData-PUSH")
+    kwargs.setdefault("deferrable", True)
     return EdcTransferOperator(
         task_id="transfer", contract_id="agreement-1", counter_party_address="http://provider/protocol", **kwargs
     )
@@ -624,7 +626,11 @@ def test_the_negotiated_transfers_negotiation_time_out_terminates_the_negotiatio
 
     connector.states[CN] = "VERIFIED"
     op = EdcNegotiatedTransferOperator(
-        task_id="negotiate_and_pull", asset_id="asset", counter_party_address="http://p/protocol", counter_party_id="p"
+        task_id="negotiate_and_pull",
+        asset_id="asset",
+        counter_party_address="http://p/protocol",
+        counter_party_id="p",
+        transfer_type="HttpData-PULL",
     )
     event = timeout_event(contract_negotiation_id=CN, state="VERIFIED", waited_seconds=3600.0)
     del event["transfer_process_id"]
