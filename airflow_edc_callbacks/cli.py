@@ -19,7 +19,13 @@ from typing import Any, TextIO
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from airflow_edc_callbacks.config import get_callback_base_url, get_retention, get_store_url, parse_duration
+from airflow_edc_callbacks.config import (
+    DEFAULT_CONN_ID,
+    get_callback_base_url,
+    get_retention,
+    get_store_url,
+    parse_duration,
+)
 from airflow_edc_callbacks.exceptions import StoreUnavailableError
 from airflow_edc_callbacks.models import iso_from_epoch_ms
 from airflow_edc_callbacks.receiver.server import ServerLimits
@@ -223,20 +229,23 @@ def _callback_url(args: argparse.Namespace, out: TextIO) -> int:
 
 def _terminate(args: argparse.Namespace, out: TextIO) -> int:
     """``POST /{version}/transferprocesses/{id}/terminate`` (or ``contractnegotiations``) on a connection's
-    connector: what a task's ``on_kill`` does on Airflow 3.3, by hand (Airflow 3.1 / 3.2 never call it)."""
-    from airflow_edc_callbacks.exceptions import EdcCallbacksError
+    connector: what a task's ``on_kill`` does on Airflow 3.3, by hand (Airflow 3.1 / 3.2 never call it).
+    A process that is final already counts as done (see ``lifecycle.terminate_process``)."""
     from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+    from airflow_edc_callbacks.operators.lifecycle import ProcessKind, terminate_process
 
     hook = EdcManagementHook(args.conn_id)
-    kind = "contract negotiation" if args.negotiation else "transfer process"
-    try:
-        if args.negotiation:
-            hook.terminate_negotiation(args.process_id, args.reason)
-        else:
-            hook.terminate_transfer(args.process_id, args.reason)
-    except EdcCallbacksError as err:
-        raise _Failure(f"could not terminate {kind} {args.process_id}: {err}") from err
-    print(f"Asked {hook.settings.base_url} to terminate {kind} {args.process_id}.", file=out)
+    kind: ProcessKind = "negotiation" if args.negotiation else "transfer"
+    label = "contract negotiation" if args.negotiation else "transfer process"
+    termination = terminate_process(logging.getLogger(__name__), hook, kind, args.process_id, args.reason)
+    if not termination.done:
+        raise _Failure(
+            f"could not terminate {label} {args.process_id} on {hook.settings.base_url}: {termination.detail}"
+        )
+    if termination.accepted:
+        print(f"Asked {hook.settings.base_url} to terminate {label} {args.process_id}.", file=out)
+    else:
+        print(f"{label.capitalize()} {args.process_id} on {hook.settings.base_url}: {termination.detail}.", file=out)
     return 0
 
 
@@ -404,7 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     terminate.add_argument("process_id", help="The consumer's transfer process (or contract negotiation) id.")
     terminate.add_argument("--negotiation", action="store_true", help="PROCESS_ID is a contract negotiation.")
-    terminate.add_argument("--conn-id", default="edc_default", help="The edc connection (default edc_default).")
+    terminate.add_argument(
+        "--conn-id", default=DEFAULT_CONN_ID, help=f"The edc connection (default {DEFAULT_CONN_ID})."
+    )
     terminate.add_argument(
         "--reason", default="Terminated by airflow-edc-callbacks terminate", help="The reason the connector records."
     )

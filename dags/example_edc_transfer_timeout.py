@@ -40,6 +40,7 @@ with DAG(
         data_destination={"type": "HttpData", "baseUrl": "{{ params.sink_base_url }}/timeout"},
         timeout=timedelta(seconds=60),
         terminate_on_timeout=True,  # the default: the transfer does not outlive its task
+        deferrable=True,
         retries=0,
     )
     # [END howto_operator_edc_transfer_timeout]

@@ -740,6 +740,8 @@ class EdcManagementHook(BaseHook):
         :raises EdcEdrNotFound: no usable EDR (not a PULL transfer, not started yet, or already ended;
             the message says what the connector answered).
         :raises EdcTransportError: the connector could not be reached.
+        :raises StoreUnavailableError: Tractus-X ``auto_refresh``: the transfer's refresh lock stayed taken
+            beyond twice its lease.
         """
         if auto_refresh and self.settings.tractusx:
             with self._edr_refresh_lock(transfer_process_id):
@@ -909,6 +911,7 @@ class EdcManagementHook(BaseHook):
         :raises EdcEdrNotFound: no EDR is known for the transfer.
         :raises EdcEdrRefused: the provider kept refusing the EDR (names the transfer, the URL and what to do).
         :raises EdcDataFetchError: the provider's endpoint failed otherwise or could not be reached.
+        :raises StoreUnavailableError: the transfer's EDR refresh lock stayed taken beyond twice its lease.
         """
 
         def fetch(edr: EndpointDataReference) -> FetchResult:

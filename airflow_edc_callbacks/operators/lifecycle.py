@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from airflow_edc_callbacks.exceptions import (
     EdcApiError,
@@ -43,15 +43,25 @@ first (with the last state and a terminate), Airflow's generic time-out is only 
 _LABELS: dict[str, str] = {"transfer": "transfer process", "negotiation": "contract negotiation"}
 
 
+class TaskLog(Protocol):
+    """What :func:`terminate_process` logs to: a task's ``log`` or a ``logging.Logger``."""
+
+    def info(self, msg: Any, /, *args: Any) -> Any: ...
+
+    def warning(self, msg: Any, /, *args: Any) -> Any: ...
+
+
 class Termination(NamedTuple):
     """What a terminate did.
 
     :ivar done: the connector took the terminate, or the process was final already.
     :ivar detail: what became of the process, for a message, e.g. ``it was COMPLETED already``.
+    :ivar accepted: the connector took the terminate (``done`` without it: final already).
     """
 
     done: bool
     detail: str
+    accepted: bool = False
 
 
 def arm(trigger: EdcCallbackTrigger, timeout: timedelta, *, terminate_on_kill: bool) -> None:
@@ -69,7 +79,7 @@ def safety_net(timeout: timedelta) -> timedelta:
 
 
 def terminate_process(
-    task: BaseOperator, hook: EdcManagementHook, kind: ProcessKind, process_id: str, reason: str
+    log: TaskLog, hook: EdcManagementHook, kind: ProcessKind, process_id: str, reason: str
 ) -> Termination:
     """Terminate a transfer process or contract negotiation on the connector; never raises.
 
@@ -78,6 +88,7 @@ def terminate_process(
     followed by one state read: a final process counts as done. Anything else is logged as a warning
     (EDC can refuse to terminate a ``REQUESTED`` negotiation, eclipse-edc/Connector#3814).
 
+    :param log: where to say what happened (a task's ``log``).
     :returns: whether it is terminated (or final) and what became of it, for the task's messages.
     """
     label = f"{_LABELS[kind]} {process_id}"
@@ -90,26 +101,28 @@ def terminate_process(
         if err.status_code in (400, 409):
             state = _state(hook, kind, process_id)
             if state in FINAL_PROCESS_STATES:
-                task.log.info("%s was %s already; nothing to terminate", label.capitalize(), state)
+                log.info("%s was %s already; nothing to terminate", label.capitalize(), state)
                 return Termination(True, f"it was {state} already")
-            task.log.warning("Could not terminate %s (state %s) on the connector: %s", label, state, err)
+            log.warning("Could not terminate %s (state %s) on the connector: %s", label, state, err)
             return Termination(False, f"terminating it failed ({err})")
-        task.log.warning("Could not terminate %s on the connector: %s", label, err)
+        log.warning("Could not terminate %s on the connector: %s", label, err)
         return Termination(False, f"terminating it failed ({err})")
     except EdcCallbacksError as err:
-        task.log.warning("Could not terminate %s on the connector: %s", label, err)
+        log.warning("Could not terminate %s on the connector: %s", label, err)
         return Termination(False, f"terminating it failed ({err})")
-    task.log.info("Asked the connector to terminate %s (%s)", label, reason)
-    return Termination(True, "terminate requested on the connector")
+    log.info("Terminated %s on %s: %s", label, hook.settings.base_url, reason)
+    return Termination(True, "terminate requested on the connector", accepted=True)
 
 
 def _state(hook: EdcManagementHook, kind: ProcessKind, process_id: str) -> str | None:
-    """The process's state on the connector, or ``None`` when it cannot be read."""
+    """The process's state on the connector (``GET .../transferprocesses/{id}/state``, or the negotiation),
+    or ``None`` when it cannot be read."""
     try:
-        process = hook.get_transfer_process(process_id) if kind == "transfer" else hook.get_negotiation(process_id)
+        if kind == "transfer":
+            return hook.get_transfer_state(process_id).upper() or None
+        return str(jsonld_get(hook.get_negotiation(process_id), "state", "")).upper() or None
     except EdcCallbacksError:
         return None
-    return str(jsonld_get(process, "state", "")).upper() or None
 
 
 def raise_timeout(
@@ -135,7 +148,7 @@ def raise_timeout(
     outcome = None
     if terminate:
         reason = f"Airflow task {task.task_id} timed out after {waited:.0f} s in state {state}"
-        outcome = terminate_process(task, hook, kind, process_id, reason).detail
+        outcome = terminate_process(task.log, hook, kind, process_id, reason).detail
     if error is None:
         error = EdcTransferTimeout if kind == "transfer" else EdcNegotiationTimeout
     raise error(process_id, connector, state, waited, outcome)

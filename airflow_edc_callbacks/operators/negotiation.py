@@ -179,7 +179,7 @@ class EdcContractNegotiationOperator(NegotiationSteps, BaseOperator):
         if self._waiting_on is not None and self.terminate_on_kill:
             kind, process_id = self._waiting_on
             hook = EdcManagementHook(self.edc_conn_id)
-            terminate_process(self, hook, kind, process_id, f"Airflow task {self.task_id} was killed")
+            terminate_process(self.log, hook, kind, process_id, f"Airflow task {self.task_id} was killed")
 
     def execute(self, context: Context) -> Any:
         hook = EdcManagementHook(self.edc_conn_id)

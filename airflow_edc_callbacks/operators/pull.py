@@ -137,5 +137,5 @@ def terminate_after_fetch(task: BaseOperator, hook: EdcManagementHook, transfer_
     :returns: ``True`` when the connector accepted the terminate or the transfer was final already.
     """
     return terminate_process(
-        task, hook, "transfer", transfer_process_id, f"data fetched by Airflow task {task.task_id}"
+        task.log, hook, "transfer", transfer_process_id, f"data fetched by Airflow task {task.task_id}"
     ).done

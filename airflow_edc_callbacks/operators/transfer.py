@@ -239,7 +239,7 @@ class EdcTransferOperator(BaseOperator):
         if waiting_on is None or not self.terminate_on_kill:
             return
         kind, process_id = waiting_on
-        terminate_process(self, self._hook(), kind, process_id, f"Airflow task {self.task_id} was killed")
+        terminate_process(self.log, self._hook(), kind, process_id, f"Airflow task {self.task_id} was killed")
 
     def find_unfinished_transfer(self, context: Context, hook: EdcManagementHook) -> str | None:
         """The transfer process an earlier try of this task instance started and that is still running.

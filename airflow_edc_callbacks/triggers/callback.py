@@ -87,7 +87,13 @@ NEGOTIATION_STALL_CAUSES = {
 """Usual causes of a contract negotiation that stays in a state (the stall warning)."""
 
 KILL_TIMEOUT_SECONDS = 120.0
-"""Longest an ``on_kill`` terminate may take (the task instance's state, then the terminate request)."""
+"""Longest an ``on_kill`` terminate may take (the task instance's state, then the terminate request).
+Airflow's ``[triggerer] on_kill_timeout`` (30 s) stops waiting for ``on_kill`` earlier; the terminate,
+shielded in a task of its own, carries on until this bound."""
+
+PREPARE_KILL_TIMEOUT_SECONDS = 10.0
+"""Longest a trigger spends reading its connection before it waits (so a hanging secrets backend cannot
+hold the wait, nor its deadline)."""
 
 _KILLS: set[asyncio.Task[Any]] = set()
 """Terminates started by ``on_kill`` (and the warm-up) still running (a strong reference keeps each alive)."""
@@ -186,6 +192,7 @@ class EdcCallbackTrigger(BaseTrigger):
         self._state_source: str | None = None  # ...where it came from (callback | state_check)...
         self._state_since: float | None = None  # ...and since when (epoch seconds)
         self._stall_warned: set[str] = set()  # states the stall warning was logged for
+        self._fired = False  # the trigger yielded its event (on_kill then changes nothing)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -342,7 +349,7 @@ class EdcCallbackTrigger(BaseTrigger):
                 continue
             seen.add(stored.envelope_id)
             timeline.append(timeline_entry(stored))
-            self._observe(stored.event_type[len(self.EVENT_PREFIX) :].upper(), "callback", stored.event_at)
+            self._observe(stored.event_type[len(self.EVENT_PREFIX) :].upper(), "callback", stored.received_at)
             self.log.info(
                 "Callback %s for %s %s: connector time %s, received %s (via %s)",
                 stored.event_type,
@@ -396,8 +403,8 @@ class EdcCallbackTrigger(BaseTrigger):
     def _observe(self, state: str, source: str, at: Any = None) -> None:
         """Note the process's state as a callback or state check told it.
 
-        :param at: when the process entered the state, epoch milliseconds (the event's time, or the
-            connector's ``stateTimestamp``); unknown: now.
+        :param at: when the process entered the state, epoch milliseconds (the receiver's time of the
+            callback, or the connector's ``stateTimestamp``; never later than now); unknown: now.
         """
         if not state or state == self._last_state:
             if state:
@@ -407,6 +414,7 @@ class EdcCallbackTrigger(BaseTrigger):
             since = float(at) / 1000 if at is not None else time.time()
         except (TypeError, ValueError):
             since = time.time()
+        since = min(since, time.time())  # a connector clock ahead of this host's does not hide a stall
         self._last_state, self._state_source, self._state_since = state, source, since
 
     def _stall_cause(self, state: str) -> str:
@@ -453,22 +461,35 @@ class EdcCallbackTrigger(BaseTrigger):
             "waited_seconds": round(waited, 1),
         }
 
+    async def _last_look(
+        self, store: EventStore, queued: list[StoredEvent], seen: set[str], timeline: list[dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        """At the deadline, before timing out: the events the listener queued and the store holds that were
+        not consumed yet (a callback committed just before the deadline still counts)."""
+        try:
+            return self._consume(await self._with_binding(store, [*queued, *await self._read_store()]), seen, timeline)
+        except EdcCallbacksError as err:
+            self.log.warning(
+                "Could not read the stored events of %s at the time-out: %s", self.transfer_process_id, err
+            )
+            return self._consume(queued, seen, timeline)
+
     async def _timed_out(self, timeline: list[dict[str, Any]], started: float) -> dict[str, Any]:
-        """The result at the deadline: the last trusted callback's state, or one state check now (which
-        may find the process finished after all: then that is the result)."""
+        """The result at the deadline: one state check now, which may find the process finished after all
+        (EDC never re-delivers a callback that failed: then that is the result); when the check fails, the
+        last trusted callback's state."""
         state, source = self._last_state, self._state_source
-        if source != "callback":
-            metrics.incr("trigger.state_check")
-            try:
-                result = await self._state_check(timeline)
-            except EdcCallbacksError as err:
-                self.log.warning(
-                    "State check of %s %s at the time-out failed: %s", self.PROCESS_LABEL, self.transfer_process_id, err
-                )
-            else:
-                if result is not None:
-                    return result
-                state, source = self._last_state, "state_check"
+        metrics.incr("trigger.state_check")
+        try:
+            result = await self._state_check(timeline)
+        except EdcCallbacksError as err:
+            self.log.warning(
+                "State check of %s %s at the time-out failed: %s", self.PROCESS_LABEL, self.transfer_process_id, err
+            )
+        else:
+            if result is not None:
+                return result
+            state, source = self._last_state, "state_check"
         waited = time.time() - started
         self.log.error(
             "%s %s did not reach the awaited state within the time-out (%.0f s); last state %s (from %s)",
@@ -489,7 +510,7 @@ class EdcCallbackTrigger(BaseTrigger):
         cores up to half a minute); paid at a kill, it would delay the terminate that long."""
         global _warmed_up
         try:
-            await self._hook().aget_settings()
+            await asyncio.wait_for(self._hook().aget_settings(), PREPARE_KILL_TIMEOUT_SECONDS)
         except Exception as err:  # on_kill tries again; the wait does not need the connection
             self.log.warning("Could not read connection %s (on_kill will try again): %s", self.conn_id, err)
         if not _warmed_up and getattr(self, "task_instance", None) is not None:
@@ -549,6 +570,11 @@ class EdcCallbackTrigger(BaseTrigger):
         """
         if not self.terminate_on_kill:
             return
+        if self._fired:
+            # Airflow 3.3 cancels a trigger that fired but is still closing (releasing its hold) as if a
+            # user acted: the task resumes on the event, its process must not be terminated
+            self.log.info("on_kill after the event was sent: not terminating %s", self.transfer_process_id)
+            return
         kill = asyncio.ensure_future(self._kill())
         _KILLS.add(kill)
         kill.add_done_callback(_KILLS.discard)
@@ -565,6 +591,10 @@ class EdcCallbackTrigger(BaseTrigger):
             self.log.warning("on_kill: could not terminate %s: %r", label, err)
 
     async def _terminate_unless_deferred(self, label: str) -> None:
+        """Terminate the process unless the task instance still waits: its state ``deferred`` (the trigger
+        moved to another triggerer) or unknown leaves the process alone; any other (``failed``,
+        ``success``, ``none`` after a clear, a new try's ``scheduled`` / ``queued`` / ``running``, or
+        ``missing``) terminates it. Never raises for the connector: a refused terminate is logged."""
         state = await self._task_instance_state()
         if state is None:
             self.log.warning("on_kill: not terminating %s: the task instance's state is unknown", label)
@@ -636,14 +666,16 @@ class EdcCallbackTrigger(BaseTrigger):
                     await self._hold(store, holder)
                     renew_at = time.monotonic() + HOLD_RENEW_SECONDS
                 if self.deadline is not None and time.time() >= self.deadline:
-                    result = await self._timed_out(timeline, started)
+                    result = await self._last_look(store, subscription.drain(), seen, timeline)
+                    if result is None:
+                        result = await self._timed_out(timeline, started)
                     break
                 stall_at = (self._state_since or started) + stall_after
                 if not probed and self._last_state is None and time.time() >= stall_at:
                     probed, next_check = True, time.monotonic()
                 if time.monotonic() >= next_check:
                     self.log.info(
-                        "No callback for %s %s in %.0f s; asking the connector for its state",
+                        "No callback for %s %s in %.1f s; asking the connector for its state",
                         self.PROCESS_LABEL,
                         self.transfer_process_id,
                         check_every,
@@ -685,6 +717,7 @@ class EdcCallbackTrigger(BaseTrigger):
             if hold > 0:
                 self.log.info("Holding the event %.1f s until the worker that deferred the task has exited", hold)
                 await asyncio.sleep(hold)
+            self._fired = True  # a cancel from now on is the triggerer dropping a fired trigger, not a kill
             yield TriggerEvent(result)
         finally:  # also when cancelled while starting: no subscription or hold is left behind
             if subscription is not None:

@@ -285,8 +285,10 @@ def test_retry_after_worker_crash_waits_for_the_running_transfer(
         if edc_env.consumer_state(transfer_id) != "TERMINATED":
             break
     assert first.value.method_name == "execute_complete"
-    assert first.value.timeout.total_seconds() == 24 * 3600
+    # the trigger decides the 24 h time-out; Airflow's deferral time-out is a safety net 60 s later
+    assert first.value.timeout.total_seconds() == 24 * 3600 + 60
     _, kwargs = first.value.trigger.serialize()
+    assert kwargs["deadline"] - kwargs["waiting_since"] == pytest.approx(24 * 3600)
     assert kwargs["wait_for"] == "completed"
     # held until the deferring worker has exited: [workers] min_heartbeat_interval (default 5) + 1 s
     assert 5.5 < kwargs["not_before"] - deferred_at < 7.5

@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -504,6 +507,28 @@ def test_deferrable_defaults_to_airflows_default_deferrable(make: Callable[[], A
 
     assert conf.getboolean("operators", "default_deferrable", fallback=False) is False  # Airflow's default
     assert make().deferrable is False
+
+
+def test_deferrable_follows_default_deferrable_when_it_is_set() -> None:
+    """``[operators] default_deferrable = True`` makes every operator and the sensor defer (read when the
+    provider is imported, as Airflow's own providers do: a fresh interpreter)."""
+    code = (
+        "from airflow_edc_callbacks.operators import EdcContractNegotiationOperator, EdcNegotiatedTransferOperator, "
+        "EdcTransferOperator\n"
+        "from airflow_edc_callbacks.sensors import EdcTransferSensor\n"
+        "p = 'http://p/protocol'\n"
+        "ops = [EdcTransferOperator(task_id='a', contract_id='c', counter_party_address=p,"
+        " transfer_type='HttpData-PUSH'),"
+        " EdcNegotiatedTransferOperator(task_id='b', asset_id='a', counter_party_address=p, counter_party_id='p',"
+        " transfer_type='HttpData-PULL'),"
+        " EdcContractNegotiationOperator(task_id='c', asset_id='a', counter_party_address=p, counter_party_id='p'),"
+        " EdcTransferSensor(task_id='d', transfer_process_id='tp')]\n"
+        "print([op.deferrable for op in ops])\n"
+    )
+    env = {**os.environ, "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True"}
+    answer = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.strip().splitlines()[-1] == "[True, True, True, True]"
 
 
 @pytest.mark.parametrize("cls", [EdcTransferOperator, EdcNegotiatedTransferOperator])
