@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 _HOME = Path(tempfile.mkdtemp(prefix="edc-callbacks-tests-"))
 atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
@@ -19,6 +20,9 @@ import pytest  # noqa: E402
 
 from airflow_edc_callbacks.store import EventStore  # noqa: E402
 from tests.postgres_server import PostgresServer  # noqa: E402
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
 
 SIGNING_KEY = b"test-signing-key-0123456789"
 
@@ -102,3 +106,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         tests, failed = int(_unit["tests"]), int(_unit["failed"])
         results.record_suite("unit", airflow.__version__, tests=tests, failed=failed, seconds=_unit["seconds"])
     results.write(results.RESULTS_FILE)
+
+
+@pytest.fixture
+def receiver(edc_config: str) -> Iterator[TestClient]:
+    """The receiver app (no auth header required) on the test's store, signing with ``SIGNING_KEY``."""
+    from fastapi.testclient import TestClient
+
+    from airflow_edc_callbacks.receiver import ReceiverSettings, create_app
+
+    settings = ReceiverSettings(store_url=edc_config, signing_key=SIGNING_KEY, auth=None, auth_from_config=False)
+    with TestClient(create_app(settings)) as client:
+        yield client

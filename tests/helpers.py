@@ -58,3 +58,18 @@ async def first_trigger_event(trigger: Any, timeout: float = 10) -> dict[str, An
     finally:
         await events.aclose()
     return dict(event.payload)
+
+
+async def until_subscribed(count: int = 1, timeout: float = 5) -> None:
+    """Wait (deadline ``timeout`` seconds) until ``count`` triggers subscribe to the test store's listener.
+
+    :raises TimeoutError: they did not within ``timeout``.
+    """
+    from airflow_edc_callbacks.store import get_listener, get_store
+
+    listener = get_listener(get_store())
+    deadline = asyncio.get_running_loop().time() + timeout
+    while listener.subscription_count < count:
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("trigger never subscribed to the store listener")
+        await asyncio.sleep(0.01)

@@ -25,7 +25,6 @@ from airflow_edc_callbacks.exceptions import (
     EdcTransferTimeout,
 )
 from airflow_edc_callbacks.operators import EdcContractNegotiationOperator, EdcTransferOperator
-from airflow_edc_callbacks.receiver import ReceiverSettings, create_app
 from airflow_edc_callbacks.sensors import EdcTransferSensor
 from airflow_edc_callbacks.tokens import make_token
 from airflow_edc_callbacks.triggers import EdcCallbackTrigger, EdcNegotiationTrigger
@@ -127,13 +126,6 @@ def connector(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeConnector]:
         yield fake
     finally:
         fake.stop()
-
-
-@pytest.fixture
-def receiver(edc_config: str) -> Iterator[TestClient]:
-    settings = ReceiverSettings(store_url=edc_config, signing_key=SIGNING_KEY, auth=None, auth_from_config=False)
-    with TestClient(create_app(settings)) as client:
-        yield client
 
 
 def post(client: TestClient, body: dict[str, Any]) -> None:

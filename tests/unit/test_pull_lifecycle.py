@@ -37,14 +37,12 @@ from airflow_edc_callbacks.operators import (
     EdcPullDataOperator,
     EdcTransferOperator,
 )
-from airflow_edc_callbacks.receiver import ReceiverSettings, create_app
 from airflow_edc_callbacks.sensors import EdcTransferSensor
-from airflow_edc_callbacks.store import get_listener, get_store
 from airflow_edc_callbacks.tokens import make_token
 from airflow_edc_callbacks.triggers import EdcCallbackTrigger
 from demo.data_server import DataServerHandle, source_bytes, start_data_server
 from tests.conftest import SIGNING_KEY
-from tests.helpers import envelope, first_trigger_event
+from tests.helpers import envelope, first_trigger_event, until_subscribed
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "edc"
 CONN = json.dumps({"conn_type": "edc", "host": "http://consumer.example:29193/management", "password": "key"})
@@ -254,13 +252,6 @@ def test_negotiated_transfer_terminates_nothing_without_the_option(
 # -- suspended, resumed, and terminated later ---------------------------------------------------------------
 
 
-@pytest.fixture
-def receiver(edc_config: str) -> Iterator[TestClient]:
-    settings = ReceiverSettings(store_url=edc_config, signing_key=SIGNING_KEY, auth=None, auth_from_config=False)
-    with TestClient(create_app(settings)) as client:
-        yield client
-
-
 def post(client: TestClient, body: dict[str, Any]) -> None:
     response = client.post(f"/callbacks/{make_token(SIGNING_KEY, CORRELATION)}", json=body)
     assert response.status_code == 200, response.text
@@ -276,15 +267,6 @@ def trigger(wait_for: str, **overrides: Any) -> EdcCallbackTrigger:
     }
     kwargs.update(overrides)
     return EdcCallbackTrigger(**kwargs)
-
-
-async def subscribed(count: int = 1, timeout: float = 5) -> None:
-    listener = get_listener(get_store())
-    deadline = asyncio.get_running_loop().time() + timeout
-    while listener.subscription_count < count:
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("trigger never subscribed to the store listener")
-        await asyncio.sleep(0.01)
 
 
 @pytest.mark.parametrize("event_type", ["TransferProcessSuspended", "TransferProcessResumed"])
@@ -305,7 +287,7 @@ async def test_push_suspended_and_resumed_while_waiting_succeeds_once_with_the_t
 ) -> None:
     """What EDC 0.18+ sends (with Resumed) while a PUSH task waits: every event is in the timeline."""
     task = asyncio.ensure_future(first_trigger_event(trigger("completed")))
-    await subscribed()
+    await until_subscribed()
     sequence = [
         "TransferProcessStarted",
         "TransferProcessSuspended",
@@ -332,7 +314,7 @@ async def test_a_pull_suspended_before_the_wait_began_waits_for_its_resumption(
     post(receiver, envelope("TransferProcessStarted", TP, envelope_id="started-1"))
     post(receiver, envelope("TransferProcessSuspended", TP, reason="maintenance"))
     task = asyncio.ensure_future(first_trigger_event(trigger("started")))
-    await subscribed()
+    await until_subscribed()
     waiting = f"transfer process {TP} was suspended after it started; waiting for it to be resumed"
     deadline = asyncio.get_running_loop().time() + 5
     logged = ""

@@ -10,28 +10,19 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from airflow_edc_callbacks.receiver import ReceiverSettings, create_app
 from airflow_edc_callbacks.store import get_listener, get_store
 from airflow_edc_callbacks.tokens import make_token
 from airflow_edc_callbacks.triggers import EdcCallbackTrigger
 from tests.conftest import SIGNING_KEY
-from tests.helpers import envelope, first_trigger_event, wait_until
+from tests.helpers import envelope, first_trigger_event, until_subscribed, wait_until
 
 CORRELATION = "corr-trigger"
 TP = "tp-trigger"
-
-
-@pytest.fixture
-def receiver(edc_config: str) -> Iterator[TestClient]:
-    settings = ReceiverSettings(store_url=edc_config, signing_key=SIGNING_KEY, auth=None, auth_from_config=False)
-    with TestClient(create_app(settings)) as client:
-        yield client
 
 
 def post(client: TestClient, body: dict[str, Any], correlation: str = CORRELATION) -> None:
@@ -49,15 +40,6 @@ def make_trigger(**overrides: Any) -> EdcCallbackTrigger:
     }
     kwargs.update(overrides)
     return EdcCallbackTrigger(**kwargs)
-
-
-async def until_subscribed(count: int = 1, timeout: float = 5) -> None:
-    listener = get_listener(get_store())
-    deadline = asyncio.get_running_loop().time() + timeout
-    while listener.subscription_count < count:
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("trigger never subscribed to the store listener")
-        await asyncio.sleep(0.01)
 
 
 def test_serialize_round_trip_holds_no_secret(edc_config: str) -> None:
