@@ -36,3 +36,11 @@ def api_server_access_line(method: str, path: str, query: str = "") -> str:
     if AIRFLOW_V_3_2_PLUS:
         return f"method={method} path={path} query="
     return f'"{method} {path}{"?" + query if query else ""} HTTP/1.1"'
+
+
+def redacted(text: str) -> str:
+    """``text`` as Airflow's secrets masker writes it to a log (``***`` for each masked secret); the
+    masker's ``redact`` lives in ``airflow.sdk._shared.secrets_masker`` on Airflow 3.1 to 3.3."""
+    from airflow.sdk._shared.secrets_masker import redact
+
+    return str(redact(text))

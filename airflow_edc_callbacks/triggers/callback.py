@@ -96,10 +96,7 @@ PREPARE_KILL_TIMEOUT_SECONDS = 10.0
 hold the wait, nor its deadline)."""
 
 _KILLS: set[asyncio.Task[Any]] = set()
-"""Terminates started by ``on_kill`` (and the warm-up) still running (a strong reference keeps each alive)."""
-
-_warmed_up = False
-"""Whether a trigger of this process asked Airflow for a task instance's state already (see ``_prepare_kill``)."""
+"""Terminates started by ``on_kill`` still running (a strong reference keeps each alive)."""
 
 
 def timeline_entry(stored: StoredEvent) -> dict[str, Any]:
@@ -504,20 +501,16 @@ class EdcCallbackTrigger(BaseTrigger):
         return self._timeout_payload(state or UNKNOWN_STATE, source, waited, timeline)
 
     async def _prepare_kill(self) -> None:
-        """Make :meth:`on_kill` quick: read the connection now, and have the first such trigger of the
-        triggerer ask for its task instance's state once, in the background. The triggerer's supervisor
-        sets its in-process Execution API up on the first such request, which takes seconds (on 2 busy
-        cores up to half a minute); paid at a kill, it would delay the terminate that long."""
-        global _warmed_up
+        """Make :meth:`on_kill` quicker: read the connection now (bounded), not at the kill.
+
+        The task instance's state is not asked ahead: the triggerer's supervisor sets its in-process
+        Execution API up on the first such request (seconds), and on Airflow 3.3.2 log lines its triggers
+        write meanwhile reach the triggerer's own log instead of their task logs; a kill pays it instead.
+        """
         try:
             await asyncio.wait_for(self._hook().aget_settings(), PREPARE_KILL_TIMEOUT_SECONDS)
         except Exception as err:  # on_kill tries again; the wait does not need the connection
             self.log.warning("Could not read connection %s (on_kill will try again): %s", self.conn_id, err)
-        if not _warmed_up and getattr(self, "task_instance", None) is not None:
-            _warmed_up = True
-            warm_up = asyncio.ensure_future(self._task_instance_state(quiet=True))
-            _KILLS.add(warm_up)
-            warm_up.add_done_callback(_KILLS.discard)
 
     async def _terminate(self, reason: str) -> None:
         """``POST .../transferprocesses/{id}/terminate`` (subclasses terminate their own process).
@@ -526,7 +519,7 @@ class EdcCallbackTrigger(BaseTrigger):
         """
         await self._hook().aterminate_transfer(self.transfer_process_id, reason)
 
-    async def _task_instance_state(self, *, quiet: bool = False) -> str | None:
+    async def _task_instance_state(self) -> str | None:
         """The task instance's current state as the Airflow API server has it, or ``None`` (logged) when it
         cannot be read: ``RuntimeTaskInstance.get_task_states`` through the triggerer's supervisor (the
         call ``ExternalTaskTrigger`` makes), run in a thread as the triggerer's sync SDK calls need."""
@@ -547,8 +540,7 @@ class EdcCallbackTrigger(BaseTrigger):
                 map_index=map_index,
             )
         except Exception as err:  # no supervisor (Airflow without it), API server down...
-            if not quiet:
-                self.log.warning("on_kill: could not read the state of task instance %s: %r", ti.task_id, err)
+            self.log.warning("on_kill: could not read the state of task instance %s: %r", ti.task_id, err)
             return None
         key = ti.task_id if map_index < 0 else f"{ti.task_id}_{map_index}"
         state = (states or {}).get(ti.run_id, {}).get(key, "missing")

@@ -281,9 +281,9 @@ def test_tractusx_connection_sends_auto_refresh(monkeypatch: pytest.MonkeyPatch,
     EdcManagementHook(retries=0).get_edr("tp-q", auto_refresh=False)
     assert fake.reads == [{"auto_refresh": ["true"]}, {"auto_refresh": ["false"]}]  # Tractus-X's default is true
     assert (edr.authorization, edr.refresh_token, edr.expires_in) == ("stale-token", "refresh-of-stale-token", 300)
-    from airflow.sdk.log import _secrets_masker
+    from tests.airflow_compat import redacted
 
-    assert _secrets_masker().redact("a refresh-of-stale-token b") == "a *** b"  # both tokens are masked
+    assert redacted("a refresh-of-stale-token b") == "a *** b"  # both tokens are masked
 
 
 def test_plain_edc_connection_sends_no_query(monkeypatch: pytest.MonkeyPatch, fake: FakeTractusX) -> None:
