@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from airflow_edc_callbacks._compat import AirflowSensorTimeout
-
 __all__ = [
     "EdcApiError",
     "EdcCallbacksError",
@@ -16,7 +14,6 @@ __all__ = [
     "EdcNegotiationTimeout",
     "EdcProcessTimeout",
     "EdcTransferFailed",
-    "EdcTransferSensorTimeout",
     "EdcTransferTimeout",
     "EdcTransportError",
     "EventConflictError",
@@ -132,12 +129,6 @@ class EdcTransferTimeout(EdcProcessTimeout):
     def transfer_process_id(self) -> str:
         """The consumer's transfer process id."""
         return self.process_id
-
-
-class EdcTransferSensorTimeout(EdcTransferTimeout, AirflowSensorTimeout):
-    """:class:`EdcTransferTimeout` of :class:`~airflow_edc_callbacks.sensors.EdcTransferSensor`: also an
-    ``AirflowSensorTimeout``, so like any sensor's time-out it fails the task without retries. The sensor
-    never terminates the transfer (it did not start it)."""
 
 
 class EdcNegotiationTimeout(EdcProcessTimeout):

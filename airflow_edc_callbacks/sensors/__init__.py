@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from airflow_edc_callbacks.sensors.transfer import EdcTransferSensor
+from airflow_edc_callbacks.sensors.transfer import EdcTransferSensor, EdcTransferSensorTimeout
 
-__all__ = ["EdcTransferSensor"]
+__all__ = ["EdcTransferSensor", "EdcTransferSensorTimeout"]

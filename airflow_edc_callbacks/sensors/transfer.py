@@ -12,7 +12,7 @@ from airflow.sdk import BaseSensorOperator
 
 from airflow_edc_callbacks._compat import AirflowSensorTimeout
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable
-from airflow_edc_callbacks.exceptions import EdcTransferSensorTimeout, TriggerEventError
+from airflow_edc_callbacks.exceptions import EdcTransferTimeout, TriggerEventError
 from airflow_edc_callbacks.models import TRANSFER_EVENT_PREFIX, WaitFor
 from airflow_edc_callbacks.operators.lifecycle import arm, safety_net
 from airflow_edc_callbacks.operators.resume import worker_exit_seconds
@@ -25,6 +25,13 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 __all__ = ["EdcTransferSensor"]
+
+
+class EdcTransferSensorTimeout(EdcTransferTimeout, AirflowSensorTimeout):
+    """:class:`~airflow_edc_callbacks.exceptions.EdcTransferTimeout` of :class:`EdcTransferSensor`: also an
+    ``AirflowSensorTimeout``, so like any sensor's time-out it fails the task without retries. The sensor
+    never terminates the transfer (it did not start it). Defined here, not in ``exceptions``, so that
+    module stays free of Airflow imports (the CLI's output would get Airflow's logging set-up)."""
 
 
 class EdcTransferSensor(BaseSensorOperator):
@@ -45,7 +52,7 @@ class EdcTransferSensor(BaseSensorOperator):
         check (templated).
     :param fallback_check_interval: seconds without a callback before asking the connector (then with a back-off).
     :param timeout: seconds (the sensor's usual ``timeout``) until the task fails: once the transfer is
-        known, with :class:`~airflow_edc_callbacks.exceptions.EdcTransferSensorTimeout` naming it, its last
+        known, with :class:`EdcTransferSensorTimeout` naming it, its last
         state and the wait (an ``AirflowSensorTimeout``: no retries). The sensor never terminates the
         transfer, not at the time-out nor when the task is killed: it did not start it.
     :param deferrable: defer to the triggerer while waiting (``True``) or wait in the worker on the same
@@ -155,7 +162,7 @@ class EdcTransferSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the transfer ended; same result and errors as the operator (a time-out raises
-        :class:`~airflow_edc_callbacks.exceptions.EdcTransferSensorTimeout` and terminates nothing)."""
+        :class:`EdcTransferSensorTimeout` and terminates nothing)."""
         return complete_transfer(self, event, self.edc_conn_id, timeout_error=EdcTransferSensorTimeout)
 
     def poke(self, context: Context) -> bool:

@@ -21,11 +21,10 @@ from fastapi.testclient import TestClient
 from airflow_edc_callbacks.exceptions import (
     EdcNegotiationTimeout,
     EdcTransferFailed,
-    EdcTransferSensorTimeout,
     EdcTransferTimeout,
 )
 from airflow_edc_callbacks.operators import EdcContractNegotiationOperator, EdcTransferOperator
-from airflow_edc_callbacks.sensors import EdcTransferSensor
+from airflow_edc_callbacks.sensors import EdcTransferSensor, EdcTransferSensorTimeout
 from airflow_edc_callbacks.tokens import make_token
 from airflow_edc_callbacks.triggers import EdcCallbackTrigger, EdcNegotiationTrigger
 from tests.conftest import SIGNING_KEY
