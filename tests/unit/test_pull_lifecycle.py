@@ -334,6 +334,20 @@ async def test_a_pull_suspended_before_the_wait_began_waits_for_its_resumption(
     assert payload["timeline"][-1]["envelope_id"] == "started-2"
 
 
+async def test_a_suspended_posted_with_another_tasks_token_does_not_hold_a_started_back(
+    receiver: TestClient,
+) -> None:
+    """The token of another task instance is valid but not bound to this transfer: its Suspended must not
+    keep this task waiting (nor appear in its timeline)."""
+    post(receiver, envelope("TransferProcessStarted", TP, envelope_id="started-1"))
+    forged = envelope("TransferProcessSuspended", TP, reason="forged", envelope_id="forged-suspend")
+    response = receiver.post(f"/callbacks/{make_token(SIGNING_KEY, 'another-task')}", json=forged)
+    assert response.status_code == 200, response.text  # stored (valid token), but not trusted for TP
+    payload = await first_trigger_event(trigger("started"))
+    assert (payload["status"], payload["state"]) == ("success", "STARTED")
+    assert [t["envelope_id"] for t in payload["timeline"]] == ["started-1"]
+
+
 async def test_a_pull_resumed_before_the_wait_began_succeeds_on_the_latest_start(receiver: TestClient) -> None:
     for body in (
         envelope("TransferProcessStarted", TP, envelope_id="started-1"),
