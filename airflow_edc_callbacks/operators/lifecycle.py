@@ -31,6 +31,7 @@ __all__ = [
     "raise_timeout",
     "safety_net",
     "terminate_process",
+    "terminate_when_killed",
 ]
 
 ProcessKind = Literal["transfer", "negotiation"]
@@ -112,6 +113,17 @@ def terminate_process(
         return Termination(False, f"terminating it failed ({err})")
     log.info("Terminated %s on %s: %s", label, hook.settings.base_url, reason)
     return Termination(True, "terminate requested on the connector", accepted=True)
+
+
+def terminate_when_killed(
+    task: BaseOperator, hook: EdcManagementHook, waiting_on: tuple[ProcessKind, str] | None, enabled: bool
+) -> None:
+    """An operator's ``on_kill`` while it waits in the worker: terminate the process it waits for (``kind``,
+    id) when ``enabled`` (its ``terminate_on_kill``); nothing when it waits for none. Never raises."""
+    if waiting_on is None or not enabled:
+        return
+    kind, process_id = waiting_on
+    terminate_process(task.log, hook, kind, process_id, f"Airflow task {task.task_id} was killed")
 
 
 def _state(hook: EdcManagementHook, kind: ProcessKind, process_id: str) -> str | None:

@@ -14,7 +14,7 @@ from airflow.sdk import BaseOperator
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable
 from airflow_edc_callbacks.exceptions import EdcNegotiationFailed
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
-from airflow_edc_callbacks.operators.lifecycle import ProcessKind, arm, raise_timeout, safety_net, terminate_process
+from airflow_edc_callbacks.operators.lifecycle import ProcessKind, arm, raise_timeout, safety_net, terminate_when_killed
 from airflow_edc_callbacks.operators.resume import connector_url, log_timeline, validate_event, worker_exit_seconds
 from airflow_edc_callbacks.tokens import callback_url, correlation_id_for
 from airflow_edc_callbacks.triggers.inline import first_event
@@ -176,10 +176,7 @@ class EdcContractNegotiationOperator(NegotiationSteps, BaseOperator):
     def on_kill(self) -> None:
         """Killed while waiting in the worker (non-deferrable): terminate the negotiation when
         ``terminate_on_kill`` is set (best effort, logged, never raised)."""
-        if self._waiting_on is not None and self.terminate_on_kill:
-            kind, process_id = self._waiting_on
-            hook = EdcManagementHook(self.edc_conn_id)
-            terminate_process(self.log, hook, kind, process_id, f"Airflow task {self.task_id} was killed")
+        terminate_when_killed(self, EdcManagementHook(self.edc_conn_id), self._waiting_on, self.terminate_on_kill)
 
     def execute(self, context: Context) -> Any:
         hook = EdcManagementHook(self.edc_conn_id)

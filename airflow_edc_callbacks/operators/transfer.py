@@ -18,7 +18,7 @@ from airflow_edc_callbacks.models import (
     jsonld_get,
     resolve_wait_for,
 )
-from airflow_edc_callbacks.operators.lifecycle import ProcessKind, arm, raise_timeout, safety_net, terminate_process
+from airflow_edc_callbacks.operators.lifecycle import ProcessKind, arm, raise_timeout, safety_net, terminate_when_killed
 from airflow_edc_callbacks.operators.resume import connector_url, log_timeline, validate_event, worker_exit_seconds
 from airflow_edc_callbacks.tokens import callback_url, correlation_id_for
 from airflow_edc_callbacks.triggers.callback import EdcCallbackTrigger
@@ -235,11 +235,7 @@ class EdcTransferOperator(BaseOperator):
     def on_kill(self) -> None:
         """The task was killed while it waited in the worker (non-deferrable): terminate the transfer or
         negotiation it waits for when ``terminate_on_kill`` is set (best effort, logged, never raised)."""
-        waiting_on = self._waiting_on
-        if waiting_on is None or not self.terminate_on_kill:
-            return
-        kind, process_id = waiting_on
-        terminate_process(self.log, self._hook(), kind, process_id, f"Airflow task {self.task_id} was killed")
+        terminate_when_killed(self, self._hook(), self._waiting_on, self.terminate_on_kill)
 
     def find_unfinished_transfer(self, context: Context, hook: EdcManagementHook) -> str | None:
         """The transfer process an earlier try of this task instance started and that is still running.

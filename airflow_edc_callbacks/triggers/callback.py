@@ -688,8 +688,7 @@ class EdcCallbackTrigger(BaseTrigger):
                 wake = [next_check - time.monotonic(), renew_at - time.monotonic()]
                 if self.deadline is not None:
                     wake.append(self.deadline - time.time())
-                stall_at = (self._state_since or started) + stall_after
-                if time.time() < stall_at:
+                if time.time() < stall_at:  # as computed above: no state check since
                     wake.append(stall_at - time.time())
                 events = await subscription.wait(max(min(wake), 0.0))
                 try:
