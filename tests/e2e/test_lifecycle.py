@@ -110,8 +110,12 @@ def test_a_transfer_whose_provider_never_answers_times_out_naming_it_and_is_term
 
 
 def _deferred_started_transfer(env: EdcEnvironment, af: AirflowStandalone, run_id: str, deadline_s: float) -> str:
-    """The id of the STARTED transfer the push task waits on, deferred. EDC 0.15.1 now and then terminates
-    a transfer by itself (see tests/e2e/conftest.py ATTEMPTS): the task's retry then waits on a new one."""
+    """The id of the STARTED transfer the push task waits on, deferred, with its trigger running in the
+    triggerer (its "Waiting for transfer process" line is in the task log). EDC 0.15.1 now and then terminates
+    a transfer by itself (see tests/e2e/conftest.py ATTEMPTS): the task's retry then waits on a new one.
+
+    The trigger must be running: a task marked failed before the triggerer has picked its trigger up never
+    gets an ``on_kill`` (Airflow drops the trigger without running it; documented in the README)."""
 
     def probe() -> str | None:
         ti = af.task_instance(PUSH_DAG, run_id, PUSH_TASK)
@@ -119,7 +123,9 @@ def _deferred_started_transfer(env: EdcEnvironment, af: AirflowStandalone, run_i
             return None
         log = af.task_log(PUSH_DAG, run_id, PUSH_TASK, try_number=ti["try_number"])
         ids = _STARTED.findall(log)
-        if ids and env.consumer_state(ids[-1]) == "STARTED":
+        if not ids or f"Waiting for transfer process {ids[-1]} to be" not in log:
+            return None
+        if env.consumer_state(ids[-1]) == "STARTED":
             return str(ids[-1])
         return None
 
