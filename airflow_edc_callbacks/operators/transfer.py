@@ -13,11 +13,8 @@ from airflow.sdk import BaseOperator
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable, get_callback_base_url
 from airflow_edc_callbacks.exceptions import EdcTransferFailed, EdcTransferTimeout
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
-from airflow_edc_callbacks.models import (
-    TERMINAL_TRANSFER_STATES,
-    jsonld_get,
-    resolve_wait_for,
-)
+from airflow_edc_callbacks.models import resolve_wait_for
+from airflow_edc_callbacks.operators.earlier_try import CORRELATION_PROPERTY, find_earlier_transfer, mark_taken
 from airflow_edc_callbacks.operators.lifecycle import ProcessKind, arm, raise_timeout, safety_net, terminate_when_killed
 from airflow_edc_callbacks.operators.resume import connector_url, log_timeline, validate_event, worker_exit_seconds
 from airflow_edc_callbacks.tokens import callback_url, correlation_id_for
@@ -27,10 +24,7 @@ from airflow_edc_callbacks.triggers.inline import first_event
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["EdcTransferOperator", "complete_transfer"]
-
-CORRELATION_PROPERTY = "airflowCorrelationId"
-"""``privateProperties`` key carrying the correlation id, to find the transfer from the connector's side."""
+__all__ = ["CORRELATION_PROPERTY", "EdcTransferOperator", "complete_transfer"]
 
 
 class EdcTransferOperator(BaseOperator):
@@ -238,34 +232,17 @@ class EdcTransferOperator(BaseOperator):
         terminate_when_killed(self, self._hook(), self._waiting_on, self.terminate_on_kill)
 
     def find_unfinished_transfer(self, context: Context, hook: EdcManagementHook) -> str | None:
-        """The transfer process an earlier try of this task instance started and that is still running.
+        """The transfer process an earlier try of this task instance started that this try waits for.
 
-        ``None`` on the first try or with ``reattach=False``. Otherwise one query to the connector, on the
-        ``privateProperties`` entry every transfer this operator starts carries, so it also finds a
-        transfer whose callbacks never reached the receiver.
+        ``None`` on the first try or with ``reattach=False``. Otherwise the latest still running transfer,
+        else the latest COMPLETED one whose result no try took (see
+        :func:`~airflow_edc_callbacks.operators.earlier_try.find_earlier_transfer`).
         """
         ti = context["ti"]
         if not self.reattach or (getattr(ti, "try_number", 1) or 1) <= 1:
             return None
         correlation_id = correlation_id_for(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
-        processes = hook.find_transfer_processes(CORRELATION_PROPERTY, correlation_id)
-        # a transfer being terminated (e.g. by the earlier try's on_kill after a user cleared it) is not waited for
-        running = [
-            p
-            for p in processes
-            if (state := str(jsonld_get(p, "state", "")).upper()) not in TERMINAL_TRANSFER_STATES
-            and not state.startswith("TERMINATING")
-        ]
-        if not running:
-            return None
-        latest = max(running, key=lambda p: int(jsonld_get(p, "stateTimestamp", 0) or 0))
-        process_id = str(jsonld_get(latest, "@id"))
-        self.log.info(
-            "Waiting for transfer process %s (state %s) that an earlier try started, instead of starting a second one",
-            process_id,
-            jsonld_get(latest, "state"),
-        )
-        return process_id
+        return find_earlier_transfer(self.log, hook, correlation_id)
 
     # -- resume ----------------------------------------------------------------------------------
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -276,7 +253,10 @@ class EdcTransferOperator(BaseOperator):
         :raises EdcTransferTimeout: the trigger's time-out passed (the transfer is terminated first when
             ``terminate_on_timeout``).
         """
-        return complete_transfer(self, event, self.edc_conn_id, terminate_on_timeout=self.terminate_on_timeout)
+        result = complete_transfer(self, event, self.edc_conn_id, terminate_on_timeout=self.terminate_on_timeout)
+        if result.get("correlation_id"):  # this task's own correlation id, as its trigger carried it
+            mark_taken(self.log, result["transfer_process_id"], str(result["correlation_id"]))
+        return result
 
 
 def complete_transfer(

@@ -350,6 +350,48 @@ class EventStore:
         except SQLAlchemyError as err:
             raise StoreUnavailableError(f"Cannot read the callback event store: {err}") from err
 
+    def mark_taken(self, process_id: str, correlation_id: str) -> bool:
+        """Record that a try of the task instance ``correlation_id`` took the result of ``process_id``
+        (its task succeeded on it); a retry or a later clear then starts a new process.
+
+        :returns: whether a binding of ``process_id`` to ``correlation_id`` was found (and marked).
+        :raises StoreUnavailableError: the write failed.
+        """
+        try:
+            with self._sessions.begin() as session:
+                result = session.execute(
+                    update(ProcessBindingRow)
+                    .where(
+                        ProcessBindingRow.process_id == process_id,
+                        ProcessBindingRow.correlation_id == correlation_id,
+                        ProcessBindingRow.taken_at.is_(None),
+                    )
+                    .values(taken_at=int(time.time() * 1000))
+                )
+                if result.rowcount:  # type: ignore[attr-defined]
+                    return True
+                bound = self._bind(session, process_id, None)
+                return bound == correlation_id
+        except SQLAlchemyError as err:
+            raise StoreUnavailableError(f"Cannot write to the callback event store: {err}") from err
+
+    def untaken(self, process_id: str, correlation_id: str) -> bool:
+        """Whether ``process_id`` is bound to ``correlation_id`` and no try of that task took its result
+        (see :meth:`mark_taken`). A process the store does not know counts as taken.
+
+        :raises StoreUnavailableError: the read failed.
+        """
+        try:
+            with self._sessions() as session:
+                row = session.execute(
+                    select(ProcessBindingRow.correlation_id, ProcessBindingRow.taken_at).where(
+                        ProcessBindingRow.process_id == process_id
+                    )
+                ).first()
+        except SQLAlchemyError as err:
+            raise StoreUnavailableError(f"Cannot read the callback event store: {err}") from err
+        return row is not None and row[0] == correlation_id and row[1] is None
+
     def events(
         self,
         *,

@@ -101,8 +101,10 @@ class ProcessBindingRow(Base):
     """The task instance (its correlation id) that started a transfer process or contract negotiation.
 
     Written by the operator once the connector's answer names the process, and by the waiting trigger;
-    never changed afterwards. A dynamic callback event counts for a process only when it arrived with the
-    token of the correlation id the process is bound to. ``bound_at`` is epoch milliseconds.
+    the binding never changes afterwards. A dynamic callback event counts for a process only when it
+    arrived with the token of the correlation id the process is bound to. ``bound_at`` is epoch
+    milliseconds; ``taken_at`` (epoch milliseconds, ``NULL`` until then) is when a try of the task took
+    the process's result, after which no retry re-attaches to it.
     """
 
     __tablename__ = "edc_process_binding"
@@ -110,6 +112,7 @@ class ProcessBindingRow(Base):
     process_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     correlation_id: Mapped[str] = mapped_column(String(128), nullable=False)
     bound_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    taken_at: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class EdrRefreshLockRow(Base):

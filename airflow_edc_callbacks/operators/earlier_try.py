@@ -1,0 +1,91 @@
+"""What a retry of a transfer task does with the transfer process an earlier try started.
+
+A retry re-attaches instead of starting a second transfer when an earlier try's transfer is still running,
+or when it COMPLETED but no try took its result: Airflow 3.3 can fail a try after its trigger fired (the
+worker's exit report after ``defer()`` reaching the scheduler after the resumed task was queued,
+"task state changed externally", apache/airflow#66374), so the transfer finished and only the task's
+bookkeeping was lost. A try that succeeds marks the result taken in the event store
+(``edc_process_binding.taken_at``), so a user's clear of a successful task starts a new transfer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_edc_callbacks.exceptions import StoreUnavailableError
+from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+from airflow_edc_callbacks.models import TERMINAL_TRANSFER_STATES, jsonld_get
+from airflow_edc_callbacks.operators.lifecycle import TaskLog
+from airflow_edc_callbacks.store import EventStore, get_store
+
+__all__ = ["CORRELATION_PROPERTY", "find_earlier_transfer", "mark_taken"]
+
+CORRELATION_PROPERTY = "airflowCorrelationId"
+"""The ``privateProperties`` entry every transfer the operators start carries: the task instance's
+correlation id, so a retry finds the transfers of its earlier tries on the connector."""
+
+
+def _worker_store() -> EventStore:
+    """The store as a task's worker uses it: no Alembic unless the tables are missing."""
+    try:
+        return get_store(waiting=True, migrate=False)
+    except StoreUnavailableError:
+        return get_store(waiting=True)
+
+
+def _state(process: dict[str, Any]) -> str:
+    return str(jsonld_get(process, "state", "")).upper()
+
+
+def find_earlier_transfer(log: TaskLog, hook: EdcManagementHook, correlation_id: str) -> str | None:
+    """The transfer process an earlier try of the task instance ``correlation_id`` started that this try
+    should wait for, or ``None`` (start a new one).
+
+    One query to the connector on the :data:`CORRELATION_PROPERTY` private property (it also finds a
+    transfer whose callbacks never reached the receiver). The latest running transfer wins (a
+    ``TERMINATING`` one does not count: e.g. the earlier try's ``on_kill`` after a user cleared the task);
+    else the latest ``COMPLETED`` one whose result no try took (see :func:`mark_taken`; a store that
+    cannot be read counts as taken). Terminated transfers are never waited for.
+
+    :raises EdcManagementApiError: the connector's query failed.
+    """
+    processes = hook.find_transfer_processes(CORRELATION_PROPERTY, correlation_id)
+
+    def latest_first(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return sorted(items, key=lambda p: int(jsonld_get(p, "stateTimestamp", 0) or 0), reverse=True)
+
+    running = [
+        p for p in processes if _state(p) not in TERMINAL_TRANSFER_STATES and not _state(p).startswith("TERMINATING")
+    ]
+    if running:
+        process = latest_first(running)[0]
+        log.info(
+            "Waiting for transfer process %s (state %s) that an earlier try started, instead of starting a second one",
+            jsonld_get(process, "@id"),
+            jsonld_get(process, "state"),
+        )
+        return str(jsonld_get(process, "@id"))
+    for process in latest_first([p for p in processes if _state(p) == "COMPLETED"]):
+        process_id = str(jsonld_get(process, "@id"))
+        try:
+            untaken = _worker_store().untaken(process_id, correlation_id)
+        except StoreUnavailableError as err:
+            log.warning("Cannot tell whether a try took transfer process %s (starting a new one): %s", process_id, err)
+            return None
+        if untaken:
+            log.info(
+                "Taking the result of transfer process %s (COMPLETED) that an earlier try started and did not "
+                "finish, instead of starting a second one",
+                process_id,
+            )
+            return process_id
+    return None
+
+
+def mark_taken(log: TaskLog, process_id: str, correlation_id: str) -> None:
+    """Record in the event store that this try took the result of ``process_id`` (best effort: a failure is
+    logged; a later clear may then re-attach to this completed transfer)."""
+    try:
+        _worker_store().mark_taken(process_id, correlation_id)
+    except StoreUnavailableError as err:
+        log.warning("Could not record that transfer process %s was taken by this task: %s", process_id, err)
