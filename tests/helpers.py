@@ -6,9 +6,17 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+REPO = Path(__file__).resolve().parents[1]
+"""The repository's root."""
+FIXTURES = REPO / "tests" / "fixtures"
+"""``tests/fixtures``: captured EDC bodies (``edc/``), EDR shapes (``edr/``), JSON-LD contexts (``jsonld/``)."""
+EDC_FIXTURES = FIXTURES / "edc"
+EDR_FIXTURES = FIXTURES / "edr"
 
 
 def envelope(

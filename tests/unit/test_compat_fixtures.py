@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +20,9 @@ from airflow_edc_callbacks.models import (
     terminal_outcome,
 )
 from demo import edc_versions
+from tests.helpers import EDC_FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "edc"
+FIXTURES = EDC_FIXTURES
 CAPTURED = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir() and re.fullmatch(r"\d+\.\d+\.\d+", p.name))
 
 

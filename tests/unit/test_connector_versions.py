@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,8 +18,8 @@ from airflow_edc_callbacks.connector_versions import parse_version, profile
 from airflow_edc_callbacks.hooks.edc import DEFAULT_PROTOCOL, EdcManagementHook
 from airflow_edc_callbacks.static_callbacks import StaticCallbackRegistration, connector_settings
 from demo import edc_versions
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
 
 

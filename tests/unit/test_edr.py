@@ -18,9 +18,9 @@ from airflow_edc_callbacks.exceptions import EdcDataFetchError, EdcEdrNotFound
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.models import EndpointDataReference, EventEnvelope
 from airflow_edc_callbacks.store import EventStore
-from tests.helpers import envelope
+from tests.helpers import EDC_FIXTURES, envelope
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "edc"
+FIXTURES = EDC_FIXTURES
 BASE = "http://consumer.example:29193/management"
 
 

@@ -21,9 +21,7 @@ from airflow_edc_callbacks.receiver import ReceiverSettings, create_app
 from airflow_edc_callbacks.tokens import make_token
 from airflow_edc_callbacks.triggers import EdcCallbackTrigger
 from tests.conftest import SIGNING_KEY
-from tests.helpers import envelope, first_trigger_event, wait_until
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO, envelope, first_trigger_event, wait_until
 
 
 class StatsdListener:

@@ -18,8 +18,8 @@ from airflow_edc_callbacks.config import API_SERVER_PREFIX
 from demo import connectors as edc
 from demo.airflow_env import FAST_SETTINGS
 from tests.e2e import conftest as e2e
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yaml"
 
 

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+from tests.helpers import EDC_FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "edc"
+FIXTURES = EDC_FIXTURES
 
 
 def catalog(name: str) -> dict:

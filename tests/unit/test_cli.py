@@ -19,7 +19,7 @@ from airflow_edc_callbacks.redaction import CUT
 from airflow_edc_callbacks.store import EventStore
 from airflow_edc_callbacks.tokens import verify_token
 from tests.conftest import SIGNING_KEY
-from tests.helpers import envelope
+from tests.helpers import EDC_FIXTURES, envelope
 
 CLI = [sys.executable, "-m", "airflow_edc_callbacks.cli"]
 
@@ -54,7 +54,7 @@ def test_every_subcommand_has_help(command: list[str]) -> None:
     assert result.stdout.startswith("usage: airflow-edc-callbacks")
 
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "edc"
+FIXTURES = EDC_FIXTURES
 
 
 def _seed(store: EventStore) -> dict:

@@ -42,9 +42,9 @@ from airflow_edc_callbacks.tokens import make_token
 from airflow_edc_callbacks.triggers import EdcCallbackTrigger
 from demo.data_server import DataServerHandle, source_bytes, start_data_server
 from tests.conftest import SIGNING_KEY
-from tests.helpers import envelope, first_trigger_event, until_subscribed
+from tests.helpers import EDC_FIXTURES, envelope, first_trigger_event, until_subscribed
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "edc"
+FIXTURES = EDC_FIXTURES
 CONN = json.dumps({"conn_type": "edc", "host": "http://consumer.example:29193/management", "password": "key"})
 CORRELATION = "corr-pull"
 TP = "tp-pull"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,8 +13,9 @@ import pytest
 
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.models import EDC_NAMESPACE, MANAGEMENT_V2_CONTEXT
+from tests.helpers import EDC_FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "edc"
+FIXTURES = EDC_FIXTURES
 BASE = "http://consumer.example:29193/management"
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,8 +12,9 @@ import pytest
 
 from airflow_edc_callbacks.exceptions import EdcTransferFailed, TriggerEventError
 from airflow_edc_callbacks.operators import EdcTransferOperator
+from tests.helpers import EDC_FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "edc"
+FIXTURES = EDC_FIXTURES
 CONN = json.dumps({"conn_type": "edc", "host": "http://consumer.example:29193/management", "password": "key"})
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +21,7 @@ from pyld.jsonld import JsonLdError
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.models import MANAGEMENT_V2_CONTEXT
 from airflow_edc_callbacks.operators.transfer import CORRELATION_PROPERTY
+from tests.helpers import EDC_FIXTURES
 from tests.jsonld_check import (
     EDC,
     ODRL,
@@ -34,7 +34,6 @@ from tests.jsonld_check import (
     values,
 )
 
-EDC_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "edc"
 BASE = "http://consumer.example:29193/management"
 PROVIDER_DSP = "http://provider.example:19194/protocol/2025-1"
 AUTH_KEY = "X-Callback-Key"

@@ -32,8 +32,9 @@ from airflow_edc_callbacks.models import (
     expand_keys,
 )
 from airflow_edc_callbacks.store import EventStore
+from tests.helpers import EDR_FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "edr"
+FIXTURES = EDR_FIXTURES
 SHAPES = {
     "A: TransferProcessStarted callback, full IRIs": ("a_transfer_process_started.json", ("payload", "dataAddress")),
     "B: older EDR API, tx-auth: prefix": ("b_edr_api_tx_auth.json", ()),
