@@ -72,7 +72,8 @@ class EdcTransferOperator(BaseOperator):
     :param deferrable: defer to the triggerer while waiting (``True``) or wait in the worker on the same
         event store (``False``); default Airflow's ``[operators] default_deferrable`` (``False`` unless
         set).
-    :param reattach: on a retry, wait for an unfinished transfer of an earlier try (default ``True``).
+    :param reattach: on a retry, wait for an unfinished transfer of an earlier try, or take the result of
+        an earlier try's COMPLETED transfer that no try took (default ``True``).
 
     Returns (XCom ``return_value``): ``transfer_process_id``, ``state``, ``asset_id``, ``contract_id``,
     ``event_type``, ``source`` (``callback`` or ``state_check``) and ``timeline`` (event types with
