@@ -6,24 +6,121 @@ Every getter reads the configuration when called (never at import), so a value s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 SECTION = "edc_callbacks"
 DEFAULT_CONN_ID = "edc_default"
 API_SERVER_PREFIX = "/edc-callbacks"
-DEFAULT_FALLBACK_CHECK_INTERVAL = 300.0
-DEFAULT_STALL_WARNING_AFTER = 600.0
-DEFAULT_RETENTION = timedelta(days=7)
-DEFAULT_PURGE_INTERVAL = timedelta(hours=1)
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-DEFAULT_BODY_TIMEOUT = 10.0
-DEFAULT_AUTH_HEADER = "X-Edc-Callback-Auth"
+
+
+@dataclass(frozen=True)
+class ConfigOption:
+    """One option of the ``[edc_callbacks]`` section, as the provider info declares it to Airflow.
+
+    :param description: the text ``airflow config list`` and the documentation show.
+    :param type: Airflow's option type (``string``, ``float``, ``integer``).
+    :param default: the default as Airflow's configuration holds it (a string), or ``None`` (unset).
+    :param example: an example value, or ``None``.
+    :param sensitive: Airflow masks the value (``airflow config list``, the UI).
+    """
+
+    description: str
+    type: str
+    default: str | None
+    example: str | None = None
+    sensitive: bool = False
+
+
+OPTIONS: dict[str, ConfigOption] = {
+    "store_url": ConfigOption(
+        "SQLAlchemy URL of the callback event store: sqlite:///<path> or postgresql+psycopg://... "
+        "Default: a SQLite file edc_callbacks.db in AIRFLOW_HOME (one machine). Use PostgreSQL when the "
+        "api-server and triggerers run on several hosts.",
+        "string",
+        None,
+        "postgresql+psycopg://airflow:***@postgres/edc_callbacks",
+        sensitive=True,
+    ),
+    "callback_base_url": ConfigOption(
+        "Base URL of the receiver as the EDC connector reaches it (without /callbacks). "
+        "Default: [api] base_url + /edc-callbacks.",
+        "string",
+        None,
+        "http://airflow-apiserver:8080/edc-callbacks",
+    ),
+    "callback_signing_key": ConfigOption(
+        "Key that signs callback tokens. When unset, a key is generated once in AIRFLOW_HOME; "
+        "set it when the api-server, workers and triggerers run on several hosts.",
+        "string",
+        None,
+        sensitive=True,
+    ),
+    "callback_auth_header": ConfigOption(
+        "Header every callback must carry when callback_auth_secret is set (the callback's authKey).",
+        "string",
+        "X-Edc-Callback-Auth",
+    ),
+    "callback_auth_secret": ConfigOption(
+        "Expected value of callback_auth_header; store the same value in the connector's vault "
+        "under the connection's callback_auth_code_id. Unset: no header check.",
+        "string",
+        None,
+        sensitive=True,
+    ),
+    "fallback_check_interval": ConfigOption(
+        "Seconds without a callback after which a waiting trigger asks the connector for the state "
+        "(EDC does not re-deliver lost callbacks); while silence goes on it asks again after 2x, 4x... "
+        "that (at most 1 h).",
+        "float",
+        "300",
+    ),
+    "stall_warning_after": ConfigOption(
+        "Seconds a waited-for transfer or negotiation may stay in the same non-terminal state "
+        "before the task log gets one warning naming the state and its usual cause.",
+        "float",
+        "600",
+    ),
+    "retention": ConfigOption(
+        "How long stored callback events are kept (e.g. 7d, 12h); the events of waiting triggers are kept longer.",
+        "string",
+        "7d",
+    ),
+    "purge_interval": ConfigOption(
+        "Time between two purges of events older than retention, run by every receiver "
+        "in the background (e.g. 1h; 0 disables them; airflow-edc-callbacks purge runs one).",
+        "string",
+        "1h",
+    ),
+    "max_body_size": ConfigOption("Largest accepted callback body, in bytes.", "integer", "1048576"),
+    "body_timeout": ConfigOption(
+        "Seconds a callback body may take to arrive once its headers are in; a slower one is "
+        "answered 408 (0: no limit).",
+        "float",
+        "10",
+    ),
+}
+"""Every option of ``[edc_callbacks]``: the one place their defaults are written. The provider info
+(:mod:`airflow_edc_callbacks.get_provider_info`) declares them to Airflow from this table."""
+
+
+def _default(option: str) -> str:
+    default = OPTIONS[option].default
+    if default is None:
+        raise KeyError(f"[{SECTION}] {option} has no default")
+    return default
+
+
+DEFAULT_AUTH_HEADER = _default("callback_auth_header")
 
 __all__ = [
     "API_SERVER_PREFIX",
+    "DEFAULT_AUTH_HEADER",
     "DEFAULT_CONN_ID",
+    "OPTIONS",
     "SECTION",
+    "ConfigOption",
     "airflow_home",
     "default_deferrable",
     "get_body_timeout",
@@ -97,20 +194,20 @@ def get_fallback_check_interval() -> float:
     """Seconds without a callback after which a waiting trigger asks the connector for the state (default 300);
     the trigger asks again after 2x, 4x... that while the silence goes on."""
     value = _conf_get("fallback_check_interval")
-    return float(value) if value else DEFAULT_FALLBACK_CHECK_INTERVAL
+    return float(value or _default("fallback_check_interval"))
 
 
 def get_stall_warning_after() -> float:
     """``[edc_callbacks] stall_warning_after``: seconds a waited-for process may stay in one non-terminal
     state before its trigger logs a warning naming the state and its usual cause (default 600)."""
     value = _conf_get("stall_warning_after")
-    return float(value) if value else DEFAULT_STALL_WARNING_AFTER
+    return float(value or _default("stall_warning_after"))
 
 
 def get_retention() -> timedelta:
     """How long stored events are kept (default 7 days); see :func:`parse_duration` for the syntax."""
     value = _conf_get("retention")
-    return parse_duration(value) if value else DEFAULT_RETENTION
+    return parse_duration(value or _default("retention"))
 
 
 def get_purge_interval() -> timedelta:
@@ -119,13 +216,13 @@ def get_purge_interval() -> timedelta:
     :raises ValueError: the configured value is not a duration.
     """
     value = _conf_get("purge_interval")
-    return parse_duration(value) if value else DEFAULT_PURGE_INTERVAL
+    return parse_duration(value or _default("purge_interval"))
 
 
 def get_max_body_bytes() -> int:
     """Largest accepted callback body in bytes (default 1 MiB)."""
     value = _conf_get("max_body_size")
-    return int(value) if value else DEFAULT_MAX_BODY_BYTES
+    return int(value or _default("max_body_size"))
 
 
 def get_body_timeout() -> float:
@@ -133,9 +230,7 @@ def get_body_timeout() -> float:
 
     :raises ValueError: the configured value is not a non-negative number.
     """
-    value = _conf_get("body_timeout")
-    if not value:
-        return DEFAULT_BODY_TIMEOUT
+    value = _conf_get("body_timeout") or _default("body_timeout")
     seconds = float(value)
     if not seconds >= 0:
         raise ValueError(f"[edc_callbacks] body_timeout must be a number of seconds >= 0, got {value!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_edc_callbacks import __version__
+from airflow_edc_callbacks.config import OPTIONS, SECTION, ConfigOption
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -108,98 +109,20 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "plugins": [{"name": "edc_callbacks", "plugin-class": "airflow_edc_callbacks.plugin.EdcCallbacksPlugin"}],
         "config": {
-            "edc_callbacks": {
+            SECTION: {
                 "description": "The EDC callback receiver, its event store and the waiting triggers.",
-                "options": {
-                    "store_url": _option(
-                        "SQLAlchemy URL of the callback event store. Default: a SQLite file "
-                        "edc_callbacks.db in AIRFLOW_HOME (one machine). Use PostgreSQL when the api-server "
-                        "and triggerers run on several hosts.",
-                        "string",
-                        None,
-                        "postgresql+psycopg2://airflow:***@postgres/edc_callbacks",
-                        sensitive=True,
-                    ),
-                    "callback_base_url": _option(
-                        "Base URL of the receiver as the EDC connector reaches it (without /callbacks). "
-                        "Default: [api] base_url + /edc-callbacks.",
-                        "string",
-                        None,
-                        "http://airflow-apiserver:8080/edc-callbacks",
-                    ),
-                    "callback_signing_key": _option(
-                        "Key that signs callback tokens. When unset, a key is generated once in AIRFLOW_HOME; "
-                        "set it when the api-server, workers and triggerers run on several hosts.",
-                        "string",
-                        None,
-                        None,
-                        sensitive=True,
-                    ),
-                    "callback_auth_header": _option(
-                        "Header every callback must carry when callback_auth_secret is set (the callback's authKey).",
-                        "string",
-                        "X-Edc-Callback-Auth",
-                        None,
-                    ),
-                    "callback_auth_secret": _option(
-                        "Expected value of callback_auth_header; store the same value in the connector's vault "
-                        "under the connection's callback_auth_code_id. Unset: no header check.",
-                        "string",
-                        None,
-                        None,
-                        sensitive=True,
-                    ),
-                    "fallback_check_interval": _option(
-                        "Seconds without a callback after which a waiting trigger asks the connector for the state "
-                        "(EDC does not re-deliver lost callbacks); while silence goes on it asks again after 2x, 4x... "
-                        "that (at most 1 h).",
-                        "float",
-                        "300",
-                        None,
-                    ),
-                    "stall_warning_after": _option(
-                        "Seconds a waited-for transfer or negotiation may stay in the same non-terminal state "
-                        "before the task log gets one warning naming the state and its usual cause.",
-                        "float",
-                        "600",
-                        None,
-                    ),
-                    "retention": _option(
-                        "How long stored callback events are kept (e.g. 7d, 12h); the events of waiting "
-                        "triggers are kept longer.",
-                        "string",
-                        "7d",
-                        None,
-                    ),
-                    "purge_interval": _option(
-                        "Time between two purges of events older than retention, run by every receiver "
-                        "in the background (e.g. 1h; 0 disables them; airflow-edc-callbacks purge runs one).",
-                        "string",
-                        "1h",
-                        None,
-                    ),
-                    "max_body_size": _option("Largest accepted callback body, in bytes.", "integer", "1048576", None),
-                    "body_timeout": _option(
-                        "Seconds a callback body may take to arrive once its headers are in; a slower one is "
-                        "answered 408 (0: no limit).",
-                        "float",
-                        "10",
-                        None,
-                    ),
-                },
+                "options": {name: _option(option) for name, option in OPTIONS.items()},
             }
         },
     }
 
 
-def _option(
-    description: str, type_: str, default: str | None, example: str | None, *, sensitive: bool = False
-) -> dict[str, Any]:
+def _option(option: ConfigOption) -> dict[str, Any]:
     return {
-        "description": description,
+        "description": option.description,
         "version_added": "0.1.0",
-        "type": type_,
-        "default": default,
-        "example": example,
-        "sensitive": sensitive,
+        "type": option.type,
+        "default": option.default,
+        "example": option.example,
+        "sensitive": option.sensitive,
     }
