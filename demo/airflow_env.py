@@ -382,11 +382,18 @@ class AirflowRestApi:
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Authenticated request; ``path`` is relative to the server root (e.g. ``/api/v2/dags``).
 
-        Retries once with a fresh token on 401. Does not raise on HTTP errors.
+        Retries once with a fresh token on 401, and a ``GET`` up to twice more after a time-out (an api-server
+        on a loaded 2-core machine can take longer than the client's 30 s). Does not raise on HTTP errors.
         """
         headers = dict(kwargs.pop("headers", None) or {})
         headers["Authorization"] = f"Bearer {self.token()}"
-        r = self.client.request(method, path, headers=headers, **kwargs)
+        for attempt in range(3 if method.upper() == "GET" else 1):
+            try:
+                r = self.client.request(method, path, headers=headers, **kwargs)
+                break
+            except httpx.TimeoutException:
+                if attempt == 2 or method.upper() != "GET":
+                    raise
         if r.status_code == 401:
             headers["Authorization"] = f"Bearer {self.token(refresh=True)}"
             r = self.client.request(method, path, headers=headers, **kwargs)
