@@ -35,6 +35,9 @@ __all__ = [
     "AirflowNotFoundException",
     "AirflowSensorTimeout",
     "StatsEmitter",
+    "airflow_conf",
+    "airflow_home",
+    "connection_from_secrets",
     "ensure_stats",
     "initialize_stats_from_config",
     "stats",
@@ -137,3 +140,29 @@ def ensure_stats() -> None:
     factory = type.__getattribute__(Stats, "factory")
     if factory is None or getattr(factory, "__name__", "") == "NoStatsLogger":
         initialize_stats_from_config()
+
+
+def airflow_conf() -> Any:
+    """Airflow's configuration object (``airflow.configuration.conf``), read when called."""
+    from airflow.configuration import conf
+
+    return conf
+
+
+def airflow_home() -> str:
+    """``AIRFLOW_HOME`` as Airflow resolved it (``airflow.configuration.AIRFLOW_HOME``)."""
+    from airflow.configuration import AIRFLOW_HOME
+
+    return str(AIRFLOW_HOME)
+
+
+def connection_from_secrets(conn_id: str) -> Any:
+    """A connection by Airflow core's lookup (environment, secrets backends, then the metastore):
+    ``airflow.models.connection.Connection.get_connection_from_secrets``. For server processes (the
+    api-server, the standalone receiver, the CLI); tasks read connections through the Task SDK.
+
+    :raises AirflowNotFoundException: no such connection.
+    """
+    from airflow.models.connection import Connection
+
+    return Connection.get_connection_from_secrets(conn_id)

@@ -143,9 +143,9 @@ def get_configured_signing_key() -> str | None:
 
 
 def _conf_get(option: str) -> str | None:
-    from airflow.configuration import conf
+    from airflow_edc_callbacks import _compat
 
-    value = conf.get(SECTION, option, fallback=None)
+    value = _compat.airflow_conf().get(SECTION, option, fallback=None)
     if value is None:
         return None
     value = str(value).strip()
@@ -154,9 +154,9 @@ def _conf_get(option: str) -> str | None:
 
 def airflow_home() -> Path:
     """``AIRFLOW_HOME`` as Airflow resolves it (default ``~/airflow``)."""
-    from airflow.configuration import AIRFLOW_HOME
+    from airflow_edc_callbacks import _compat
 
-    return Path(AIRFLOW_HOME)
+    return Path(_compat.airflow_home())
 
 
 def default_deferrable() -> bool:
@@ -165,9 +165,9 @@ def default_deferrable() -> bool:
     The default of ``deferrable`` in every operator and sensor of this provider, read when the module
     defining them is imported (the idiom of Apache Airflow's own providers).
     """
-    from airflow.configuration import conf
+    from airflow_edc_callbacks import _compat
 
-    return conf.getboolean("operators", "default_deferrable", fallback=False)
+    return bool(_compat.airflow_conf().getboolean("operators", "default_deferrable", fallback=False))
 
 
 def get_store_url() -> str:
@@ -184,9 +184,9 @@ def get_callback_base_url() -> str:
     value = _conf_get("callback_base_url")
     if value:
         return value.rstrip("/")
-    from airflow.configuration import conf
+    from airflow_edc_callbacks import _compat
 
-    base = conf.get("api", "base_url", fallback=None) or "http://localhost:8080"
+    base = _compat.airflow_conf().get("api", "base_url", fallback=None) or "http://localhost:8080"
     return f"{str(base).rstrip('/')}{API_SERVER_PREFIX}"
 
 

@@ -166,13 +166,11 @@ def lookup_registration(name: str) -> StaticCallbackRegistration | None:
 
     :raises ValueError: the name is invalid, or its connection is not a registration.
     """
-    from airflow.models.connection import Connection
-
-    from airflow_edc_callbacks._compat import AirflowNotFoundException
+    from airflow_edc_callbacks._compat import AirflowNotFoundException, connection_from_secrets
 
     check_name(name)
     try:
-        conn = Connection.get_connection_from_secrets(f"{CONN_ID_PREFIX}{name}")
+        conn = connection_from_secrets(f"{CONN_ID_PREFIX}{name}")
     except AirflowNotFoundException:
         return None
     return StaticCallbackRegistration.from_connection(name, conn)
