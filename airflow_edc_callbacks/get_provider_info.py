@@ -114,10 +114,11 @@ def get_provider_info() -> dict[str, Any]:
                     "store_url": _option(
                         "SQLAlchemy URL of the callback event store. Default: a SQLite file "
                         "edc_callbacks.db in AIRFLOW_HOME (one machine). Use PostgreSQL when the api-server "
-                        "and triggerers run on several hosts.",
+                        "and triggerers run on several hosts: postgresql+psycopg:// (the [postgres] extra); "
+                        "no other driver is accepted.",
                         "string",
                         None,
-                        "postgresql+psycopg2://airflow:***@postgres/edc_callbacks",
+                        "postgresql+psycopg://airflow:***@postgres/edc_callbacks",
                         sensitive=True,
                     ),
                     "callback_base_url": _option(
