@@ -35,9 +35,9 @@ class ConfigOption:
 
 OPTIONS: dict[str, ConfigOption] = {
     "store_url": ConfigOption(
-        "SQLAlchemy URL of the callback event store: sqlite:///<path> or postgresql+psycopg://... "
-        "Default: a SQLite file edc_callbacks.db in AIRFLOW_HOME (one machine). Use PostgreSQL when the "
-        "api-server and triggerers run on several hosts.",
+        "SQLAlchemy URL of the callback event store. Default: a SQLite file edc_callbacks.db in "
+        "AIRFLOW_HOME (one machine). Use PostgreSQL when the api-server and triggerers run on several "
+        "hosts: postgresql+psycopg:// (the [postgres] extra); no other driver is accepted.",
         "string",
         None,
         "postgresql+psycopg://airflow:***@postgres/edc_callbacks",

@@ -384,8 +384,8 @@ def write_report(
     lines += [
         "",
         "Database connections: PostgreSQL counts the server's sessions on the store's database: the listener's",
-        "connection; the pool the triggers' start-up reads and hold renewals use closed its connection after",
-        "10 s without use (the writer, standing in for the receiver, has closed its own before the window).",
+        "connection; the triggers' start-up reads and hold renewals open a connection per use and close it",
+        "when done (the writer, standing in for the receiver, has closed its own before the window).",
         "SQLite counts this process's open file descriptors on the database file: one connection (the",
         "listener's) plus the descriptors of connections already closed, which SQLite's unix VFS keeps open",
         "(and reuses) while another connection of the process holds a lock on the file, as the listener's",

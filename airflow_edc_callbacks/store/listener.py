@@ -14,15 +14,14 @@ are dropped by the subscriber on ``seq``.
 On SQLite writes are serialised, so ``seq`` follows commit order and a cursor on ``seq`` is exact (the
 table uses AUTOINCREMENT, so purged ids are never reused).
 
-On PostgreSQL (driver ``psycopg``) the listener is pushed, not polling: the store sends
-``NOTIFY edc_callback_events, '<seq>'`` in the transaction that inserts an event, PostgreSQL delivers it
-on commit to every listening connection (every api-server's and triggerer's listener), and the listener
-fetches exactly those rows. While connected it runs no query at all. After its connection breaks (a
-database restart) it reconnects, LISTENs again and re-reads every row received since
-:data:`LOOKBACK_MS` before the break, skipping rows it already dispatched.
-
-Other databases hand out ids before commit and have no NOTIFY, so there the listener re-reads the last
-:data:`LOOKBACK_MS` of ``received_at`` every ``poll_interval`` and skips rows it already dispatched.
+On PostgreSQL (driver ``psycopg``, the only other one the store accepts) the listener is pushed, not
+polling: the store sends ``NOTIFY edc_callback_events, '<seq>'`` in the transaction that inserts an
+event, PostgreSQL delivers it on commit to every listening connection (every api-server's and
+triggerer's listener), and the listener fetches exactly those rows, in whatever order their ``seq``
+commit. While connected it runs no query at all. After its connection breaks (a database restart) it
+reconnects, LISTENs again and re-reads every row received since
+:data:`~airflow_edc_callbacks.store.events.LOOKBACK_MS` before it last heard from the database,
+skipping rows it already dispatched.
 """
 
 from __future__ import annotations
@@ -33,24 +32,22 @@ import os
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from airflow_edc_callbacks.exceptions import StoreUnavailableError
-from airflow_edc_callbacks.store.repository import NOTIFY_CHANNEL, EventStore, StoredEvent, get_store
+from airflow_edc_callbacks.store.events import LOOKBACK_MS, NOTIFY_CHANNEL
+from airflow_edc_callbacks.store.repository import EventStore, get_store
+from airflow_edc_callbacks.store.stored import StoredEvent
 from airflow_edc_callbacks.store.tables import CallbackEventRow
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StoreListener", "Subscription", "get_listener"]
+__all__ = ["LOOKBACK_MS", "StoreListener", "Subscription", "get_listener"]
 
 DEFAULT_POLL_INTERVAL = 0.05
 """Seconds between two change checks (one ``PRAGMA data_version`` on one connection)."""
-
-LOOKBACK_MS = 60_000
-"""Non-SQLite stores: how far back (receiver clock, milliseconds) a catch-up fetch looks for late commits."""
 
 _RECONNECT_WAIT = 1.0
 """Seconds between attempts to reach a database that is down."""
@@ -110,16 +107,13 @@ class StoreListener:
     """Watches one :class:`EventStore` on a daemon thread with one connection of its own.
 
     :param store: the store to watch.
-    :param poll_interval: seconds between change checks.
-    :param exact_cursor: follow ``seq`` exactly (default: only for SQLite, see the module docstring).
+    :param poll_interval: SQLite: seconds between change checks; PostgreSQL: a twentieth of the longest
+        wait for a notification before checking whether to stop.
     """
 
-    def __init__(
-        self, store: EventStore, poll_interval: float = DEFAULT_POLL_INTERVAL, exact_cursor: bool | None = None
-    ) -> None:
+    def __init__(self, store: EventStore, poll_interval: float = DEFAULT_POLL_INTERVAL) -> None:
         self.store = store
         self.poll_interval = poll_interval
-        self.exact_cursor = store.is_sqlite if exact_cursor is None else exact_cursor
         self._lock = threading.RLock()  # re-entered when a closed loop unsubscribes during dispatch
         self._by_correlation: dict[str, set[Subscription]] = {}
         self._by_process: dict[str, set[Subscription]] = {}
@@ -127,11 +121,11 @@ class StoreListener:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._cursor = 0
-        self._recent: dict[int, int] = {}  # seq -> received_at, non-exact mode only
+        self._recent: dict[int, int] = {}  # seq -> received_at, PostgreSQL only
         self.wakeups = 0
         self.reconnects = 0
         self._listening: Connection | None = None
-        self.uses_notify = store.engine.dialect.name == "postgresql" and store.engine.dialect.driver == "psycopg"
+        self.uses_notify = store.is_postgresql  # the store accepts no other PostgreSQL driver than psycopg
 
     # -- subscriptions -------------------------------------------------------------------------
     def start(self) -> StoreListener:
@@ -229,6 +223,7 @@ class StoreListener:
         """PostgreSQL: LISTEN on one connection; fetch the rows each NOTIFY names."""
         connection: Connection | None = self._listening
         self._listening = None
+        heard_at = time.time()  # when the database last answered: nothing committed before it was missed
         catch_up_since: int | None = None  # epoch ms: after a break, re-read from here
         while not self._stop.is_set():
             try:
@@ -240,15 +235,17 @@ class StoreListener:
                         log.info("Callback event listener reconnected; re-read events since %s", catch_up_since)
                     catch_up_since = None
                 driver = connection.connection.driver_connection
-                assert driver is not None
+                if driver is None:  # SQLAlchemy gives a live connection's driver connection
+                    raise StoreUnavailableError("the listener's connection has no psycopg connection")
                 seqs = [int(n.payload) for n in driver.notifies(timeout=self.poll_interval * 20, stop_after=1)]
                 if seqs:
                     seqs += [int(n.payload) for n in driver.notifies(timeout=0)]
                     self._dispatch(self._fetch_seqs(connection, seqs))
+                heard_at = time.time()
             except Exception:  # keep listening through database restarts
                 log.warning("Callback event listener lost the database; reconnecting", exc_info=True)
                 if catch_up_since is None:
-                    catch_up_since = int(time.time() * 1000) - LOOKBACK_MS
+                    catch_up_since = int(heard_at * 1000) - LOOKBACK_MS
                 if connection is not None:
                     try:
                         connection.invalidate()
@@ -274,7 +271,7 @@ class StoreListener:
         return self._remember([StoredEvent.from_row(row) for row in rows if row.seq not in self._recent])
 
     def _remember(self, events: list[StoredEvent]) -> list[StoredEvent]:
-        """Record dispatched rows (non-exact modes) so a catch-up does not hand them out twice."""
+        """Record dispatched rows (PostgreSQL) so a catch-up does not hand them out twice."""
         horizon = int(time.time() * 1000) - 2 * LOOKBACK_MS
         if len(self._recent) > 10_000:
             self._recent = {seq: at for seq, at in self._recent.items() if at >= horizon}
@@ -284,20 +281,16 @@ class StoreListener:
         return events
 
     def _run_polling(self) -> None:
-        """SQLite (``PRAGMA data_version``) and databases without NOTIFY (periodic look-back)."""
+        """SQLite: check ``PRAGMA data_version``; when it changed, fetch the rows after the cursor."""
         last_version: int | None = None
         connection: Connection | None = None
         while not self._stop.is_set():
             try:
                 if connection is None:
                     connection = self.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-                if self.store.is_sqlite:
-                    version = int(connection.execute(text("PRAGMA data_version")).scalar_one())
-                    changed = version != last_version
+                version = int(connection.execute(text("PRAGMA data_version")).scalar_one())
+                if version != last_version:
                     last_version = version
-                else:
-                    changed = True
-                if changed:
                     self._dispatch(self._fetch(connection))
             except Exception:  # keep listening through database hiccups
                 log.exception("Callback event listener failed; reconnecting")
@@ -310,19 +303,12 @@ class StoreListener:
             connection.close()
 
     def _fetch(self, connection: Connection) -> list[StoredEvent]:
+        """SQLite: the rows after the cursor (``seq`` follows commit order: the cursor is exact)."""
         table = CallbackEventRow.__table__
-        if self.exact_cursor:
-            stmt = select(table).where(table.c.seq > self._cursor)
-        else:
-            since = int(time.time() * 1000) - LOOKBACK_MS
-            self._recent = {seq: at for seq, at in self._recent.items() if at >= since}
-            stmt = select(table).where(table.c.received_at >= since)
-        rows: list[Any] = list(connection.execute(stmt.order_by(table.c.seq)).all())
-        events = [StoredEvent.from_row(row) for row in rows if row.seq not in self._recent]
+        rows = connection.execute(select(table).where(table.c.seq > self._cursor).order_by(table.c.seq)).all()
+        events = [StoredEvent.from_row(row) for row in rows]
         for stored in events:
             self._cursor = max(self._cursor, stored.seq)
-            if not self.exact_cursor:
-                self._recent[stored.seq] = stored.received_at
         return events
 
     def _dispatch(self, events: list[StoredEvent]) -> None:

@@ -39,7 +39,8 @@ def _config() -> Config:
 def head_revision() -> str:
     """The newest revision this package ships."""
     head = ScriptDirectory.from_config(_config()).get_current_head()
-    assert head is not None
+    if head is None:  # the package ships its migrations: only a broken installation has none
+        raise RuntimeError(f"No Alembic migrations in {_MIGRATIONS}")
     return head
 
 

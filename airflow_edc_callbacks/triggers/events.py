@@ -15,11 +15,11 @@ up to :data:`STATIC_ROUTE_WAIT` seconds for the same event to arrive by the stat
 Each (process id, event type) fires at most once per trigger ``name``, also across a triggerer restart:
 the trigger's cursor and what it fired are committed to the event store before the event is yielded.
 So a triggerer that dies after that commit and before Airflow stored the asset event loses that one
-event (at most once, by design). On SQLite ``seq`` follows commit order and the cursor is exact; on
-PostgreSQL a later ``seq`` can commit first, so the trigger decides each event it is handed (not "every
-seq up to the cursor") and after a restart also re-reads the last
-:data:`~airflow_edc_callbacks.store.listener.LOOKBACK_MS` of events; what fired already is skipped by its
-claim.
+event (at most once, by design). On PostgreSQL a later ``seq`` can commit first, so the trigger decides
+each event it is handed (not "every seq up to the cursor"), and when it starts it reads the store's
+backlog for it (:meth:`~airflow_edc_callbacks.store.EventStore.backlog`): the events after its cursor and
+those below it that may have committed after the cursor passed them; what fired already is skipped by
+its claim.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from airflow_edc_callbacks.exceptions import EdcCallbacksError
 from airflow_edc_callbacks.store import EventStore, StoredEvent, Subscription, get_listener, get_store
-from airflow_edc_callbacks.store.listener import LOOKBACK_MS
 
 __all__ = ["EdcCallbackEventTrigger"]
 
@@ -149,17 +148,9 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
         return cursor
 
     async def _catch_up(self, store: EventStore, cursor: int) -> list[StoredEvent]:
-        """The stored events to decide when the trigger (re)starts: those after ``cursor``, and on stores
-        whose ``seq`` does not follow commit order also every event of the last ``LOOKBACK_MS`` stored
-        after the trigger first started."""
-        rows = await asyncio.to_thread(store.events, after_seq=cursor, since=self.since)
-        if store.is_sqlite:
-            return rows
-        since = max(self.since or 0, int(time.time() * 1000) - LOOKBACK_MS)
-        start = await asyncio.to_thread(store.cursor_start, self.name)  # never before the first start
-        late = await asyncio.to_thread(store.events, after_seq=start, since=since)
-        known = {row.seq for row in rows}
-        return sorted([*rows, *(row for row in late if row.seq not in known)], key=lambda row: row.seq)
+        """The stored events to decide when the trigger (re)starts: those after its cursor, and those below
+        it that may have committed late (see :meth:`~airflow_edc_callbacks.store.EventStore.backlog`)."""
+        return await asyncio.to_thread(store.backlog, self.name, since=self.since)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Yield matching static-route events as they are stored, oldest first, each (process, type) once.

@@ -10,12 +10,14 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import Connection, create_engine, event, func, insert, inspect, select
 
 from airflow_edc_callbacks.models import EventEnvelope
 from airflow_edc_callbacks.store import EventStore, StoreListener
+from airflow_edc_callbacks.store.events import NOTIFY_CHANNEL
 from airflow_edc_callbacks.store.schema import BASELINE, current_revision, head_revision
-from airflow_edc_callbacks.store.tables import Base
+from airflow_edc_callbacks.store.stored import body_sha256
+from airflow_edc_callbacks.store.tables import Base, CallbackEventRow, TriggerFiredRow
 from tests.helpers import envelope, wait_until
 from tests.postgres_server import PostgresServer
 
@@ -152,20 +154,17 @@ def test_many_processes_upgrade_one_database_at_once(pg_url: str) -> None:
         store.dispose()
 
 
-async def test_many_waiting_triggers_cost_one_connection_per_process(
-    postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """200 triggers waiting in one process: once their start-up reads are done and the pool has been
-    idle for its timeout, the listener's connection is the only one open; a later read still works."""
+async def test_many_waiting_triggers_cost_one_connection_per_process(postgres: PostgresServer) -> None:
+    """200 triggers waiting in one process: once their start-up reads are done, the listener's connection
+    is the only one open (the waiting store keeps none between uses); a later read still works."""
     import os
 
     import psycopg
 
-    from airflow_edc_callbacks.store import get_listener, get_store, repository
+    from airflow_edc_callbacks.store import get_listener, get_store
     from airflow_edc_callbacks.triggers import EdcCallbackTrigger
     from tests.conftest import close_store
 
-    monkeypatch.setattr(repository, "WAITING_IDLE_TIMEOUT", 0.5)
     url = postgres.create_database()
     os.environ["AIRFLOW__EDC_CALLBACKS__STORE_URL"] = url
     store = get_store(waiting=True)
@@ -187,10 +186,10 @@ async def test_many_waiting_triggers_cost_one_connection_per_process(
     try:
         await asyncio.to_thread(wait_until, lambda: len(store.holds()) == 200, 30, "200 waiting triggers")
         assert get_listener(store).subscription_count == 200
-        # every trigger has read the store (its hold comes first, then its read) and the pool was idle for
-        # 0.5 s: all sessions but the listener's close; one more would stay open for good and time this out
+        # every trigger has read the store (its hold comes first, then its read): all sessions but the
+        # listener's close; one more would stay open for good and time this out
         await asyncio.to_thread(wait_until, lambda: sessions() == 1, 30, "one session: the listener's")
-        assert store.events(process_id="tp-0") == []  # the pool opens a connection again after closing its own
+        assert store.events(process_id="tp-0") == []  # the store opens a connection again after closing its own
         await asyncio.to_thread(wait_until, lambda: sessions() == 1, 30, "the read's session to close when idle")
     finally:
         for task in tasks:
@@ -200,3 +199,77 @@ async def test_many_waiting_triggers_cost_one_connection_per_process(
             await run.aclose()  # type: ignore[attr-defined]
         del os.environ["AIRFLOW__EDC_CALLBACKS__STORE_URL"]
         close_store(url)
+
+
+def _insert_static_event(connection: Connection, process_id: str, received_at: int) -> int:
+    """Insert a provider's ``TransferProcessCompleted`` as the receiver stores one that came by a static
+    route (with its NOTIFY), in ``connection``'s open transaction; return its ``seq``."""
+    body = envelope("TransferProcessCompleted", process_id, type="PROVIDER")
+    table = CallbackEventRow.__table__
+    values = {
+        "envelope_id": body["id"],
+        "event_type": body["type"],
+        "process_id": process_id,
+        "correlation_id": None,
+        "event_at": body["at"],
+        "received_at": received_at,
+        "routes": "static:prov",
+        "body": body,
+        "body_sha256": body_sha256(body),
+    }
+    seq = int(connection.execute(insert(table).values(**values).returning(table.c.seq)).scalar_one())
+    connection.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(seq))))
+    return seq
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("restart", [False, True], ids=["watching", "restarted-between"])
+async def test_watcher_fires_both_events_when_a_lower_seq_commits_after_a_higher_one(
+    edc_config: str, restart: bool
+) -> None:
+    """Two receivers store an event each at once: the first gets the lower ``seq`` but commits after the
+    second, whose event the watcher has fired already (moving its cursor past the lower ``seq``). The
+    watcher fires the late one too, while it watches or when its triggerer starts again (here 10 minutes
+    after the events came), and each event once."""
+    from airflow_edc_callbacks.store import get_store
+    from airflow_edc_callbacks.triggers import EdcCallbackEventTrigger
+    from tests.helpers import until_subscribed
+
+    store = get_store(edc_config)
+    received_at = int(time.time() * 1000) - 600_000
+
+    def watcher() -> EdcCallbackEventTrigger:
+        return EdcCallbackEventTrigger(event_types=["TransferProcessCompleted"], process_type="PROVIDER", name="w")
+
+    run = watcher().run()
+    fired: list[str] = []
+    try:
+        next_event = asyncio.ensure_future(run.__anext__())
+        await until_subscribed()
+        with store.engine.connect() as slow, store.engine.connect() as fast:
+            slow_transaction = slow.begin()
+            low = _insert_static_event(slow, "tp-low", received_at)
+            with fast.begin():
+                high = _insert_static_event(fast, "tp-high", received_at + 5)
+            assert low < high
+            fired.append((await asyncio.wait_for(next_event, 10)).payload["process_id"])
+            if restart:
+                await run.aclose()  # the triggerer stops...
+            slow_transaction.commit()  # ...and the lower seq commits after the cursor passed it
+        if restart:
+            run = watcher().run()
+        next_event = asyncio.ensure_future(run.__anext__())
+        fired.append((await asyncio.wait_for(next_event, 10)).payload["process_id"])
+        assert fired == ["tp-high", "tp-low"]
+        next_event = asyncio.ensure_future(run.__anext__())
+        done, _ = await asyncio.wait({next_event}, timeout=1.0)  # measured: nothing fires a second time
+        assert done == set(), [task.result().payload for task in done]
+    finally:
+        next_event.cancel()
+        await asyncio.gather(next_event, return_exceptions=True)
+        await run.aclose()
+    with store.engine.connect() as connection:
+        claimed = connection.execute(
+            select(TriggerFiredRow.process_id).where(TriggerFiredRow.name == "w").order_by(TriggerFiredRow.seq)
+        ).scalars()
+        assert list(claimed) == ["tp-low", "tp-high"]

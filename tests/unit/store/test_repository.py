@@ -9,7 +9,7 @@ import pytest
 
 from airflow_edc_callbacks.models import EventEnvelope
 from airflow_edc_callbacks.store import EventStore, StoreListener
-from tests.helpers import envelope, wait_until
+from tests.helpers import envelope
 
 
 def _record(store: EventStore, body: dict, correlation_id: str | None = "c1", route: str = "dynamic") -> bool:
@@ -134,10 +134,10 @@ async def test_listener_keeps_dispatching_after_a_purge(store: EventStore) -> No
         listener.stop()
 
 
-async def test_lookback_mode_dispatches_each_event_once(store: EventStore) -> None:
-    """The mode for databases whose ids are not in commit order and that cannot NOTIFY: re-read a time
-    window (on PostgreSQL with psycopg the listener is notified instead, whatever ``exact_cursor`` says)."""
-    listener = StoreListener(store, poll_interval=0.02, exact_cursor=False).start()
+async def test_listener_dispatches_each_event_once(store: EventStore) -> None:
+    """SQLite's cursor on ``seq`` and PostgreSQL's NOTIFY (the listener's only two modes) hand each stored
+    event to a subscription once."""
+    listener = StoreListener(store, poll_interval=0.02).start()
     try:
         sub = listener.subscribe(process_ids=["tp-w"])
         await asyncio.to_thread(_record, store, envelope("TransferProcessStarted", "tp-w"), None)
@@ -145,7 +145,7 @@ async def test_lookback_mode_dispatches_each_event_once(store: EventStore) -> No
         await asyncio.to_thread(_record, store, envelope("TransferProcessCompleted", "tp-w"), None)
         second = await sub.wait(timeout=5)
         assert [e.event_type for e in first + second] == ["TransferProcessStarted", "TransferProcessCompleted"]
-        assert await sub.wait(timeout=0.2) == []  # the window is re-read, but nothing is delivered twice
+        assert await sub.wait(timeout=0.2) == []  # nothing is delivered twice
     finally:
         listener.stop()
 
@@ -196,11 +196,72 @@ def test_purge_forgets_what_event_triggers_fired_for_purged_events(store: EventS
 
 
 def test_idle_connections_close_after_the_idle_timeout_and_the_pool_reopens(store_url: str) -> None:
-    store = EventStore(store_url, pool_size=1, idle_timeout=0.2)
+    """A pooled store (the receiver's) keeps its connection for the next use; the store of waiting triggers
+    (``pool_size=0``) closes each connection when the use ends and opens one for the next use."""
+    from sqlalchemy import event
+
+    pooled = EventStore(store_url, pool_size=1)
+    unpooled = EventStore(store_url, pool_size=0)
+    opened: list[object] = []
+    closed: list[object] = []
+    event.listen(unpooled.engine, "connect", lambda dbapi_connection, _record: opened.append(dbapi_connection))
+    event.listen(unpooled.engine, "close", lambda dbapi_connection, _record: closed.append(dbapi_connection))
     try:
-        assert store.max_seq() == 0
-        assert store.engine.pool.checkedin() == 1  # kept for the next use...
-        wait_until(lambda: store.engine.pool.checkedin() == 0, 10, "the idle connection to close")  # ...for a while
-        assert store.max_seq() == 0  # a new connection for the next use
+        assert pooled.max_seq() == 0
+        assert pooled.engine.pool.checkedin() == 1  # kept for the next use
+        assert unpooled.max_seq() == 0
+        assert len(opened) == 1
+        assert closed == opened  # closed as soon as the use ended: no idle connection
+        assert unpooled.max_seq() == 0  # a new connection for the next use
+        assert len(opened) == 2
+        assert closed == opened
     finally:
-        store.dispose()
+        pooled.dispose()
+        unpooled.dispose()
+
+
+REFUSED_URLS = [
+    "postgresql+psycopg2://edc:hunter2@db.example/events",
+    "postgresql://edc:hunter2@db.example/events",
+    "postgresql+pg8000://edc:hunter2@db.example/events",
+    "mysql://edc:hunter2@db.example/events",
+    "sqlite+pysqlite:///events.db",
+]
+
+
+@pytest.mark.parametrize("url", REFUSED_URLS)
+def test_store_accepts_only_sqlite_and_postgresql_psycopg_urls(url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    from airflow_edc_callbacks.exceptions import StoreUnavailableError
+    from airflow_edc_callbacks.store import get_store
+
+    for open_store in (EventStore, get_store):
+        with pytest.raises(StoreUnavailableError) as info:
+            open_store(url)
+        message = str(info.value)
+        assert f"does not support {make_url(url).drivername}:// URLs" in message
+        assert "sqlite:///<path>" in message
+        assert "postgresql+psycopg://<user>:<password>@<host>/<database>" in message
+        assert "hunter2" not in message
+
+
+def test_psycopg2_url_is_refused_with_a_message_naming_the_accepted_forms() -> None:
+    from airflow_edc_callbacks.exceptions import StoreUnavailableError
+
+    with pytest.raises(StoreUnavailableError) as info:
+        EventStore("postgresql+psycopg2://airflow:secret@postgres/edc_callbacks")
+    assert str(info.value) == (
+        "The callback event store does not support postgresql+psycopg2:// URLs; use sqlite:///<path> or "
+        "postgresql+psycopg://<user>:<password>@<host>/<database> (psycopg 3: install the [postgres] extra)"
+    )
+
+
+def test_the_providers_store_url_example_is_an_accepted_url() -> None:
+    from sqlalchemy.engine import make_url
+
+    from airflow_edc_callbacks.get_provider_info import get_provider_info
+
+    option = get_provider_info()["config"]["edc_callbacks"]["options"]["store_url"]
+    assert make_url(option["example"]).drivername == "postgresql+psycopg"
+    assert "psycopg2" not in option["example"]
