@@ -16,6 +16,7 @@ import pytest
 from airflow_edc_callbacks.edr import fetch_to_file
 from airflow_edc_callbacks.exceptions import EdcDataFetchError, EdcEdrNotFound
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+from airflow_edc_callbacks.ledger import StoreLedger
 from airflow_edc_callbacks.models import EndpointDataReference, EventEnvelope
 from airflow_edc_callbacks.store import EventStore
 from tests.helpers import envelope
@@ -45,7 +46,7 @@ def hook_with(monkeypatch: pytest.MonkeyPatch, edc_config: str) -> Any:
                 return httpx.Response(200, json={"@type": "TransferState", "state": state})
             return httpx.Response(status, json=body)
 
-        return EdcManagementHook(transport=httpx.MockTransport(answer), retries=0), paths
+        return EdcManagementHook(transport=httpx.MockTransport(answer), retries=0, ledger=StoreLedger()), paths
 
     return make
 
