@@ -92,7 +92,9 @@ def test_the_operator_binds_the_transfer_it_starts_and_other_tokens_are_refused(
         transfer_type="HttpData-PUSH",
         deferrable=True,
     )
-    monkeypatch.setattr(op, "_hook", lambda: EdcManagementHook(transport=httpx.MockTransport(answer), ledger=StoreLedger()))
+    monkeypatch.setattr(
+        op, "_hook", lambda: EdcManagementHook(transport=httpx.MockTransport(answer), ledger=StoreLedger())
+    )
     ti = SimpleNamespace(dag_id="d", run_id="r", task_id="push", map_index=-1, try_number=1)
     with pytest.raises(TaskDeferred):
         op.execute({"ti": ti})  # type: ignore[arg-type]

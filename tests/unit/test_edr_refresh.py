@@ -313,7 +313,9 @@ def test_still_refused_after_one_refresh_is_a_typed_error(
     use_connection(monkeypatch, fake, tractusx=True)
     fake.accepted = set()  # the provider accepts no token any more (agreement ended)
     with pytest.raises(EdcEdrRefused) as info:
-        EdcManagementHook(retries=0, ledger=StoreLedger()).fetch_data("tp-gone", tmp_path / "out.txt", path="items", params={"q": "1"})
+        EdcManagementHook(retries=0, ledger=StoreLedger()).fetch_data(
+            "tp-gone", tmp_path / "out.txt", path="items", params={"q": "1"}
+        )
     error = info.value
     assert (error.transfer_process_id, error.status_code) == ("tp-gone", 401)
     assert error.url == f"{fake.url}/public/items"  # no query
