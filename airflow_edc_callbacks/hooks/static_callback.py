@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from typing import Any
 
 from airflow.sdk import BaseHook
 
@@ -143,10 +144,24 @@ class EdcStaticCallbackHook(BaseHook):
 
         :raises AirflowCommandError: the command failed.
         """
-        output = _airflow("connections", "list", "--output", "json")
-        rows = json.loads(output[output.index("[") :]) if "[" in output else []
+        rows = _json_list(_airflow("connections", "list", "--output", "json"))
         ids = [str(row.get("conn_id", "")) for row in rows if isinstance(row, dict)]
         return sorted(conn_id[len(CONN_ID_PREFIX) :] for conn_id in ids if conn_id.startswith(CONN_ID_PREFIX))
+
+
+def _json_list(output: str) -> list[Any]:
+    """The JSON array an ``airflow ... --output json`` command printed, skipping any line before it (an
+    Airflow version may print a notice first); ``[]`` when it printed none."""
+    lines = output.splitlines()
+    for start, line in enumerate(lines):
+        if line.lstrip().startswith("["):
+            try:
+                found = json.loads("\n".join(lines[start:]))
+            except ValueError:
+                continue
+            if isinstance(found, list):
+                return found
+    return []
 
 
 def _save_connection(registration: StaticCallbackRegistration) -> None:
