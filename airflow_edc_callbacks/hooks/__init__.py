@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from airflow_edc_callbacks.hooks.edc import EdcConnectionSettings, EdcManagementHook
+from airflow_edc_callbacks.hooks.ledger import CallbackLedger
 
-__all__ = ["EdcConnectionSettings", "EdcManagementHook"]
+__all__ = ["CallbackLedger", "EdcConnectionSettings", "EdcManagementHook"]

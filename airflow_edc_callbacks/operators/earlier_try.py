@@ -14,23 +14,15 @@ from typing import Any
 
 from airflow_edc_callbacks.exceptions import StoreUnavailableError
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+from airflow_edc_callbacks.ledger import StoreLedger
 from airflow_edc_callbacks.models import TERMINAL_TRANSFER_STATES, jsonld_get
 from airflow_edc_callbacks.operators.lifecycle import TaskLog
-from airflow_edc_callbacks.store import EventStore, get_store
 
 __all__ = ["CORRELATION_PROPERTY", "find_earlier_transfer", "mark_taken"]
 
 CORRELATION_PROPERTY = "airflowCorrelationId"
 """The ``privateProperties`` entry every transfer the operators start carries: the task instance's
 correlation id, so a retry finds the transfers of its earlier tries on the connector."""
-
-
-def _worker_store() -> EventStore:
-    """The store as a task's worker uses it: no Alembic unless the tables are missing."""
-    try:
-        return get_store(waiting=True, migrate=False)
-    except StoreUnavailableError:
-        return get_store(waiting=True)
 
 
 def _state(process: dict[str, Any]) -> str:
@@ -68,7 +60,7 @@ def find_earlier_transfer(log: TaskLog, hook: EdcManagementHook, correlation_id:
     for process in latest_first([p for p in processes if _state(p) == "COMPLETED"]):
         process_id = str(jsonld_get(process, "@id"))
         try:
-            untaken = _worker_store().untaken(process_id, correlation_id)
+            untaken = StoreLedger().untaken(process_id, correlation_id)
         except StoreUnavailableError as err:
             log.warning("Cannot tell whether a try took transfer process %s (starting a new one): %s", process_id, err)
             return None
@@ -86,6 +78,6 @@ def mark_taken(log: TaskLog, process_id: str, correlation_id: str) -> None:
     """Record in the event store that this try took the result of ``process_id`` (best effort: a failure is
     logged; a later clear may then re-attach to this completed transfer)."""
     try:
-        _worker_store().mark_taken(process_id, correlation_id)
+        StoreLedger().mark_taken(process_id, correlation_id)
     except StoreUnavailableError as err:
         log.warning("Could not record that transfer process %s was taken by this task: %s", process_id, err)

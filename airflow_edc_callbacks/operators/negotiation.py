@@ -14,6 +14,7 @@ from airflow.sdk import BaseOperator
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable
 from airflow_edc_callbacks.exceptions import EdcNegotiationFailed
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+from airflow_edc_callbacks.ledger import StoreLedger
 from airflow_edc_callbacks.operators.lifecycle import ProcessKind, arm, raise_timeout, safety_net, terminate_when_killed
 from airflow_edc_callbacks.operators.resume import connector_url, log_timeline, validate_event, worker_exit_seconds
 from airflow_edc_callbacks.tokens import callback_url, correlation_id_for
@@ -179,7 +180,7 @@ class EdcContractNegotiationOperator(NegotiationSteps, BaseOperator):
         terminate_when_killed(self, EdcManagementHook(self.edc_conn_id), self._waiting_on, self.terminate_on_kill)
 
     def execute(self, context: Context) -> Any:
-        hook = EdcManagementHook(self.edc_conn_id)
+        hook = EdcManagementHook(self.edc_conn_id, ledger=StoreLedger())
         return self.negotiate_and_wait(context, hook, method_name="execute_complete", timeout=self.timeout)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+from airflow_edc_callbacks.ledger import StoreLedger
 from airflow_edc_callbacks.operators.lifecycle import terminate_process
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class EdcPullDataOperator(BaseOperator):
         self.terminate_after_fetch = terminate_after_fetch
 
     def _hook(self) -> EdcManagementHook:
-        return EdcManagementHook(self.edc_conn_id)
+        return EdcManagementHook(self.edc_conn_id, ledger=StoreLedger())
 
     def execute(self, context: Context) -> dict[str, Any]:
         if not self.transfer_process_id or not self.destination:

@@ -13,6 +13,7 @@ from airflow.sdk import BaseOperator
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable, get_callback_base_url
 from airflow_edc_callbacks.exceptions import EdcTransferFailed, EdcTransferTimeout
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+from airflow_edc_callbacks.ledger import StoreLedger
 from airflow_edc_callbacks.models import resolve_wait_for
 from airflow_edc_callbacks.operators.earlier_try import CORRELATION_PROPERTY, find_earlier_transfer, mark_taken
 from airflow_edc_callbacks.operators.lifecycle import ProcessKind, arm, raise_timeout, safety_net, terminate_when_killed
@@ -137,7 +138,7 @@ class EdcTransferOperator(BaseOperator):
         self._waiting_on: tuple[ProcessKind, str] | None = None  # what an in-worker wait waits for (on_kill)
 
     def _hook(self) -> EdcManagementHook:
-        return EdcManagementHook(self.edc_conn_id)
+        return EdcManagementHook(self.edc_conn_id, ledger=StoreLedger())
 
     # -- start -----------------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:

@@ -22,6 +22,7 @@ import pytest
 
 from airflow_edc_callbacks.exceptions import EdcApiError, EdcTransferFailed
 from airflow_edc_callbacks.hooks import EdcManagementHook
+from airflow_edc_callbacks.ledger import StoreLedger
 from airflow_edc_callbacks.operators import EdcTransferOperator
 from airflow_edc_callbacks.store import EventStore
 from airflow_edc_callbacks.triggers import EdcCallbackTrigger
@@ -38,7 +39,7 @@ RECEIVER_PORT = 28099
 @pytest.fixture
 def edc_conn(edc_env: EdcEnvironment, monkeypatch: pytest.MonkeyPatch, edc_config: str) -> EdcManagementHook:
     monkeypatch.setenv("AIRFLOW_CONN_EDC_DEFAULT", edc_env.connection_json())
-    return EdcManagementHook()
+    return EdcManagementHook(ledger=StoreLedger())
 
 
 def _serve(store_url: str) -> Iterator[str]:

@@ -16,6 +16,7 @@ import pytest
 from airflow_edc_callbacks.edr import fetch_to_file
 from airflow_edc_callbacks.exceptions import EdcDataFetchError, EdcEdrNotFound
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+from airflow_edc_callbacks.ledger import StoreLedger
 from airflow_edc_callbacks.models import EndpointDataReference, EventEnvelope
 from airflow_edc_callbacks.store import EventStore
 from tests.helpers import EDC_FIXTURES, envelope
@@ -45,7 +46,7 @@ def hook_with(monkeypatch: pytest.MonkeyPatch, edc_config: str) -> Any:
                 return httpx.Response(200, json={"@type": "TransferState", "state": state})
             return httpx.Response(status, json=body)
 
-        return EdcManagementHook(transport=httpx.MockTransport(answer), retries=0), paths
+        return EdcManagementHook(transport=httpx.MockTransport(answer), retries=0, ledger=StoreLedger()), paths
 
     return make
 
@@ -125,6 +126,25 @@ def test_no_edr_anywhere_is_an_actionable_error(hook_with: Any) -> None:
     assert BASE in message
     assert "/v3/edrs/tp-404/dataaddress answered 404 (ObjectNotFound: Object not found)" in message
     assert "no TransferProcessStarted callback is stored" in message
+
+
+def test_a_hook_without_a_ledger_asks_the_connector_only(hook_with: Any, edc_config: str) -> None:
+    """The stored Started callback is there, but a hook built without ``ledger`` never reads the store: it
+    says so, and asks the connector nothing beyond its EDR cache."""
+    process_id = store_started(edc_config)
+    with_ledger, _ = hook_with(404, NOT_FOUND)
+    paths: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        return httpx.Response(404, json=NOT_FOUND)
+
+    hook = EdcManagementHook(transport=httpx.MockTransport(answer), retries=0)
+    with pytest.raises(EdcEdrNotFound, match=r"the callback store: not given to this hook") as info:
+        hook.get_edr(process_id)
+    assert "TransferProcessStarted" not in str(info.value)
+    assert paths == [f"/management/v3/edrs/{process_id}/dataaddress"]
+    assert with_ledger.get_edr(process_id).source == "callback"  # the same store, read through a ledger
 
 
 def test_v4_asks_the_versions_edr_cache_first(hook_with: Any) -> None:

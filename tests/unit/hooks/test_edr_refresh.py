@@ -23,6 +23,7 @@ from pyld import jsonld
 
 from airflow_edc_callbacks.exceptions import EdcEdrRefused
 from airflow_edc_callbacks.hooks.edc import EdcConnectionSettings, EdcManagementHook
+from airflow_edc_callbacks.ledger import StoreLedger
 from airflow_edc_callbacks.models import (
     EDC_NAMESPACE,
     TRACTUSX_AUTH_NAMESPACE,
@@ -278,8 +279,8 @@ def use_connection(monkeypatch: pytest.MonkeyPatch, fake: FakeTractusX, **extra:
 
 def test_tractusx_connection_sends_auto_refresh(monkeypatch: pytest.MonkeyPatch, fake: FakeTractusX) -> None:
     use_connection(monkeypatch, fake, tractusx=True)
-    edr = EdcManagementHook(retries=0).get_edr("tp-q")
-    EdcManagementHook(retries=0).get_edr("tp-q", auto_refresh=False)
+    edr = EdcManagementHook(retries=0, ledger=StoreLedger()).get_edr("tp-q")
+    EdcManagementHook(retries=0, ledger=StoreLedger()).get_edr("tp-q", auto_refresh=False)
     assert fake.reads == [{"auto_refresh": ["true"]}, {"auto_refresh": ["false"]}]  # Tractus-X's default is true
     assert (edr.authorization, edr.refresh_token, edr.expires_in) == ("stale-token", "refresh-of-stale-token", 300)
     from tests.airflow_compat import redacted
@@ -289,7 +290,7 @@ def test_tractusx_connection_sends_auto_refresh(monkeypatch: pytest.MonkeyPatch,
 
 def test_plain_edc_connection_sends_no_query(monkeypatch: pytest.MonkeyPatch, fake: FakeTractusX) -> None:
     use_connection(monkeypatch, fake)
-    EdcManagementHook(retries=0).get_edr("tp-q")
+    EdcManagementHook(retries=0, ledger=StoreLedger()).get_edr("tp-q")
     assert fake.reads == [{}]
 
 
@@ -300,7 +301,7 @@ def test_a_refused_token_is_read_again_and_used_without_a_refresh(
     use_connection(monkeypatch, fake, tractusx=True)
     fake.accepted = {"refreshed-by-another-task"}
     fake.rotate_on_refusal = "refreshed-by-another-task"
-    result = EdcManagementHook(retries=0).fetch_data("tp-r", tmp_path / "out.txt", path="items")
+    result = EdcManagementHook(retries=0, ledger=StoreLedger()).fetch_data("tp-r", tmp_path / "out.txt", path="items")
     assert Path(result.file).read_text() == "data for refreshed-by-another-task"
     assert fake.data_requests == ["stale-token", "refreshed-by-another-task"]
     assert fake.refreshes == 0
@@ -313,7 +314,9 @@ def test_still_refused_after_one_refresh_is_a_typed_error(
     use_connection(monkeypatch, fake, tractusx=True)
     fake.accepted = set()  # the provider accepts no token any more (agreement ended)
     with pytest.raises(EdcEdrRefused) as info:
-        EdcManagementHook(retries=0).fetch_data("tp-gone", tmp_path / "out.txt", path="items", params={"q": "1"})
+        EdcManagementHook(retries=0, ledger=StoreLedger()).fetch_data(
+            "tp-gone", tmp_path / "out.txt", path="items", params={"q": "1"}
+        )
     error = info.value
     assert (error.transfer_process_id, error.status_code) == ("tp-gone", 401)
     assert error.url == f"{fake.url}/public/items"  # no query
@@ -336,7 +339,7 @@ def test_a_refused_refresh_is_the_typed_error_too(
     use_connection(monkeypatch, fake, tractusx=True)
     fake.refresh_refused = True
     with pytest.raises(EdcEdrRefused) as info:
-        EdcManagementHook(retries=0).fetch_data("tp-expired", tmp_path / "out.txt", path="items")
+        EdcManagementHook(retries=0, ledger=StoreLedger()).fetch_data("tp-expired", tmp_path / "out.txt", path="items")
     message = str(info.value)
     assert f"GET {fake.url}/public/items for transfer process tp-expired answered 401" in message
     assert '({"error": "token expired or unknown"})' in message  # the data plane's answer, whole
@@ -352,7 +355,7 @@ def test_plain_edc_reads_again_but_never_refreshes(
 ) -> None:
     use_connection(monkeypatch, fake)
     with pytest.raises(EdcEdrRefused, match="set the connection's extra tractusx to true") as info:
-        EdcManagementHook(retries=0).fetch_data("tp-plain", tmp_path / "out.txt", path="items")
+        EdcManagementHook(retries=0, ledger=StoreLedger()).fetch_data("tp-plain", tmp_path / "out.txt", path="items")
     assert "after the task read the EDR again:" in str(info.value)
     assert fake.refreshes == 0
     assert fake.data_requests == ["stale-token"]
@@ -362,7 +365,7 @@ def test_plain_edc_reads_again_but_never_refreshes(
 def _fetcher(index: int, destination: str, results: Any) -> None:
     """One fetcher in a process of its own: its own hook, its own store engine and connections."""
     try:
-        result = EdcManagementHook(retries=0).fetch_data("tp-many", destination, path="items")
+        result = EdcManagementHook(retries=0, ledger=StoreLedger()).fetch_data("tp-many", destination, path="items")
         results.put((index, "ok", result.as_dict()))
     except Exception as err:  # reported to the test, which fails on it
         results.put((index, "error", repr(err)))

@@ -139,7 +139,6 @@ def sent_bodies(hook: EdcManagementHook, recorder: Recorder) -> dict[str, Any]:
     assert hook.test_connection()[0]
     probe = recorder.sent("POST", f"/{version}/transferprocesses/request")
     hook.terminate_transfer("tp-1", "no longer needed")
-    hook.query_edrs([{"operandLeft": "transferProcessId", "operator": "=", "operandRight": "tp-1"}])
     assert hook.put_secret("airflow-callback-secret", "s3cr3t-value")
     return {
         "catalog": catalog,
@@ -147,7 +146,6 @@ def sent_bodies(hook: EdcManagementHook, recorder: Recorder) -> dict[str, Any]:
         "query_by_correlation": by_correlation,
         "test_connection": probe,
         "terminate": recorder.sent("POST", f"/{version}/transferprocesses/tp-1/terminate"),
-        "edr_query": recorder.sent("POST", "/v3/edrs/request"),
         "secret": recorder.sent("POST", "/v3/secrets"),
     }
 
@@ -331,7 +329,7 @@ def test_contract_request_keeps_every_field(
     assert values(body, f"{EDC}callbackAddresses", f"{EDC}authKey") == [AUTH_KEY]
 
 
-# -- bodies built and sent in one call: catalog, query specs, terminate, EDR query, secret ------------------
+# -- bodies built and sent in one call: catalog, query specs, terminate, secret ------------------
 
 
 @pytest.mark.parametrize("api_version", API_VERSIONS)
@@ -355,7 +353,7 @@ def test_sent_bodies_keep_every_field(
         "querySpec": f"{EDC}querySpec",
         **{f"querySpec.{key}": iri for key, iri in criterion.items()},
     }
-    for name in ("query_by_contract", "query_by_correlation", "edr_query"):
+    for name in ("query_by_contract", "query_by_correlation"):
         assert term_iris(bodies[name]) == {"limit": f"{EDC}limit", **criterion}, name
     assert term_iris(bodies["test_connection"]) == {"limit": f"{EDC}limit"}
     assert term_iris(bodies["terminate"]) == {"reason": f"{EDC}reason"}
@@ -379,7 +377,7 @@ def test_sent_bodies_keep_every_field(
         "querySpec": [f"{EDC}QuerySpec"],
         "querySpec.filterExpression[0]": [f"{EDC}Criterion"],
     }
-    for name in ("query_by_contract", "query_by_correlation", "edr_query"):
+    for name in ("query_by_contract", "query_by_correlation"):
         assert node_types(bodies[name]) == {"": [f"{EDC}QuerySpec"], "filterExpression[0]": [f"{EDC}Criterion"]}
     assert node_types(bodies["terminate"]) == {"": [f"{EDC}TerminateTransfer"]}
     assert node_types(bodies["secret"]) == {"": [f"{EDC}Secret"]}

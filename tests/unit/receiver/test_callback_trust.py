@@ -19,6 +19,7 @@ from sqlalchemy import event
 
 from airflow_edc_callbacks.exceptions import EdcEdrNotFound
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+from airflow_edc_callbacks.ledger import StoreLedger
 from airflow_edc_callbacks.models import MAX_EPOCH_MS, MAX_JSON_DEPTH
 from airflow_edc_callbacks.operators import EdcTransferOperator
 from airflow_edc_callbacks.receiver import ReceiverSettings, create_app
@@ -91,7 +92,9 @@ def test_the_operator_binds_the_transfer_it_starts_and_other_tokens_are_refused(
         transfer_type="HttpData-PUSH",
         deferrable=True,
     )
-    monkeypatch.setattr(op, "_hook", lambda: EdcManagementHook(transport=httpx.MockTransport(answer)))
+    monkeypatch.setattr(
+        op, "_hook", lambda: EdcManagementHook(transport=httpx.MockTransport(answer), ledger=StoreLedger())
+    )
     ti = SimpleNamespace(dag_id="d", run_id="r", task_id="push", map_index=-1, try_number=1)
     with pytest.raises(TaskDeferred):
         op.execute({"ti": ti})  # type: ignore[arg-type]
@@ -112,7 +115,8 @@ def test_the_hook_binds_what_it_starts_to_the_callback_tokens_of_this_deployment
     monkeypatch.setenv("AIRFLOW_CONN_EDC_DEFAULT", json.dumps({"conn_type": "edc", "host": "http://c/management"}))
     new_ids = iter(["tp-ours", "tp-foreign", "cn-ours"])
     hook = EdcManagementHook(
-        transport=httpx.MockTransport(lambda request: httpx.Response(200, json={"@id": next(new_ids)}))
+        transport=httpx.MockTransport(lambda request: httpx.Response(200, json={"@id": next(new_ids)})),
+        ledger=StoreLedger(),
     )
 
     def transfer_request(uri: str) -> dict[str, Any]:
@@ -191,7 +195,7 @@ def test_a_token_of_another_task_cannot_feed_an_edr(receiver: TestClient, monkey
             return httpx.Response(200, json={"state": "STARTED"})
         return httpx.Response(404, json=[{"message": "Object not found", "type": "ObjectNotFound"}])
 
-    hook = EdcManagementHook(transport=httpx.MockTransport(answer), retries=0)
+    hook = EdcManagementHook(transport=httpx.MockTransport(answer), retries=0, ledger=StoreLedger())
 
     def started(endpoint: str) -> dict[str, Any]:
         address = {"endpoint": endpoint, "authorization": "tok", "authType": "bearer"}

@@ -1,0 +1,144 @@
+"""``StoreLedger``: the callback store's side of ``EdcManagementHook``, where hook and store meet.
+
+The hook (:mod:`airflow_edc_callbacks.hooks`) never imports the store; the operators and the CLI build
+``EdcManagementHook(conn_id, ledger=StoreLedger())``. Custom code that starts processes or reads EDRs
+through the hook passes one the same way to get the same binding, locking and EDR fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+
+from airflow_edc_callbacks.exceptions import StoreUnavailableError
+from airflow_edc_callbacks.models import EndpointDataReference, TransferEventType
+from airflow_edc_callbacks.store import get_store
+
+__all__ = ["StoreLedger"]
+
+log = logging.getLogger(__name__)
+
+_LOCK_POLL_MAX = 0.5
+"""Longest pause, in seconds, between two tries to take a busy EDR refresh lock."""
+
+
+class StoreLedger:
+    """:class:`~airflow_edc_callbacks.hooks.ledger.CallbackLedger` on the package's callback store
+    (``[edc_callbacks] store_url``), opened on first use."""
+
+    def bind(self, process_id: str, correlation_id: str) -> str:
+        """Bind ``process_id`` to ``correlation_id`` (``EventStore.bind``); the id it is bound to.
+
+        :raises StoreUnavailableError: the store cannot be written.
+        """
+        try:
+            return get_store(waiting=True, migrate=False).bind(process_id, correlation_id)
+        except StoreUnavailableError:
+            return get_store(waiting=True).bind(process_id, correlation_id)  # a store nobody created yet
+
+    def mark_taken(self, process_id: str, correlation_id: str) -> bool:
+        """Record that this try took ``process_id``'s result (``EventStore.mark_taken``).
+
+        :raises StoreUnavailableError: the store cannot be written.
+        """
+        try:
+            return get_store(waiting=True, migrate=False).mark_taken(process_id, correlation_id)
+        except StoreUnavailableError:
+            return get_store(waiting=True).mark_taken(process_id, correlation_id)
+
+    def untaken(self, process_id: str, correlation_id: str) -> bool:
+        """Whether no try took ``process_id``'s result (``EventStore.untaken``; an unknown process counts
+        as taken).
+
+        :raises StoreUnavailableError: the store cannot be read.
+        """
+        try:
+            return get_store(waiting=True, migrate=False).untaken(process_id, correlation_id)
+        except StoreUnavailableError:
+            return get_store(waiting=True).untaken(process_id, correlation_id)
+
+    @contextmanager
+    def edr_refresh_lock(self, transfer_process_id: str, lease: float) -> Iterator[None]:
+        """Hold the transfer's EDR refresh lock (``EventStore.try_lock_edr_refresh``), polling with
+        backoff (at most :data:`_LOCK_POLL_MAX` s) while another holder has it; without a store, go on
+        unlocked (logged: a refused token is still read again and refreshed once).
+
+        :param lease: seconds the lock holds when its holder dies.
+        :raises StoreUnavailableError: the lock stayed taken beyond twice its lease.
+        """
+        holder = uuid.uuid4().hex
+        try:
+            try:
+                store = get_store(waiting=True, migrate=False)
+                taken = store.try_lock_edr_refresh(transfer_process_id, holder, lease)
+            except StoreUnavailableError:
+                store = get_store(waiting=True)  # a store whose tables nobody upgraded yet
+                taken = store.try_lock_edr_refresh(transfer_process_id, holder, lease)
+        except StoreUnavailableError as err:
+            log.warning("EDR of transfer process %s used without its lock: %s", transfer_process_id, err)
+            yield
+            return
+        deadline = time.monotonic() + 2 * lease
+        pause = 0.02
+        while not taken:
+            if time.monotonic() > deadline:
+                raise StoreUnavailableError(
+                    f"The EDR refresh lock of transfer process {transfer_process_id} stayed taken for "
+                    f"{2 * lease:.0f} s (its lease is {lease:.0f} s)"
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, _LOCK_POLL_MAX)
+            taken = store.try_lock_edr_refresh(transfer_process_id, holder, lease)
+        try:
+            yield
+        finally:
+            try:
+                store.unlock_edr_refresh(transfer_process_id, holder)
+            except StoreUnavailableError as err:  # the lease ends it
+                log.warning("EDR refresh lock of %s not released: %s", transfer_process_id, err)
+
+    def stored_edr(
+        self, transfer_process_id: str, transfer_state: Callable[[], str]
+    ) -> tuple[EndpointDataReference | None, str]:
+        """The ``dataAddress`` of the transfer's ``TransferProcessStarted`` callback (``source = "callback"``),
+        only while the transfer is still ``STARTED`` (one ``transfer_state()`` call) and no later event
+        of it is stored: an ended transfer's token is revoked. Only trusted events are read (static-route
+        ones, and those with the token of the task instance the transfer is bound to; see
+        ``StoredEvent.trusted``), and all trusted ``Started`` events must name one endpoint (a task's own
+        token could announce another); of them the connector's static delivery is preferred, then the
+        newest (a resumed transfer's fresh token).
+
+        :returns: ``(edr, "")``, or ``(None, why not)``.
+        """
+        try:
+            store = get_store(waiting=True)
+            bound = store.binding(transfer_process_id)
+            events = [e for e in store.events(process_id=transfer_process_id) if e.trusted(bound)]
+        except StoreUnavailableError as err:
+            return None, f"unavailable ({err})"
+        started = [i for i, e in enumerate(events) if e.event_type == TransferEventType.STARTED.value]
+        if not started:
+            return None, "no TransferProcessStarted callback is stored that may be trusted"
+        later = [e.event_type for e in events[started[-1] + 1 :]]
+        if later:
+            return None, f"the transfer moved on after it started ({', '.join(later)})"
+        state = transfer_state()
+        if state != "STARTED":
+            return None, f"the transfer is {state}"
+        candidates = sorted((events[i] for i in started), key=lambda e: (e.via_static, e.seq))
+        edrs: list[EndpointDataReference] = []
+        for stored in candidates:
+            address = stored.payload.get("dataAddress")
+            if not isinstance(address, Mapping):
+                return None, f"its TransferProcessStarted callback {stored.envelope_id} has no data address"
+            try:
+                edrs.append(EndpointDataReference.from_data_address(transfer_process_id, address, source="callback"))
+            except ValueError as err:
+                return None, str(err)
+        endpoints = sorted({edr.endpoint for edr in edrs})
+        if len(endpoints) > 1:
+            return None, f"its TransferProcessStarted callbacks name different endpoints ({', '.join(endpoints)})"
+        return edrs[-1], ""
