@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from airflow_edc_callbacks.store import get_listener, get_store
 from airflow_edc_callbacks.tokens import make_token
 from airflow_edc_callbacks.triggers import EdcCallbackTrigger
+from airflow_edc_callbacks.triggers.engine import Waiter
 from tests.conftest import SIGNING_KEY
 from tests.helpers import envelope, first_trigger_event, until_subscribed, wait_until
 
@@ -315,12 +316,12 @@ async def test_cancelled_while_starting_leaves_no_subscription_or_hold(
     reading = asyncio.Event()
     never = asyncio.Event()
 
-    async def blocked_read(self: EdcCallbackTrigger) -> list[Any]:
+    async def blocked_read(self: Waiter) -> list[Any]:
         reading.set()
         await never.wait()
         return []
 
-    monkeypatch.setattr(EdcCallbackTrigger, "_read_store", blocked_read)
+    monkeypatch.setattr(Waiter, "_read", blocked_read)  # the trigger's engine reads the store
     store = get_store(waiting=True)
     task = asyncio.ensure_future(first_trigger_event(make_trigger()))
     await asyncio.wait_for(reading.wait(), 10)
