@@ -84,6 +84,37 @@ async def test_another_tokens_event_cannot_finish_this_transfer(receiver: TestCl
     assert [t["type"] for t in payload["timeline"]] == ["TransferProcessCompleted"]
 
 
+async def test_the_event_payload_is_plain_json_that_the_task_resumes_with(receiver: TestClient) -> None:
+    """The wire shape Airflow serializes: plain JSON types (no enums), every key of the contract; the
+    operator validates it back into its result."""
+    from airflow_edc_callbacks.operators import EdcTransferOperator
+
+    post(receiver, envelope("TransferProcessStarted", TP))
+    post(receiver, envelope("TransferProcessCompleted", TP, envelope_id="done-2"))
+    payload = await first_trigger_event(make_trigger())
+    assert json.loads(json.dumps(payload)) == payload
+    assert all(type(value) in (str, int, float, bool, list, dict, type(None)) for value in payload.values())
+    assert set(payload) == {
+        "status",
+        "transfer_process_id",
+        "correlation_id",
+        "state",
+        "event_type",
+        "reason",
+        "source",
+        "asset_id",
+        "contract_id",
+        "timeline",
+    }
+    assert set(payload["timeline"][0]) == {"type", "at", "received_at", "envelope_id", "routes"}
+    op = EdcTransferOperator(
+        task_id="t", contract_id="contract-1", counter_party_address="http://p/protocol", transfer_type="HttpData-PUSH"
+    )
+    result = op.execute_complete({}, payload)  # type: ignore[arg-type]
+    assert (result["transfer_process_id"], result["state"], result["source"]) == (TP, "COMPLETED", "callback")
+    assert result["timeline"] == payload["timeline"]
+
+
 async def test_event_stored_before_trigger_starts(receiver: TestClient) -> None:
     post(receiver, envelope("TransferProcessStarted", TP))
     post(receiver, envelope("TransferProcessCompleted", TP, envelope_id="done-1", at=1_700_000_000_000))
