@@ -133,6 +133,7 @@ __all__ = [
     "get_retention",
     "get_stall_warning_after",
     "get_store_url",
+    "get_worker_exit_seconds",
     "parse_duration",
 ]
 
@@ -202,6 +203,17 @@ def get_stall_warning_after() -> float:
     state before its trigger logs a warning naming the state and its usual cause (default 600)."""
     value = _conf_get("stall_warning_after")
     return float(value or _default("stall_warning_after"))
+
+
+def get_worker_exit_seconds() -> float:
+    """Seconds a worker may take to report a deferral: ``[workers] min_heartbeat_interval`` (5) + 1.
+
+    Triggers hold their event that long after the deferral: Airflow 3.3 fails a task whose trigger fires
+    before the deferring worker has reported (apache/airflow#71580, #72716).
+    """
+    from airflow.configuration import conf
+
+    return conf.getfloat("workers", "min_heartbeat_interval", fallback=5.0) + 1.0
 
 
 def get_retention() -> timedelta:

@@ -237,4 +237,6 @@ class ProcessBoundElsewhereError(EdcCallbacksError):
 
 
 class TriggerEventError(EdcCallbacksError):
-    """A task resumed with a trigger event it cannot interpret (``None`` or an unknown status)."""
+    """A task resumed with a trigger event it cannot interpret: none, or a payload that is not the
+    trigger's typed result (an unknown ``status``, a missing process id, a field of the wrong type); the
+    message names what was wrong."""

@@ -64,6 +64,8 @@ __all__ = [
     "TRACTUSX_AUTH_NAMESPACE",
     "EndpointDataReference",
     "EventEnvelope",
+    "Outcome",
+    "Source",
     "TransferEventType",
     "WaitFor",
     "as_list",
@@ -140,24 +142,40 @@ def resolve_wait_for(wait_for: str, transfer_type: str) -> WaitFor:
     return WaitFor.STARTED if transfer_type.upper().endswith("-PULL") else WaitFor.COMPLETED
 
 
-def terminal_outcome(event_type: str, wait_for: WaitFor) -> str | None:
+class Outcome(str, Enum):
+    """How a wait ended (the ``status`` of a trigger's event): the process reached the awaited state, it
+    failed (``TERMINATED``...), or the wait's deadline passed first."""
+
+    SUCCESS = "success"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+
+
+class Source(str, Enum):
+    """Where a waiting trigger learnt a process's state: a callback, or a state check on the connector."""
+
+    CALLBACK = "callback"
+    STATE_CHECK = "state_check"
+
+
+def terminal_outcome(event_type: str, wait_for: WaitFor) -> Outcome | None:
     """Classify a transfer event for a waiting task.
 
-    :returns: ``"success"`` when the event ends the wait successfully, ``"failed"`` for
+    :returns: :attr:`Outcome.SUCCESS` when the event ends the wait successfully, :attr:`Outcome.FAILED` for
         ``TransferProcessTerminated``, otherwise ``None`` (keep waiting). A ``TransferProcessCompleted``
         also ends a wait for ``started`` (the transfer went past it). ``TransferProcessSuspended`` and
         ``TransferProcessResumed`` never end a wait (see :data:`SUSPENSION_TRANSFER_EVENTS`).
     """
     if event_type == TransferEventType.TERMINATED.value:
-        return "failed"
+        return Outcome.FAILED
     if event_type == TransferEventType.COMPLETED.value:
-        return "success"
+        return Outcome.SUCCESS
     if event_type == TransferEventType.STARTED.value and wait_for is WaitFor.STARTED:
-        return "success"
+        return Outcome.SUCCESS
     return None
 
 
-def state_outcome(state: str, wait_for: WaitFor) -> str | None:
+def state_outcome(state: str, wait_for: WaitFor) -> Outcome | None:
     """Classify a transfer process state read from the Management API, like :func:`terminal_outcome`.
 
     ``DEPROVISIONED`` (EDC up to 0.15 deprovisions completed and terminated transfers alike) is a
@@ -167,11 +185,11 @@ def state_outcome(state: str, wait_for: WaitFor) -> str | None:
     """
     state = state.upper()
     if state in ("TERMINATED", "DEPROVISIONED"):
-        return "failed"
+        return Outcome.FAILED
     if state == "COMPLETED":
-        return "success"
+        return Outcome.SUCCESS
     if state == "STARTED" and wait_for is WaitFor.STARTED:
-        return "success"
+        return Outcome.SUCCESS
     return None
 
 

@@ -1,45 +1,31 @@
-"""Time-outs and kills of the processes an operator started: the deadline its trigger gets, the typed
-error at the time-out, and the best-effort terminate on the connector (operators only; a sensor never
-terminates a transfer it did not start)."""
+"""Time-outs and kills of the processes an operator started: the best-effort terminate on the connector
+at the time-out, when the task is killed while it waits in the worker, or after a PULL's fetch
+(operators only; a sensor never terminates a transfer it did not start)."""
 
 from __future__ import annotations
 
-import time
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from airflow_edc_callbacks.exceptions import (
-    EdcApiError,
-    EdcCallbacksError,
-    EdcNegotiationTimeout,
-    EdcProcessTimeout,
-    EdcTransferTimeout,
-)
+from airflow_edc_callbacks.exceptions import EdcApiError, EdcCallbacksError
 from airflow_edc_callbacks.models import FINAL_PROCESS_STATES, jsonld_get
+from airflow_edc_callbacks.triggers.kinds import KindName as ProcessKind
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
 
     from airflow_edc_callbacks.hooks.edc import EdcManagementHook
-    from airflow_edc_callbacks.triggers.callback import EdcCallbackTrigger
+    from airflow_edc_callbacks.triggers.results import WaitResult
 
 __all__ = [
-    "DEFER_TIMEOUT_MARGIN",
     "ProcessKind",
     "Termination",
-    "arm",
-    "raise_timeout",
-    "safety_net",
+    "terminate_at_timeout",
     "terminate_process",
     "terminate_when_killed",
+    "waiting_on",
 ]
-
-ProcessKind = Literal["transfer", "negotiation"]
-
-DEFER_TIMEOUT_MARGIN = timedelta(seconds=60)
-"""How much longer than the task's ``timeout`` Airflow's own deferral time-out is: the trigger decides
-first (with the last state and a terminate), Airflow's generic time-out is only a safety net."""
-
 
 _LABELS: dict[str, str] = {"transfer": "transfer process", "negotiation": "contract negotiation"}
 
@@ -63,20 +49,6 @@ class Termination(NamedTuple):
     done: bool
     detail: str
     accepted: bool = False
-
-
-def arm(trigger: EdcCallbackTrigger, timeout: timedelta, *, terminate_on_kill: bool) -> None:
-    """Give a trigger its deadline (now + ``timeout``), the start of the wait and the kill behaviour."""
-    now = time.time()
-    trigger.waiting_since = now
-    trigger.deadline = now + timeout.total_seconds()
-    trigger.terminate_on_kill = terminate_on_kill
-
-
-def safety_net(timeout: timedelta) -> timedelta:
-    """Airflow's deferral time-out (or the in-worker wait's bound) for a task ``timeout``: a little longer
-    (:data:`DEFER_TIMEOUT_MARGIN`), so the trigger's own time-out comes first."""
-    return timeout + DEFER_TIMEOUT_MARGIN
 
 
 def terminate_process(
@@ -115,6 +87,17 @@ def terminate_process(
     return Termination(True, "terminate requested on the connector", accepted=True)
 
 
+@contextlib.contextmanager
+def waiting_on(task: Any, kind: ProcessKind, process_id: str) -> Iterator[None]:
+    """While an operator waits in the worker: its ``_waiting_on`` names the process its ``on_kill``
+    terminates (:func:`terminate_when_killed`); ``None`` again once the wait is over."""
+    task._waiting_on = (kind, process_id)
+    try:
+        yield
+    finally:
+        task._waiting_on = None
+
+
 def terminate_when_killed(
     task: BaseOperator, hook: EdcManagementHook, waiting_on: tuple[ProcessKind, str] | None, enabled: bool
 ) -> None:
@@ -137,30 +120,11 @@ def _state(hook: EdcManagementHook, kind: ProcessKind, process_id: str) -> str |
         return None
 
 
-def raise_timeout(
-    task: BaseOperator,
-    event: dict[str, Any],
-    *,
-    kind: ProcessKind,
-    hook: EdcManagementHook,
-    connector: str,
-    terminate: bool,
-    error: type[EdcProcessTimeout] | None = None,
-) -> None:
-    """Fail the task for a trigger's ``timeout`` event, after terminating the process when ``terminate``.
+def terminate_at_timeout(task: BaseOperator, hook: EdcManagementHook, kind: ProcessKind, result: WaitResult) -> str:
+    """At a trigger's ``timeout`` event: terminate the process on the connector before the task fails.
 
-    :param event: the trigger's ``timeout`` event (``state``, ``waited_seconds`` and the process id).
-    :param connector: the connector's Management API URL (for the message).
-    :param error: the error class; default :class:`EdcTransferTimeout` / :class:`EdcNegotiationTimeout`.
-    :raises EdcProcessTimeout: always (the given class).
+    :returns: what became of the process, for the time-out's message (see :func:`terminate_process`).
     """
-    process_id = str(event.get("transfer_process_id") or event.get("contract_negotiation_id"))
-    state = str(event.get("state") or "UNKNOWN")
-    waited = float(event.get("waited_seconds") or 0.0)
-    outcome = None
-    if terminate:
-        reason = f"Airflow task {task.task_id} timed out after {waited:.0f} s in state {state}"
-        outcome = terminate_process(task.log, hook, kind, process_id, reason).detail
-    if error is None:
-        error = EdcTransferTimeout if kind == "transfer" else EdcNegotiationTimeout
-    raise error(process_id, connector, state, waited, outcome)
+    state = result.state or "UNKNOWN"
+    reason = f"Airflow task {task.task_id} timed out after {result.waited_seconds or 0.0:.0f} s in state {state}"
+    return terminate_process(task.log, hook, kind, result.process_id, reason).detail

@@ -1,104 +1,149 @@
-"""``EdcContractNegotiationOperator``: negotiate a contract and resume on the connector's callback."""
+"""``EdcContractNegotiationOperator``: negotiate a contract and resume on the connector's callback.
+
+:class:`NegotiationStep` is the step itself (catalog, contract request with a callback address, wait);
+:class:`~airflow_edc_callbacks.operators.pipeline.EdcNegotiatedTransferOperator` composes it with a
+transfer step.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable
-from airflow_edc_callbacks.exceptions import EdcNegotiationFailed
+from airflow_edc_callbacks.exceptions import EdcNegotiationFailed, EdcNegotiationTimeout
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.ledger import StoreLedger
-from airflow_edc_callbacks.operators.lifecycle import ProcessKind, arm, raise_timeout, safety_net, terminate_when_killed
-from airflow_edc_callbacks.operators.resume import connector_url, log_timeline, validate_event, worker_exit_seconds
-from airflow_edc_callbacks.tokens import callback_url, correlation_id_for
-from airflow_edc_callbacks.triggers.inline import first_event
+from airflow_edc_callbacks.models import Outcome
+from airflow_edc_callbacks.operators.lifecycle import (
+    ProcessKind,
+    terminate_at_timeout,
+    terminate_when_killed,
+    waiting_on,
+)
+from airflow_edc_callbacks.operators.transfer import correlation_of
+from airflow_edc_callbacks.tokens import callback_url
+from airflow_edc_callbacks.triggers.deferral import arm, connector_url, defer_or_wait, safety_net
 from airflow_edc_callbacks.triggers.negotiation import EdcNegotiationTrigger
+from airflow_edc_callbacks.triggers.results import NegotiationResult, parse_event
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 __all__ = [
     "EdcContractNegotiationOperator",
-    "NegotiationSteps",
+    "NegotiationStep",
     "complete_negotiation",
-    "start_negotiation",
-    "wait_inline",
+    "parse_offer",
 ]
 
 
-class NegotiationSteps:
-    """Start a contract negotiation and wait for it: the step the negotiating operators share.
+@dataclass(frozen=True)
+class NegotiationStep:
+    """Negotiate a contract for an asset and wait for the negotiation through callbacks: the step of
+    :class:`EdcContractNegotiationOperator`, and the first step of the one-step operator. Built from the
+    task's rendered fields (see :class:`EdcContractNegotiationOperator` for each).
 
-    The operator using it carries ``asset_id``, ``counter_party_address``, ``counter_party_id``,
-    ``offer``, ``protocol``, ``edc_conn_id``, ``fallback_check_interval``, ``deferrable``,
-    ``terminate_on_timeout`` and ``terminate_on_kill``.
+    :raises ValueError: ``asset_id`` is empty, or ``offer`` is text that is not a JSON object.
     """
 
-    asset_id: str | None
+    asset_id: str
     counter_party_address: str
     counter_party_id: str
     offer: Mapping[str, Any] | str | None
     protocol: str | None
     edc_conn_id: str
-    fallback_check_interval: float | None
+    timeout: timedelta
     deferrable: bool
-    terminate_on_timeout: bool
     terminate_on_kill: bool
-    _waiting_on: tuple[ProcessKind, str] | None
+    fallback_check_interval: float | None = None
 
-    def negotiate_and_wait(
-        self, context: Context, hook: EdcManagementHook, *, method_name: str, timeout: timedelta
-    ) -> Any:
-        """Start the negotiation (:func:`start_negotiation`) and wait for its final callback.
-
-        Deferrable: defers, and Airflow resumes ``method_name(context, event=...)``. Otherwise waits in the
-        worker and returns ``method_name(context, event)``.
-
-        :raises TaskDeferred: when deferrable (Airflow's way to defer).
-        :raises ValueError: ``asset_id`` is empty, or the asset is not in the provider's catalog, or has no offer.
-        """
+    def __post_init__(self) -> None:
         if not self.asset_id:
             raise ValueError("asset_id must not be empty")
+        parse_offer(self.offer)
+
+    def start(self, task: BaseOperator, context: Context, hook: EdcManagementHook) -> str:
+        """Request the catalog (unless ``offer`` is given), send the contract request with a callback
+        address (events ``contract.negotiation``) for this task instance; the contract negotiation id.
+
+        :raises ValueError: the asset is not in the provider's catalog, or has no offer.
+        :raises EdcApiError: the connector refused a request.
+        """
         offer = parse_offer(self.offer)
-        task = cast("BaseOperator", self)
-        ti = context["ti"]
-        correlation_id = correlation_id_for(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
-        negotiation_id = start_negotiation(
-            task,
-            hook,
-            correlation_id=correlation_id,
-            asset_id=self.asset_id,
+        if not offer:
+            catalog = hook.request_catalog(
+                self.counter_party_address,
+                counter_party_id=self.counter_party_id,
+                asset_id=self.asset_id,
+                protocol=self.protocol,
+            )
+            offer = hook.find_offer(catalog, self.asset_id)
+        request = hook.build_contract_request(
             counter_party_address=self.counter_party_address,
-            counter_party_id=self.counter_party_id,
             offer=offer,
+            assigner=self.counter_party_id,
+            target=self.asset_id,
+            callback_addresses=[
+                hook.callback_address(callback_url(correlation_of(context)), events=["contract.negotiation"])
+            ],
             protocol=self.protocol,
         )
+        negotiation_id = hook.start_negotiation(request)
+        task.log.info(
+            "Started contract negotiation %s on %s for asset %s (offer %s)",
+            negotiation_id,
+            hook.settings.base_url,
+            self.asset_id,
+            offer.get("@id"),
+        )
+        return negotiation_id
+
+    def wait(
+        self,
+        task: BaseOperator,
+        context: Context,
+        hook: EdcManagementHook,
+        negotiation_id: str,
+        resume: Callable[..., Any],
+    ) -> Any:
+        """Wait for the negotiation's final callback: defer to :class:`EdcNegotiationTrigger` or run it in
+        the worker, then ``resume(context, event)``.
+
+        :raises TaskDeferred: when deferrable (Airflow's way to defer).
+        """
         trigger = EdcNegotiationTrigger(
-            correlation_id=correlation_id,
+            correlation_id=correlation_of(context),
             contract_negotiation_id=negotiation_id,
             conn_id=self.edc_conn_id,
             fallback_check_interval=self.fallback_check_interval,
         )
-        arm(trigger, timeout, terminate_on_kill=self.terminate_on_kill)
-        if self.deferrable:
-            trigger.not_before = time.time() + worker_exit_seconds()
-            task.defer(trigger=trigger, method_name=method_name, timeout=safety_net(timeout))
-        self._waiting_on = ("negotiation", negotiation_id)
-        try:
-            event = wait_inline(trigger, hook, timeout)
-        finally:
-            self._waiting_on = None
-        return getattr(self, method_name)(context, event)
+        arm(trigger, self.timeout, terminate_on_kill=self.terminate_on_kill)
+        trigger.hook = hook  # in the worker: the task's own hook
+        net = safety_net(self.timeout)
+
+        def safety_net_passed(_: TimeoutError) -> dict[str, Any]:  # the trigger's own time-out did not come
+            waited = net.total_seconds()
+            return {"status": "timeout", "contract_negotiation_id": negotiation_id, "waited_seconds": waited}
+
+        return defer_or_wait(
+            task,
+            trigger,
+            context,
+            deferrable=self.deferrable,
+            resume=resume,
+            timeout=net,
+            on_timeout=safety_net_passed,
+            while_waiting=waiting_on(task, "negotiation", negotiation_id),
+        )
 
 
-class EdcContractNegotiationOperator(NegotiationSteps, BaseOperator):
+class EdcContractNegotiationOperator(BaseOperator):
     """Negotiate a contract for an asset with the provider, waiting on the negotiation's callbacks.
 
     Requests the provider's catalog through the consumer connector, takes the first offer of
@@ -172,16 +217,43 @@ class EdcContractNegotiationOperator(NegotiationSteps, BaseOperator):
         self.deferrable = deferrable
         self.terminate_on_timeout = terminate_on_timeout
         self.terminate_on_kill = terminate_on_kill
-        self._waiting_on = None
+        self._waiting_on: tuple[ProcessKind, str] | None = None  # what an in-worker wait waits for (on_kill)
+
+    def _hook(self) -> EdcManagementHook:
+        return EdcManagementHook(self.edc_conn_id, ledger=StoreLedger())
+
+    def _negotiation_step(self) -> NegotiationStep:
+        """The step from the rendered fields.
+
+        :raises ValueError: ``asset_id`` is empty or ``offer`` is not valid.
+        """
+        return NegotiationStep(
+            asset_id=self.asset_id,
+            counter_party_address=self.counter_party_address,
+            counter_party_id=self.counter_party_id,
+            offer=self.offer,
+            protocol=self.protocol,
+            edc_conn_id=self.edc_conn_id,
+            timeout=self.timeout,
+            deferrable=self.deferrable,
+            terminate_on_kill=self.terminate_on_kill,
+            fallback_check_interval=self.fallback_check_interval,
+        )
 
     def on_kill(self) -> None:
         """Killed while waiting in the worker (non-deferrable): terminate the negotiation when
         ``terminate_on_kill`` is set (best effort, logged, never raised)."""
-        terminate_when_killed(self, EdcManagementHook(self.edc_conn_id), self._waiting_on, self.terminate_on_kill)
+        terminate_when_killed(self, self._hook(), self._waiting_on, self.terminate_on_kill)
 
     def execute(self, context: Context) -> Any:
-        hook = EdcManagementHook(self.edc_conn_id, ledger=StoreLedger())
-        return self.negotiate_and_wait(context, hook, method_name="execute_complete", timeout=self.timeout)
+        """Start the negotiation and wait for it: defer, or wait in the worker.
+
+        :raises TaskDeferred: when deferrable (Airflow's way to defer).
+        :raises ValueError: ``asset_id`` is empty, or the asset is not in the provider's catalog, or has no offer.
+        """
+        step = self._negotiation_step()
+        hook = self._hook()
+        return step.wait(self, context, hook, step.start(self, context, hook), self.execute_complete)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired.
@@ -191,7 +263,7 @@ class EdcContractNegotiationOperator(NegotiationSteps, BaseOperator):
         :raises EdcNegotiationTimeout: the trigger's time-out passed.
         """
         return complete_negotiation(
-            self, event, self.edc_conn_id, self.asset_id, terminate_on_timeout=self.terminate_on_timeout
+            self, event, self.edc_conn_id, self._hook, self.asset_id, terminate_on_timeout=self.terminate_on_timeout
         )
 
 
@@ -215,99 +287,33 @@ def parse_offer(offer: Mapping[str, Any] | str | None) -> dict[str, Any] | None:
     return parsed
 
 
-def start_negotiation(
-    task: BaseOperator,
-    hook: EdcManagementHook,
-    *,
-    correlation_id: str,
-    asset_id: str,
-    counter_party_address: str,
-    counter_party_id: str,
-    offer: Mapping[str, Any] | None = None,
-    protocol: str | None = None,
-) -> str:
-    """Request the catalog (unless ``offer`` is given), send the contract request with a callback address
-    (events ``contract.negotiation``) for ``correlation_id``, and return the contract negotiation id.
-
-    :raises ValueError: the asset is not in the provider's catalog, or has no offer.
-    :raises EdcApiError: the connector refused a request.
-    """
-    if not offer:
-        catalog = hook.request_catalog(
-            counter_party_address, counter_party_id=counter_party_id, asset_id=asset_id, protocol=protocol
-        )
-        offer = hook.find_offer(catalog, asset_id)
-    request = hook.build_contract_request(
-        counter_party_address=counter_party_address,
-        offer=offer,
-        assigner=counter_party_id,
-        target=asset_id,
-        callback_addresses=[hook.callback_address(callback_url(correlation_id), events=["contract.negotiation"])],
-        protocol=protocol,
-    )
-    negotiation_id = hook.start_negotiation(request)
-    task.log.info(
-        "Started contract negotiation %s on %s for asset %s (offer %s)",
-        negotiation_id,
-        hook.settings.base_url,
-        asset_id,
-        offer.get("@id"),
-    )
-    return negotiation_id
-
-
-def wait_inline(trigger: EdcNegotiationTrigger, hook: EdcManagementHook, timeout: timedelta) -> dict[str, Any]:
-    """Wait in the worker for the negotiation trigger's event (non-deferrable mode): its result, or its
-    ``timeout`` event at its deadline (a ``timeout`` event with an unknown state also when even the
-    safety net, ``timeout`` + 60 s, passes)."""
-    trigger.hook = hook
-    try:
-        return asyncio.run(first_event(trigger, safety_net(timeout).total_seconds()))
-    except TimeoutError:
-        return {
-            "status": "timeout",
-            "contract_negotiation_id": trigger.contract_negotiation_id,
-            "state": None,
-            "waited_seconds": safety_net(timeout).total_seconds(),
-        }
-
-
 def complete_negotiation(
     task: BaseOperator,
-    event: dict[str, Any] | None,
+    event: Mapping[str, Any] | None,
     edc_conn_id: str,
+    hook: Callable[[], EdcManagementHook],
     asset_id: str | None,
     *,
-    terminate_on_timeout: bool = False,
+    terminate_on_timeout: bool,
 ) -> dict[str, Any]:
     """Turn an :class:`EdcNegotiationTrigger` event into the task's result (see the operator's XCom).
 
+    :param hook: gives the connection's hook (the terminate at a time-out).
+    :param asset_id: the task's asset, when the event names none.
     :param terminate_on_timeout: for a ``timeout`` event, terminate the negotiation on the connector first.
-    :raises TriggerEventError: the event is missing or has an unknown status.
+    :raises TriggerEventError: no event, or a malformed one.
     :raises EdcNegotiationFailed: the negotiation was terminated (with the connector's reason).
     :raises EdcNegotiationTimeout: a ``timeout`` event (names the negotiation, connector, last state, wait).
     """
-    event = validate_event(task, event)
-    negotiation_id = str(event["contract_negotiation_id"])
-    log_timeline(task, "Contract negotiation", negotiation_id, event.get("timeline", []))
-    if event["status"] == "timeout":
-        raise_timeout(
-            task,
-            event,
-            kind="negotiation",
-            hook=EdcManagementHook(edc_conn_id),
-            connector=connector_url(edc_conn_id),
-            terminate=terminate_on_timeout,
+    result = parse_event(NegotiationResult, event, task.task_id)
+    negotiation_id = result.contract_negotiation_id
+    result.log_timeline(task.log, "Contract negotiation")
+    if result.status is Outcome.TIMEOUT:
+        outcome = terminate_at_timeout(task, hook(), "negotiation", result) if terminate_on_timeout else None
+        raise EdcNegotiationTimeout(
+            negotiation_id, connector_url(edc_conn_id), result.state or "UNKNOWN", result.waited_seconds or 0.0, outcome
         )
-    if event["status"] == "failed":
-        raise EdcNegotiationFailed(negotiation_id, connector_url(edc_conn_id), event.get("reason"))
-    task.log.info("Contract negotiation %s FINALIZED: agreement %s", negotiation_id, event["contract_agreement_id"])
-    return {
-        "contract_negotiation_id": negotiation_id,
-        "contract_agreement_id": event.get("contract_agreement_id"),
-        "state": event.get("state"),
-        "asset_id": event.get("asset_id") or asset_id,
-        "counter_party_id": event.get("counter_party_id"),
-        "source": event.get("source"),
-        "timeline": event.get("timeline", []),
-    }
+    if result.status is Outcome.FAILED:
+        raise EdcNegotiationFailed(negotiation_id, connector_url(edc_conn_id), result.reason)
+    task.log.info("Contract negotiation %s FINALIZED: agreement %s", negotiation_id, result.contract_agreement_id)
+    return result.xcom(asset_id)

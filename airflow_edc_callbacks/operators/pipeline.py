@@ -1,4 +1,9 @@
-"""``EdcNegotiatedTransferOperator``: catalog -> contract negotiation -> transfer (-> PULL data) as one task."""
+"""``EdcNegotiatedTransferOperator``: catalog -> contract negotiation -> transfer (-> PULL data) as one task.
+
+It composes the two steps the single-purpose operators use: a
+:class:`~airflow_edc_callbacks.operators.negotiation.NegotiationStep`, then a
+:class:`~airflow_edc_callbacks.operators.transfer.TransferStep` under the new agreement.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,16 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow_edc_callbacks.config import DEFAULT_CONN_ID
+from airflow.sdk import BaseOperator
+
+from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable
+from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+from airflow_edc_callbacks.ledger import StoreLedger
 from airflow_edc_callbacks.models import resolve_wait_for
-from airflow_edc_callbacks.operators.negotiation import NegotiationSteps, complete_negotiation
+from airflow_edc_callbacks.operators.lifecycle import ProcessKind, terminate_when_killed
+from airflow_edc_callbacks.operators.negotiation import NegotiationStep, complete_negotiation
 from airflow_edc_callbacks.operators.pull import pull_data, terminate_after_fetch
-from airflow_edc_callbacks.operators.transfer import EdcTransferOperator
+from airflow_edc_callbacks.operators.transfer import TransferStep, positive, resume_transfer
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -18,7 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["EdcNegotiatedTransferOperator"]
 
 
-class EdcNegotiatedTransferOperator(NegotiationSteps, EdcTransferOperator):
+class EdcNegotiatedTransferOperator(BaseOperator):
     """Negotiate a contract for an asset, transfer it and, for PULL, fetch its data: one task, two waits.
 
     1. Requests the provider's catalog through the consumer connector and takes the asset's first offer
@@ -72,7 +82,14 @@ class EdcNegotiatedTransferOperator(NegotiationSteps, EdcTransferOperator):
     """
 
     template_fields: Sequence[str] = (
-        *EdcTransferOperator.template_fields,
+        "counter_party_address",
+        "transfer_type",
+        "data_destination",
+        "protocol",
+        "asset_id",
+        "private_properties",
+        "wait_for",
+        "edc_conn_id",
         "counter_party_id",
         "offer",
         "destination",
@@ -80,7 +97,8 @@ class EdcNegotiatedTransferOperator(NegotiationSteps, EdcTransferOperator):
         "query_params",
     )
     template_fields_renderers = {
-        **EdcTransferOperator.template_fields_renderers,
+        "data_destination": "json",
+        "private_properties": "json",
         "offer": "json",
         "query_params": "json",
     }
@@ -94,56 +112,119 @@ class EdcNegotiatedTransferOperator(NegotiationSteps, EdcTransferOperator):
         counter_party_id: str,
         offer: Mapping[str, Any] | str | None = None,
         transfer_type: str,
+        data_destination: Mapping[str, Any] | None = None,
         destination: str | None = None,
         path: str = "",
         query_params: Mapping[str, str] | None = None,
+        protocol: str | None = None,
+        private_properties: Mapping[str, Any] | None = None,
+        wait_for: str = "auto",
         edc_conn_id: str = DEFAULT_CONN_ID,
+        timeout: timedelta | float = timedelta(hours=24),
         negotiation_timeout: timedelta | float = timedelta(hours=1),
+        fallback_check_interval: float | None = None,
+        deferrable: bool = default_deferrable(),
+        reattach: bool = True,
+        terminate_on_timeout: bool = True,
+        terminate_on_kill: bool = True,
         request_timeout: float = 60.0,
         terminate_after_fetch: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            contract_id="",
-            counter_party_address=counter_party_address,
-            transfer_type=transfer_type,
-            asset_id=asset_id,
-            edc_conn_id=edc_conn_id,
-            **kwargs,
-        )
+        super().__init__(**kwargs)
+        self.asset_id = asset_id
+        self.counter_party_address = counter_party_address
         self.counter_party_id = counter_party_id
         self.offer = offer
+        self.transfer_type = transfer_type
+        self.data_destination = data_destination
         self.destination = destination
         self.path = path
         self.query_params = query_params
+        self.protocol = protocol
+        self.private_properties = private_properties
+        self.wait_for = wait_for
+        self.edc_conn_id = edc_conn_id
+        self.timeout = timeout if isinstance(timeout, timedelta) else timedelta(seconds=timeout)
         self.negotiation_timeout = (
             negotiation_timeout
             if isinstance(negotiation_timeout, timedelta)
             else timedelta(seconds=negotiation_timeout)
         )
+        self.fallback_check_interval = fallback_check_interval
+        self.deferrable = deferrable
+        self.reattach = reattach
+        self.terminate_on_timeout = terminate_on_timeout
+        self.terminate_on_kill = terminate_on_kill
         self.request_timeout = request_timeout
         self.terminate_after_fetch = terminate_after_fetch
+        self._waiting_on: tuple[ProcessKind, str] | None = None  # what an in-worker wait waits for (on_kill)
+
+    def _hook(self) -> EdcManagementHook:
+        return EdcManagementHook(self.edc_conn_id, ledger=StoreLedger())
 
     def _request_asset_id(self) -> str | None:
         return None  # the contract agreement names the asset
 
-    def execute(self, context: Context) -> Any:
-        # everything the transfer step checks is checked before a contract is negotiated
-        resolve_wait_for(self.wait_for, self.transfer_type)
-        for name, value in (("timeout", self.timeout), ("negotiation_timeout", self.negotiation_timeout)):
-            if value.total_seconds() <= 0:
-                raise ValueError(f"{name} must be positive, got {value}")
+    def _negotiation_step(self) -> NegotiationStep:
+        """The first step from the rendered fields (``negotiation_timeout`` bounds it).
+
+        :raises ValueError: ``asset_id`` is empty, ``offer`` or ``negotiation_timeout`` is not valid.
+        """
+        return NegotiationStep(
+            asset_id=self.asset_id,
+            counter_party_address=self.counter_party_address,
+            counter_party_id=self.counter_party_id,
+            offer=self.offer,
+            protocol=self.protocol,
+            edc_conn_id=self.edc_conn_id,
+            timeout=positive("negotiation_timeout", self.negotiation_timeout),
+            deferrable=self.deferrable,
+            terminate_on_kill=self.terminate_on_kill,
+            fallback_check_interval=self.fallback_check_interval,
+        )
+
+    def _transfer_step(self) -> TransferStep:
+        """The second step from the rendered fields (``timeout`` bounds it).
+
+        :raises ValueError: ``wait_for``, ``timeout`` or ``destination`` is not valid.
+        """
         if self.destination and not self.transfer_type.upper().endswith("-PULL"):
             raise ValueError(f"destination is for PULL transfers; {self.transfer_type} delivers to data_destination")
-        hook = self._hook()
-        running = self.find_unfinished_transfer(context, hook)
-        if running is not None:
-            return self.start_transfer_and_wait(
-                context, transfer_process_id=running, resume_kwargs={"negotiation": None}
-            )
-        return self.negotiate_and_wait(
-            context, hook, method_name="negotiation_complete", timeout=self.negotiation_timeout
+        return TransferStep(
+            counter_party_address=self.counter_party_address,
+            transfer_type=self.transfer_type,
+            wait_for=resolve_wait_for(self.wait_for, self.transfer_type),
+            edc_conn_id=self.edc_conn_id,
+            timeout=self.timeout,
+            deferrable=self.deferrable,
+            terminate_on_kill=self.terminate_on_kill,
+            data_destination=self.data_destination,
+            protocol=self.protocol,
+            asset_id=self._request_asset_id(),
+            private_properties=self.private_properties,
+            fallback_check_interval=self.fallback_check_interval,
+            reattach=self.reattach,
         )
+
+    def on_kill(self) -> None:
+        """Killed while waiting in the worker (non-deferrable): terminate the negotiation or transfer it
+        waits for when ``terminate_on_kill`` is set (best effort, logged, never raised)."""
+        terminate_when_killed(self, self._hook(), self._waiting_on, self.terminate_on_kill)
+
+    def execute(self, context: Context) -> Any:
+        """Take over an earlier try's running transfer, or start the negotiation and wait for it.
+
+        :raises TaskDeferred: when deferrable (Airflow's way to defer).
+        """
+        transfer = self._transfer_step()  # everything is checked before a contract is negotiated
+        negotiation = self._negotiation_step()
+        hook = self._hook()
+        running = transfer.find_unfinished(self, context, hook)
+        if running is not None:
+            return transfer.wait(self, context, hook, running, self.execute_complete, {"negotiation": None})
+        negotiation_id = negotiation.start(self, context, hook)
+        return negotiation.wait(self, context, hook, negotiation_id, self.negotiation_complete)
 
     def negotiation_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the negotiation's trigger fired: start the transfer under the new agreement.
@@ -152,14 +233,12 @@ class EdcNegotiatedTransferOperator(NegotiationSteps, EdcTransferOperator):
         :raises TaskDeferred: when deferrable, to wait for the transfer.
         """
         negotiation = complete_negotiation(
-            self, event, self.edc_conn_id, self.asset_id, terminate_on_timeout=self.terminate_on_timeout
+            self, event, self.edc_conn_id, self._hook, self.asset_id, terminate_on_timeout=self.terminate_on_timeout
         )
-        return self.start_transfer_and_wait(
-            context,
-            contract_id=str(negotiation["contract_agreement_id"]),
-            find_earlier=False,  # asked in execute() already
-            resume_kwargs={"negotiation": negotiation},
-        )
+        transfer = self._transfer_step()
+        hook = self._hook()
+        transfer_id = transfer.start(self, context, hook, str(negotiation["contract_agreement_id"]))
+        return transfer.wait(self, context, hook, transfer_id, self.execute_complete, {"negotiation": negotiation})
 
     def execute_complete(
         self, context: Context, event: dict[str, Any] | None = None, negotiation: dict[str, Any] | None = None
@@ -167,9 +246,12 @@ class EdcNegotiatedTransferOperator(NegotiationSteps, EdcTransferOperator):
         """Resume after the transfer's trigger fired; fetch the PULL data when ``destination`` is set.
 
         :raises EdcTransferFailed: the transfer was terminated.
+        :raises EdcTransferTimeout: the transfer's time-out passed.
         :raises EdcDataFetchError: the data request failed.
         """
-        result = super().execute_complete(context, event)
+        result = resume_transfer(
+            self, event, self.edc_conn_id, self._hook, terminate_on_timeout=self.terminate_on_timeout
+        )
         result["negotiation"] = negotiation
         if self.destination and result.get("state") == "STARTED":
             hook = self._hook()

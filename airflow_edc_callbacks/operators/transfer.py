@@ -1,31 +1,191 @@
-"""``EdcTransferOperator``: start an EDC transfer process and resume on the connector's callback."""
+"""``EdcTransferOperator``: start an EDC transfer process and resume on the connector's callback.
+
+:class:`TransferStep` is the step itself (start a transfer, or take over an earlier try's, and wait for
+it); :class:`~airflow_edc_callbacks.operators.pipeline.EdcNegotiatedTransferOperator` composes it after
+a negotiation.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable, get_callback_base_url
-from airflow_edc_callbacks.exceptions import EdcTransferFailed, EdcTransferTimeout
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.ledger import StoreLedger
-from airflow_edc_callbacks.models import resolve_wait_for
+from airflow_edc_callbacks.models import WaitFor, resolve_wait_for
 from airflow_edc_callbacks.operators.earlier_try import CORRELATION_PROPERTY, find_earlier_transfer, mark_taken
-from airflow_edc_callbacks.operators.lifecycle import ProcessKind, arm, raise_timeout, safety_net, terminate_when_killed
-from airflow_edc_callbacks.operators.resume import connector_url, log_timeline, validate_event, worker_exit_seconds
+from airflow_edc_callbacks.operators.lifecycle import (
+    ProcessKind,
+    terminate_at_timeout,
+    terminate_when_killed,
+    waiting_on,
+)
 from airflow_edc_callbacks.tokens import callback_url, correlation_id_for
 from airflow_edc_callbacks.triggers.callback import EdcCallbackTrigger
-from airflow_edc_callbacks.triggers.inline import first_event
+from airflow_edc_callbacks.triggers.deferral import arm, complete_transfer, defer_or_wait, safety_net
+from airflow_edc_callbacks.triggers.results import TransferResult
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["CORRELATION_PROPERTY", "EdcTransferOperator", "complete_transfer"]
+__all__ = ["CORRELATION_PROPERTY", "EdcTransferOperator", "TransferStep", "correlation_of", "resume_transfer"]
+
+
+def correlation_of(context: Context) -> str:
+    """The correlation id of the running task instance (its callback token and the process binding)."""
+    ti = context["ti"]
+    return correlation_id_for(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
+
+
+def positive(name: str, value: timedelta) -> timedelta:
+    """A time-out that must be positive.
+
+    :raises ValueError: zero or negative.
+    """
+    if value.total_seconds() <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class TransferStep:
+    """Start a transfer process on the consumer connector (or take over an earlier try's) and wait for
+    it through callbacks: the step of :class:`EdcTransferOperator`, and the second step of the one-step
+    operator. Built from the task's rendered fields (see :class:`EdcTransferOperator` for each).
+
+    :raises ValueError: ``timeout`` is not positive.
+    """
+
+    counter_party_address: str
+    transfer_type: str
+    wait_for: WaitFor
+    edc_conn_id: str
+    timeout: timedelta
+    deferrable: bool
+    terminate_on_kill: bool
+    data_destination: Mapping[str, Any] | None = None
+    protocol: str | None = None
+    asset_id: str | None = None
+    private_properties: Mapping[str, Any] | None = None
+    fallback_check_interval: float | None = None
+    reattach: bool = True
+
+    def __post_init__(self) -> None:
+        positive("timeout", self.timeout)
+
+    def find_unfinished(self, task: BaseOperator, context: Context, hook: EdcManagementHook) -> str | None:
+        """The transfer process an earlier try of this task instance started that this try waits for.
+
+        ``None`` on the first try or with ``reattach=False``. Otherwise the latest still running transfer,
+        else the latest COMPLETED one whose result no try took (see
+        :func:`~airflow_edc_callbacks.operators.earlier_try.find_earlier_transfer`).
+        """
+        ti = context["ti"]
+        if not self.reattach or (getattr(ti, "try_number", 1) or 1) <= 1:
+            return None
+        return find_earlier_transfer(task.log, hook, correlation_of(context))
+
+    def start(self, task: BaseOperator, context: Context, hook: EdcManagementHook, contract_id: str) -> str:
+        """Start the transfer under ``contract_id`` with a callback address for this task instance.
+
+        :returns: the transfer process id.
+        :raises EdcApiError: the connector refused the request (its validation messages included).
+        """
+        correlation_id = correlation_of(context)
+        callback_base = get_callback_base_url()
+        request = hook.build_transfer_request(
+            counter_party_address=self.counter_party_address,
+            contract_id=contract_id,
+            transfer_type=self.transfer_type,
+            data_destination=self.data_destination,
+            protocol=self.protocol,
+            asset_id=self.asset_id,
+            private_properties={**(self.private_properties or {}), CORRELATION_PROPERTY: correlation_id},
+            callback_addresses=[hook.callback_address(callback_url(correlation_id))],
+        )
+        transfer_id = hook.start_transfer(request)
+        task.log.info(
+            "Started transfer process %s on %s (contract %s, %s); callbacks go to %s/callbacks/%s.<signature>",
+            transfer_id,
+            hook.settings.base_url,
+            contract_id,
+            self.transfer_type,
+            callback_base,
+            correlation_id,
+        )
+        return transfer_id
+
+    def wait(
+        self,
+        task: BaseOperator,
+        context: Context,
+        hook: EdcManagementHook,
+        transfer_id: str,
+        resume: Callable[..., Any],
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Wait for the transfer: defer to :class:`EdcCallbackTrigger` or run it in the worker, then
+        ``resume(context, event, **kwargs)``.
+
+        :raises TaskDeferred: when deferrable (Airflow's way to defer).
+        """
+        trigger = EdcCallbackTrigger(
+            correlation_id=correlation_of(context),
+            transfer_process_id=transfer_id,
+            wait_for=self.wait_for.value,
+            conn_id=self.edc_conn_id,
+            fallback_check_interval=self.fallback_check_interval,
+        )
+        arm(trigger, self.timeout, terminate_on_kill=self.terminate_on_kill)
+        trigger.hook = hook  # in the worker: the task's own hook
+        net = safety_net(self.timeout)
+
+        def safety_net_passed(_: TimeoutError) -> dict[str, Any]:  # the trigger's own time-out did not come
+            return {"status": "timeout", "transfer_process_id": transfer_id, "waited_seconds": net.total_seconds()}
+
+        return defer_or_wait(
+            task,
+            trigger,
+            context,
+            deferrable=self.deferrable,
+            resume=resume,
+            timeout=net,
+            on_timeout=safety_net_passed,
+            kwargs=kwargs,
+            while_waiting=waiting_on(task, "transfer", transfer_id),
+        )
+
+
+def resume_transfer(
+    task: BaseOperator,
+    event: Mapping[str, Any] | None,
+    edc_conn_id: str,
+    hook: Callable[[], EdcManagementHook],
+    *,
+    terminate_on_timeout: bool,
+) -> dict[str, Any]:
+    """An operator's resume after its transfer's trigger fired: the XCom result, or the typed error (see
+    :func:`~airflow_edc_callbacks.triggers.deferral.complete_transfer`); at a time-out the transfer is
+    terminated first when ``terminate_on_timeout``. A result marks the transfer taken (see
+    :func:`~airflow_edc_callbacks.operators.earlier_try.mark_taken`).
+
+    :raises TriggerEventError: no event, or a malformed one.
+    :raises EdcTransferFailed: the transfer was terminated.
+    :raises EdcTransferTimeout: the trigger's time-out passed.
+    """
+
+    def terminate(result: TransferResult) -> str:
+        return terminate_at_timeout(task, hook(), "transfer", result)
+
+    result = complete_transfer(task, event, edc_conn_id, before_timeout=terminate if terminate_on_timeout else None)
+    if result.get("correlation_id"):  # this task's own correlation id, as its trigger carried it
+        mark_taken(task.log, str(result["transfer_process_id"]), str(result["correlation_id"]))
+    return result
 
 
 class EdcTransferOperator(BaseOperator):
@@ -140,174 +300,59 @@ class EdcTransferOperator(BaseOperator):
     def _hook(self) -> EdcManagementHook:
         return EdcManagementHook(self.edc_conn_id, ledger=StoreLedger())
 
-    # -- start -----------------------------------------------------------------------------------
-    def execute(self, context: Context) -> Any:
-        return self.start_transfer_and_wait(context)
-
     def _request_asset_id(self) -> str | None:
         """The ``assetId`` the transfer request carries (EDC deprecates it; kept for older connectors)."""
         return self.asset_id
 
-    def start_transfer_and_wait(
-        self,
-        context: Context,
-        *,
-        contract_id: str | None = None,
-        transfer_process_id: str | None = None,
-        find_earlier: bool = True,
-        resume_kwargs: Mapping[str, Any] | None = None,
-    ) -> Any:
+    def _transfer_step(self) -> TransferStep:
+        """The step from the rendered fields.
+
+        :raises ValueError: ``wait_for`` or ``timeout`` is not valid.
+        """
+        return TransferStep(
+            counter_party_address=self.counter_party_address,
+            transfer_type=self.transfer_type,
+            wait_for=resolve_wait_for(self.wait_for, self.transfer_type),
+            edc_conn_id=self.edc_conn_id,
+            timeout=self.timeout,
+            deferrable=self.deferrable,
+            terminate_on_kill=self.terminate_on_kill,
+            data_destination=self.data_destination,
+            protocol=self.protocol,
+            asset_id=self._request_asset_id(),
+            private_properties=self.private_properties,
+            fallback_check_interval=self.fallback_check_interval,
+            reattach=self.reattach,
+        )
+
+    def execute(self, context: Context) -> Any:
         """Start the transfer (or find an earlier try's) and wait for it: defer, or wait in the worker.
 
-        :param contract_id: the contract agreement id; default ``self.contract_id``.
-        :param transfer_process_id: wait for this running transfer instead of starting one.
-        :param find_earlier: on a retry, look for an earlier try's running transfer first (see ``reattach``).
-        :param resume_kwargs: extra keyword arguments :meth:`execute_complete` gets on resume (JSON-able).
         :raises TaskDeferred: when deferrable (Airflow's way to defer).
         """
-        contract_id = contract_id or self.contract_id
-        wait_for = resolve_wait_for(self.wait_for, self.transfer_type)
-        if self.timeout.total_seconds() <= 0:
-            raise ValueError(f"timeout must be positive, got {self.timeout}")
-        ti = context["ti"]
-        correlation_id = correlation_id_for(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
+        step = self._transfer_step()
         hook = self._hook()
-        if transfer_process_id is None and find_earlier:
-            transfer_process_id = self.find_unfinished_transfer(context, hook)
-        transfer_id = transfer_process_id
-        if transfer_id is None:
-            callback_base = get_callback_base_url()
-            request = hook.build_transfer_request(
-                counter_party_address=self.counter_party_address,
-                contract_id=contract_id,
-                transfer_type=self.transfer_type,
-                data_destination=self.data_destination,
-                protocol=self.protocol,
-                asset_id=self._request_asset_id(),
-                private_properties={**(self.private_properties or {}), CORRELATION_PROPERTY: correlation_id},
-                callback_addresses=[hook.callback_address(callback_url(correlation_id))],
-            )
-            transfer_id = hook.start_transfer(request)
-            self.log.info(
-                "Started transfer process %s on %s (contract %s, %s); callbacks go to %s/callbacks/%s.<signature>",
-                transfer_id,
-                hook.settings.base_url,
-                contract_id,
-                self.transfer_type,
-                callback_base,
-                correlation_id,
-            )
-        trigger = EdcCallbackTrigger(
-            correlation_id=correlation_id,
-            transfer_process_id=transfer_id,
-            wait_for=wait_for.value,
-            conn_id=self.edc_conn_id,
-            fallback_check_interval=self.fallback_check_interval,
-        )
-        arm(trigger, self.timeout, terminate_on_kill=self.terminate_on_kill)
-        if self.deferrable:
-            trigger.not_before = time.time() + worker_exit_seconds()
-            self.defer(
-                trigger=trigger,
-                method_name="execute_complete",
-                kwargs=dict(resume_kwargs or {}),
-                timeout=safety_net(self.timeout),
-            )
-        trigger.hook = hook
-        self._waiting_on = ("transfer", transfer_id)
-        try:
-            event = asyncio.run(first_event(trigger, safety_net(self.timeout).total_seconds()))
-        except TimeoutError:  # the trigger's own time-out did not come: the safety net
-            event = {
-                "status": "timeout",
-                "transfer_process_id": transfer_id,
-                "state": None,
-                "waited_seconds": safety_net(self.timeout).total_seconds(),
-            }
-        finally:
-            self._waiting_on = None
-        return self.execute_complete(context, event, **(resume_kwargs or {}))
-
-    def on_kill(self) -> None:
-        """The task was killed while it waited in the worker (non-deferrable): terminate the transfer or
-        negotiation it waits for when ``terminate_on_kill`` is set (best effort, logged, never raised)."""
-        terminate_when_killed(self, self._hook(), self._waiting_on, self.terminate_on_kill)
+        transfer_id = step.find_unfinished(self, context, hook) or step.start(self, context, hook, self.contract_id)
+        return step.wait(self, context, hook, transfer_id, self.execute_complete)
 
     def find_unfinished_transfer(self, context: Context, hook: EdcManagementHook) -> str | None:
-        """The transfer process an earlier try of this task instance started that this try waits for.
+        """The transfer process an earlier try of this task instance started and that is still running
+        (see :meth:`TransferStep.find_unfinished`); ``None`` on the first try or with ``reattach=False``."""
+        return self._transfer_step().find_unfinished(self, context, hook)
 
-        ``None`` on the first try or with ``reattach=False``. Otherwise the latest still running transfer,
-        else the latest COMPLETED one whose result no try took (see
-        :func:`~airflow_edc_callbacks.operators.earlier_try.find_earlier_transfer`).
-        """
-        ti = context["ti"]
-        if not self.reattach or (getattr(ti, "try_number", 1) or 1) <= 1:
-            return None
-        correlation_id = correlation_id_for(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
-        return find_earlier_transfer(self.log, hook, correlation_id)
+    def on_kill(self) -> None:
+        """The task was killed while it waited in the worker (non-deferrable): terminate the transfer it
+        waits for when ``terminate_on_kill`` is set (best effort, logged, never raised)."""
+        terminate_when_killed(self, self._hook(), self._waiting_on, self.terminate_on_kill)
 
-    # -- resume ----------------------------------------------------------------------------------
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: return the result, or raise with the connector's reason.
 
-        :raises TriggerEventError: the event is missing or has an unknown status.
+        :raises TriggerEventError: no event, or a malformed one.
         :raises EdcTransferFailed: the transfer was terminated.
         :raises EdcTransferTimeout: the trigger's time-out passed (the transfer is terminated first when
             ``terminate_on_timeout``).
         """
-        result = complete_transfer(self, event, self.edc_conn_id, terminate_on_timeout=self.terminate_on_timeout)
-        if result.get("correlation_id"):  # this task's own correlation id, as its trigger carried it
-            mark_taken(self.log, result["transfer_process_id"], str(result["correlation_id"]))
-        return result
-
-
-def complete_transfer(
-    task: BaseOperator,
-    event: dict[str, Any] | None,
-    edc_conn_id: str,
-    *,
-    terminate_on_timeout: bool = False,
-    timeout_error: type[EdcTransferTimeout] = EdcTransferTimeout,
-) -> dict[str, Any]:
-    """Turn an :class:`~airflow_edc_callbacks.triggers.callback.EdcCallbackTrigger` event into the task's result.
-
-    Logs the timeline; returns the XCom result on success.
-
-    :param terminate_on_timeout: for a ``timeout`` event, terminate the transfer on the connector first.
-    :param timeout_error: the error a ``timeout`` event raises.
-    :raises TriggerEventError: the event is missing or has an unknown status.
-    :raises EdcTransferFailed: the transfer was terminated (names the transfer, connector, state, reason).
-    :raises EdcTransferTimeout: a ``timeout`` event (names the transfer, connector, last state, wait).
-    """
-    event = validate_event(task, event)
-    transfer_id = str(event["transfer_process_id"])
-    log_timeline(task, "Transfer process", transfer_id, event.get("timeline", []))
-    if event["status"] == "timeout":
-        raise_timeout(
-            task,
-            event,
-            kind="transfer",
-            hook=EdcManagementHook(edc_conn_id),
-            connector=connector_url(edc_conn_id),
-            terminate=terminate_on_timeout,
-            error=timeout_error,
+        return resume_transfer(
+            self, event, self.edc_conn_id, self._hook, terminate_on_timeout=self.terminate_on_timeout
         )
-    if event.get("source") == "state_check":
-        task.log.warning(
-            "Transfer process %s: the result came from a state check, not a callback "
-            "(callbacks were lost or the receiver was unreachable)",
-            transfer_id,
-        )
-    if event["status"] == "failed":
-        raise EdcTransferFailed(transfer_id, connector_url(edc_conn_id), str(event.get("state")), event.get("reason"))
-    task.log.info("Transfer process %s is %s", transfer_id, event.get("state"))
-    return {
-        "transfer_process_id": transfer_id,
-        "state": event.get("state"),
-        "asset_id": event.get("asset_id"),
-        "contract_id": event.get("contract_id"),
-        "event_type": event.get("event_type"),
-        "source": event.get("source"),
-        "correlation_id": event.get("correlation_id"),
-        "timeline": event.get("timeline", []),
-    }

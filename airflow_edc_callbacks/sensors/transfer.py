@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseSensorOperator
 
 from airflow_edc_callbacks._compat import AirflowSensorTimeout
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable
-from airflow_edc_callbacks.exceptions import EdcTransferTimeout, TriggerEventError
+from airflow_edc_callbacks.exceptions import EdcTransferTimeout
 from airflow_edc_callbacks.models import TRANSFER_EVENT_PREFIX, WaitFor
-from airflow_edc_callbacks.operators.lifecycle import arm, safety_net
-from airflow_edc_callbacks.operators.resume import worker_exit_seconds
-from airflow_edc_callbacks.operators.transfer import complete_transfer
 from airflow_edc_callbacks.triggers.callback import EdcCallbackTrigger
+from airflow_edc_callbacks.triggers.deferral import arm, complete_transfer, defer_or_wait, safety_net
 from airflow_edc_callbacks.triggers.events import EdcCallbackEventTrigger
-from airflow_edc_callbacks.triggers.inline import first_event
+from airflow_edc_callbacks.triggers.results import WatchedEvent, parse_event
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -124,12 +121,16 @@ class EdcTransferSensor(BaseSensorOperator):
             self.contract_id or "any",
         )
         started_at = time.time()
-        if self.deferrable:
-            self.defer(
-                trigger=finder, method_name="transfer_found", timeout=self.timeout, kwargs={"started_at": started_at}
-            )
-        event = self._run_inline(finder, self.timeout)
-        return self.transfer_found(context, event, started_at=started_at)
+        return defer_or_wait(
+            self,
+            finder,
+            context,
+            deferrable=self.deferrable,
+            resume=self.transfer_found,
+            timeout=timedelta(seconds=self.timeout),
+            on_timeout=self._timed_out,
+            kwargs={"started_at": started_at},
+        )
 
     def transfer_found(
         self, context: Context, event: dict[str, Any] | None = None, started_at: float | None = None
@@ -137,28 +138,29 @@ class EdcTransferSensor(BaseSensorOperator):
         """Resume after the first matching transfer was seen: now wait for that transfer's end, within
         what is left of ``timeout`` (counted from ``started_at``, epoch seconds).
 
-        :raises TriggerEventError: the event carries no process id.
+        :raises TriggerEventError: no event, or one without a process id.
         """
-        if not event or not event.get("process_id"):
-            raise TriggerEventError(f"Unexpected trigger event for {self.task_id}: {event!r}")
-        self.log.info("Following transfer process %s (first seen as %s)", event["process_id"], event["event_type"])
+        found = parse_event(WatchedEvent, event, self.task_id)
+        self.log.info("Following transfer process %s (first seen as %s)", found.process_id, found.event_type)
         remaining = self.timeout - (time.time() - started_at) if started_at else self.timeout
-        return self._wait(context, self._callback_trigger(str(event["process_id"])), max(remaining, 1.0))
+        return self._wait(context, self._callback_trigger(found.process_id), max(remaining, 1.0))
 
     def _wait(self, context: Context, trigger: EdcCallbackTrigger, timeout: float | None = None) -> Any:
         timeout = self.timeout if timeout is None else timeout
         arm(trigger, timedelta(seconds=timeout), terminate_on_kill=False)
-        net = safety_net(timedelta(seconds=timeout)).total_seconds()
-        if self.deferrable:
-            trigger.not_before = time.time() + worker_exit_seconds()
-            self.defer(trigger=trigger, method_name="execute_complete", timeout=net)
-        return self.execute_complete(context, self._run_inline(trigger, net))
+        return defer_or_wait(
+            self,
+            trigger,
+            context,
+            deferrable=self.deferrable,
+            resume=self.execute_complete,
+            timeout=safety_net(timedelta(seconds=timeout)),
+            on_timeout=self._timed_out,
+        )
 
-    def _run_inline(self, trigger: Any, timeout: float) -> dict[str, Any]:
-        try:
-            return asyncio.run(first_event(trigger, timeout))
-        except TimeoutError as err:
-            raise AirflowSensorTimeout(f"{self.task_id}: {err}") from None
+    def _timed_out(self, err: TimeoutError) -> NoReturn:
+        """In the worker, no event within the bound: the sensor's usual time-out."""
+        raise AirflowSensorTimeout(f"{self.task_id}: {err}") from None
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the transfer ended; same result and errors as the operator (a time-out raises

@@ -35,11 +35,10 @@ from typing import Any
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from airflow_edc_callbacks.exceptions import EdcCallbacksError
-from airflow_edc_callbacks.store import EventStore, StoredEvent, Subscription, get_listener, get_store
+from airflow_edc_callbacks.store import EventStore, StoredEvent, Subscription
+from airflow_edc_callbacks.triggers.engine import open_store, store_unavailable, subscribe
 
 __all__ = ["EdcCallbackEventTrigger"]
-
-_STORE_RETRY_SECONDS = 5.0
 
 STATIC_ROUTE_WAIT = 30.0
 """Seconds a matching event stored by a dynamic callback waits for its static-route delivery."""
@@ -165,10 +164,9 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
             while True:
                 try:
                     if subscription is None:
-                        store = await asyncio.to_thread(get_store, waiting=True)
+                        store = await open_store()
                         cursor = await self._start(store)  # the cursor first, then subscribe, then read
-                        listener = await asyncio.to_thread(get_listener(store).start)
-                        subscription = listener.subscribe(everything=True)
+                        subscription = await subscribe(store, everything=True)
                         self.log.info("Watching callback events %s after seq %d", self._describe(), cursor)
                         pending = await self._catch_up(store, cursor)
                     for stored in pending:
@@ -196,11 +194,8 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
                         again = await asyncio.to_thread(store.events, envelope_ids=list(awaiting))
                         pending = [*pending, *(row for row in again if row.via_static)]
                 except EdcCallbacksError as err:
-                    self.log.warning("Callback event store unavailable (%s); retrying", err)
-                    if subscription is not None:
-                        subscription.close()
-                        subscription = None
-                    await asyncio.sleep(_STORE_RETRY_SECONDS)
+                    await store_unavailable(self.log, err, subscription)
+                    subscription = None
         finally:
             if subscription is not None:
                 subscription.close()

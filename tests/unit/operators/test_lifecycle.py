@@ -432,7 +432,7 @@ async def test_state_checks_back_off_and_a_callback_starts_them_over(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from airflow_edc_callbacks.triggers import callback
+    from airflow_edc_callbacks.triggers import engine as callback
 
     monkeypatch.setattr(callback, "MAX_CHECK_INTERVAL", 2.0)  # the cap (1 h in production), scaled down
     connector.states[TP] = "REQUESTED"

@@ -104,6 +104,57 @@ def test_unknown_event_rejected(bad: dict[str, Any] | None) -> None:
         operator().execute_complete({}, bad)
 
 
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        ({"status": "success"}, "transfer_process_id: Field required"),
+        ({"status": "success", "transfer_process_id": ""}, "transfer_process_id: String should have at least 1"),
+        ({"status": "done", "transfer_process_id": "tp-1"}, "status: Input should be 'success', 'failed' or 'timeout'"),
+        ({"status": "success", "transfer_process_id": 7}, "transfer_process_id: Input should be a valid string"),
+        ({"status": "failed", "transfer_process_id": "tp-1", "source": "rumour"}, "source: Input should be"),
+        ({"status": "success", "transfer_process_id": "tp-1", "timeline": [{"type": "x"}]}, "timeline.0.at: Field"),
+        ({"status": "timeout", "transfer_process_id": "tp-1", "waited_seconds": "long"}, "waited_seconds: Input"),
+        (["success"], "no JSON object"),
+    ],
+)
+def test_malformed_event_is_a_trigger_event_error_naming_the_field(bad: Any, named: str) -> None:
+    """A malformed payload on resume is the typed error naming what was wrong, never a KeyError."""
+    with pytest.raises(TriggerEventError) as info:
+        operator().execute_complete({}, bad)
+    assert named in str(info.value)
+    assert str(info.value).startswith("Task transfer resumed with")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"status": "success"},
+        {"status": "failed", "transfer_process_id": "tp-1"},  # a transfer's event, not a negotiation's
+        {"status": "success", "contract_negotiation_id": "cn-1", "contract_agreement_id": ["a"]},
+    ],
+)
+def test_malformed_negotiation_event_is_a_trigger_event_error(bad: dict[str, Any]) -> None:
+    from airflow_edc_callbacks.operators import EdcContractNegotiationOperator
+
+    op = EdcContractNegotiationOperator(
+        task_id="negotiate", asset_id="a", counter_party_address="http://p/protocol", counter_party_id="provider"
+    )
+    with pytest.raises(TriggerEventError, match="malformed NegotiationResult event: contract_"):
+        op.execute_complete({}, bad)
+    with pytest.raises(TriggerEventError, match="malformed NegotiationResult event"):
+        negotiated().negotiation_complete({}, bad)
+
+
+def test_malformed_found_event_of_the_sensor_is_a_trigger_event_error() -> None:
+    from airflow_edc_callbacks.sensors import EdcTransferSensor
+
+    sensor = EdcTransferSensor(task_id="wait", asset_id="demo-asset", deferrable=True)
+    with pytest.raises(TriggerEventError, match="malformed WatchedEvent event: process_id: Field required"):
+        sensor.transfer_found({}, {"event_type": "TransferProcessStarted"})  # type: ignore[arg-type]
+    with pytest.raises(TriggerEventError, match="event_type: Input should be a valid string"):
+        sensor.transfer_found({}, {"process_id": "tp-1", "event_type": None})  # type: ignore[arg-type]
+
+
 def test_bad_wait_for_fails_before_any_request() -> None:
     op = operator(wait_for="whenever", edc_conn_id="does_not_exist")
     with pytest.raises(ValueError, match="wait_for must be one of"):

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from airflow_edc_callbacks.store import get_listener, get_store
 from airflow_edc_callbacks.tokens import make_token
 from airflow_edc_callbacks.triggers import EdcCallbackTrigger
+from airflow_edc_callbacks.triggers.engine import Waiter
 from tests.conftest import SIGNING_KEY
 from tests.helpers import envelope, first_trigger_event, until_subscribed, wait_until
 
@@ -81,6 +82,37 @@ async def test_another_tokens_event_cannot_finish_this_transfer(receiver: TestCl
     payload = await asyncio.wait_for(task, 10)
     assert payload["status"] == "success"
     assert [t["type"] for t in payload["timeline"]] == ["TransferProcessCompleted"]
+
+
+async def test_the_event_payload_is_plain_json_that_the_task_resumes_with(receiver: TestClient) -> None:
+    """The wire shape Airflow serializes: plain JSON types (no enums), every key of the contract; the
+    operator validates it back into its result."""
+    from airflow_edc_callbacks.operators import EdcTransferOperator
+
+    post(receiver, envelope("TransferProcessStarted", TP))
+    post(receiver, envelope("TransferProcessCompleted", TP, envelope_id="done-2"))
+    payload = await first_trigger_event(make_trigger())
+    assert json.loads(json.dumps(payload)) == payload
+    assert all(type(value) in (str, int, float, bool, list, dict, type(None)) for value in payload.values())
+    assert set(payload) == {
+        "status",
+        "transfer_process_id",
+        "correlation_id",
+        "state",
+        "event_type",
+        "reason",
+        "source",
+        "asset_id",
+        "contract_id",
+        "timeline",
+    }
+    assert set(payload["timeline"][0]) == {"type", "at", "received_at", "envelope_id", "routes"}
+    op = EdcTransferOperator(
+        task_id="t", contract_id="contract-1", counter_party_address="http://p/protocol", transfer_type="HttpData-PUSH"
+    )
+    result = op.execute_complete({}, payload)  # type: ignore[arg-type]
+    assert (result["transfer_process_id"], result["state"], result["source"]) == (TP, "COMPLETED", "callback")
+    assert result["timeline"] == payload["timeline"]
 
 
 async def test_event_stored_before_trigger_starts(receiver: TestClient) -> None:
@@ -315,12 +347,12 @@ async def test_cancelled_while_starting_leaves_no_subscription_or_hold(
     reading = asyncio.Event()
     never = asyncio.Event()
 
-    async def blocked_read(self: EdcCallbackTrigger) -> list[Any]:
+    async def blocked_read(self: Waiter) -> list[Any]:
         reading.set()
         await never.wait()
         return []
 
-    monkeypatch.setattr(EdcCallbackTrigger, "_read_store", blocked_read)
+    monkeypatch.setattr(Waiter, "_read", blocked_read)  # the trigger's engine reads the store
     store = get_store(waiting=True)
     task = asyncio.ensure_future(first_trigger_event(make_trigger()))
     await asyncio.wait_for(reading.wait(), 10)
