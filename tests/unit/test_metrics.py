@@ -188,3 +188,61 @@ def test_the_receiver_in_airflows_api_server_reaches_statsd(tmp_path: Path) -> N
         assert [line for line in listener.lines if ".edc_callbacks." in line] == [f"{name}:1|c" for name in expected]
     finally:
         listener.sock.close()
+
+
+_API_SERVER_RETENTION = r"""
+from airflow.api_fastapi.app import create_app
+from fastapi.testclient import TestClient
+from airflow_edc_callbacks.store import get_store
+from tests.helpers import wait_until
+
+with TestClient(create_app()):  # Airflow's own api-server app: it runs the lifespans of the apps it mounts
+    wait_until(lambda: get_store().events() == [], 30, "the receiver's retention on the api-server")
+print("purged")
+"""
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # about the api-server, not the store
+def test_the_receiver_on_airflows_api_server_runs_its_retention(tmp_path: Path, edc_config: str) -> None:
+    """The plugin's receiver purges old events on the api-server from its lifespan, with no callback
+    received, and counts them (``store.purged``)."""
+    from airflow_edc_callbacks.models import EventEnvelope
+    from airflow_edc_callbacks.store import EventStore
+
+    store = EventStore(edc_config)
+    old = envelope("TransferProcessCompleted", "tp-old")
+    store.record(EventEnvelope.model_validate(old), old, correlation_id="c-old", route="dynamic")
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE edc_callback_event SET received_at = received_at - CAST(8 AS BIGINT) * 86400000")
+    store.dispose()
+    listener = StatsdListener()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")},
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/airflow.db",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "jwt-secret-for-this-test-0123456789",
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(listener.port),
+        "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
+        "AIRFLOW__EDC_CALLBACKS__STORE_URL": edc_config,
+        "AIRFLOW__EDC_CALLBACKS__CALLBACK_SIGNING_KEY": SIGNING_KEY.decode(),
+    }
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _API_SERVER_RETENTION],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.splitlines()[-1] == "purged"
+        wait_until(lambda: "airflow.edc_callbacks.store.purged" in listener.names(), 5, "the purge's metric")
+        assert [line for line in listener.lines if ".edc_callbacks." in line] == [
+            "airflow.edc_callbacks.store.purged:1|c"
+        ]
+    finally:
+        listener.sock.close()

@@ -18,14 +18,15 @@ AUTH = ("X-Edc-Callback-Auth", "s3cret")
 
 
 @pytest.fixture
-def client(store_url: str) -> Iterator[TestClient]:
+def client(store_url: str, store: EventStore) -> Iterator[TestClient]:
+    # ``store`` first: the app's lifespan purges at once, and two stores must not migrate one new file at once
     settings = ReceiverSettings(store_url=store_url, signing_key=SIGNING_KEY, auth=None, auth_from_config=False)
     with TestClient(create_app(settings)) as c:
         yield c
 
 
 @pytest.fixture
-def auth_client(store_url: str) -> Iterator[TestClient]:
+def auth_client(store_url: str, store: EventStore) -> Iterator[TestClient]:
     settings = ReceiverSettings(store_url=store_url, signing_key=SIGNING_KEY, auth=AUTH, max_body_bytes=2048)
     with TestClient(create_app(settings)) as c:
         yield c
@@ -353,6 +354,51 @@ def test_receiver_purges_old_events_in_the_background(store_url: str, store: Eve
         new = envelope("TransferProcessCompleted", "tp-new")
         assert client.post(f"/callbacks/{make_token(SIGNING_KEY, 'c-new')}", json=new).status_code == 200
         wait_until(lambda: [e.process_id for e in store.events()] == ["tp-new"], 10, "the background purge")
+
+
+def test_retention_runs_from_the_app_lifespan_before_any_request(store_url: str, store: EventStore) -> None:
+    """The retention loop is the app's lifespan: a receiver that answers nothing purges all the same."""
+    from datetime import timedelta
+
+    from airflow_edc_callbacks.models import EventEnvelope
+
+    old = envelope("TransferProcessCompleted", "tp-old")
+    store.record(EventEnvelope.model_validate(old), old, correlation_id="c-old", route="dynamic")
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE edc_callback_event SET received_at = received_at - CAST(8 AS BIGINT) * 86400000")
+    settings = ReceiverSettings(
+        store_url=store_url,
+        signing_key=SIGNING_KEY,
+        auth=None,
+        auth_from_config=False,
+        retention=timedelta(days=7),
+        purge_interval=3600,
+    )
+    app = create_app(settings)
+    TestClient(app).get("/health")  # no lifespan (not entered as a context): no purge
+    assert [e.process_id for e in store.events()] == ["tp-old"]
+    with TestClient(app):
+        wait_until(lambda: store.events() == [], 10, "the purge the lifespan started")
+
+
+def test_settings_are_a_dependency_tests_can_override(store_url: str, store: EventStore) -> None:
+    """``app.dependency_overrides[get_settings]`` replaces the settings of every route."""
+    from airflow_edc_callbacks.receiver import get_settings
+
+    app = create_app(ReceiverSettings(store_url="sqlite:////proc/nowhere/events.db", purge_interval=0))
+    override = ReceiverSettings(
+        store_url=store_url, signing_key=SIGNING_KEY, auth=AUTH, auth_from_config=False, max_body_bytes=2048
+    )
+    app.dependency_overrides[get_settings] = lambda: override.resolve()
+    with TestClient(app) as c:
+        assert c.get("/health").json() == {"status": "ok", "store": "ok"}
+        body = envelope("TransferProcessCompleted", "tp-override")
+        assert c.post(url(), json=body).status_code == 401  # the override's auth header is required
+        answer = c.post(url(), json=body, headers={AUTH[0]: AUTH[1]})
+        assert answer.json() == {"status": "stored", "id": body["id"]}
+        too_big = c.post(url(), content=b" " * 2049, headers={AUTH[0]: AUTH[1], "Content-Type": "application/json"})
+        assert too_big.status_code == 413
+    assert [e.process_id for e in store.events()] == ["tp-override"]
 
 
 @pytest.mark.parametrize("field", ["id", "type", "transferProcessId"])

@@ -229,7 +229,7 @@ def test_same_id_with_another_body_is_a_logged_and_counted_conflict(
     same_keys_reordered = dict(reversed(list(body.items())))
     assert post(receiver, same_keys_reordered, TASK_B).json()["status"] == "duplicate"
     other = envelope("TransferProcessTerminated", B, envelope_id="env-1", reason="forged")
-    with caplog.at_level(logging.WARNING, logger="airflow_edc_callbacks.receiver.app"):
+    with caplog.at_level(logging.WARNING, logger="airflow_edc_callbacks.receiver.events"):
         for answer in (post(receiver, other, TASK_B), post_static(receiver, other)):
             assert answer.status_code == 409
     assert sum("env-1" in r.getMessage() and "another body" in r.getMessage() for r in caplog.records) == 2

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from airflow_edc_callbacks.receiver import ReceiverSettings, create_app
+from airflow_edc_callbacks.receiver import ReceiverSettings, create_app, get_settings
 from airflow_edc_callbacks.store import EventStore
 from airflow_edc_callbacks.tokens import make_token
 from tests.conftest import SIGNING_KEY
@@ -46,12 +46,14 @@ def receiver(edc_config: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Event
     monkeypatch.setenv("AIRFLOW_CONN_EDC_STATIC_CALLBACK_FUZZ", json.dumps(STATIC))
     app = APP_STATE["app"]
     assert isinstance(app, FastAPI)
-    app.state.edc_settings = ReceiverSettings(
+    on_this_store = ReceiverSettings(
         store_url=edc_config, signing_key=SIGNING_KEY, auth=None, auth_from_config=False, purge_interval=0
     )
+    app.dependency_overrides[get_settings] = lambda: on_this_store.resolve()
     store = EventStore(edc_config)
     store.bind(BOUND_ELSEWHERE, "another-task")
     yield store
+    app.dependency_overrides.pop(get_settings, None)
     store.dispose()
 
 

@@ -1,0 +1,74 @@
+"""Storing a received callback event: the store write, its typed outcome, and the store's faults as answers."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.concurrency import run_in_threadpool
+
+from airflow_edc_callbacks.exceptions import EventConflictError, ProcessBoundElsewhereError, StoreUnavailableError
+from airflow_edc_callbacks.receiver.body import ReceivedEvent
+from airflow_edc_callbacks.receiver.responses import CallbackOutcome, CallbackRejected
+from airflow_edc_callbacks.receiver.settings import ReceiverSettings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["store_event"]
+
+
+def _record(cfg: ReceiverSettings, event: ReceivedEvent, correlation_id: str | None, route: str) -> CallbackOutcome:
+    inserted = cfg.store.record(event.envelope, event.body, correlation_id=correlation_id, route=route)
+    return CallbackOutcome.STORED if inserted else CallbackOutcome.DUPLICATE
+
+
+async def store_event(
+    cfg: ReceiverSettings, event: ReceivedEvent, *, correlation_id: str | None, route: str
+) -> CallbackOutcome:
+    """Commit ``event`` to the store (in a worker thread); returns only once it is durable.
+
+    :param correlation_id: the dynamic token's correlation id, ``None`` for a static callback.
+    :param route: ``"dynamic"`` or ``"static:<name>"`` (stored with the event).
+    :returns: :attr:`CallbackOutcome.STORED`, or :attr:`CallbackOutcome.DUPLICATE` when this envelope id is
+        stored with the same body already.
+    :raises CallbackRejected: 503 with ``Retry-After`` (the store cannot be opened or written), 403 (the
+        process is bound to another task instance than the token's), 409 (this envelope id is stored with
+        another body; the stored one stays), 422 (the database refused a value).
+    """
+    envelope = event.envelope
+    try:
+        outcome = await run_in_threadpool(_record, cfg, event, correlation_id, route)
+    except StoreUnavailableError as err:
+        log.error("Callback %s (%s) not stored: %s", envelope.id, envelope.type, err)
+        raise CallbackRejected(503, "Event store unavailable", {"Retry-After": "5"}) from None
+    except ProcessBoundElsewhereError as err:
+        log.warning(
+            "Callback %s (%s) refused: process %s is bound to another task instance than the token's (%s)",
+            envelope.id,
+            envelope.type,
+            err.process_id,
+            err.offered,
+        )
+        raise CallbackRejected(
+            403, f"This callback token is not the one of the task that started {err.process_id}"
+        ) from None
+    except EventConflictError:
+        log.warning(
+            "Callback %s (%s) for %s via %s: this envelope id is stored with another body; kept the stored one",
+            envelope.id,
+            envelope.type,
+            envelope.process_id,
+            route,
+        )
+        raise CallbackRejected(409, "An event with this id and another body is stored") from None
+    except (ValueError, OverflowError, RecursionError) as err:  # the database refused a value
+        log.warning("Callback %s (%s) not storable: %s", envelope.id, envelope.type, type(err).__name__)
+        raise CallbackRejected(422, "Event envelope has values the store cannot hold") from None
+    log.info(
+        "Callback %s %s for %s via %s (%s)",
+        envelope.type,
+        envelope.id,
+        envelope.process_id or "no process",
+        route,
+        outcome.value,
+    )
+    return outcome

@@ -1,0 +1,157 @@
+"""The receiver's settings: explicit values, or ``[edc_callbacks]`` read on first use; the static
+callback registrations, cached."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from airflow_edc_callbacks.config import (
+    get_body_timeout,
+    get_callback_auth,
+    get_max_body_bytes,
+    get_purge_interval,
+    get_retention,
+    get_store_url,
+)
+from airflow_edc_callbacks.static_callbacks import StaticCallbackRegistration, check_name, lookup_registration
+from airflow_edc_callbacks.store import EventStore, get_store
+from airflow_edc_callbacks.tokens import get_verification_keys
+
+__all__ = ["ReceiverSettings"]
+
+
+@dataclass
+class ReceiverSettings:
+    """What the receiver needs; fields left ``None`` are read from ``[edc_callbacks]`` on first use.
+
+    :ivar store_url: the event store URL.
+    :ivar signing_key: the key callback tokens are verified with, or a list of keys (the current one and
+        older ones during a rotation); default every key of ``[edc_callbacks] callback_signing_key``.
+    :ivar auth: ``(header name, expected value)``, or ``None``: then, while ``auth_from_config`` is true,
+        it is read from ``callback_auth_secret`` / ``callback_auth_header``, else no header is checked.
+    :ivar auth_from_config: whether a ``None`` ``auth`` is read from the configuration.
+    :ivar max_body_bytes: the largest accepted body, in bytes.
+    :ivar static_lookup: finds a static callback registration by name (default: the registration
+        connections, :func:`~airflow_edc_callbacks.static_callbacks.lookup_registration`).
+    :ivar static_cache_seconds: how long a found registration is reused (a rotated secret's old value is
+        accepted that long at most).
+    :ivar static_negative_cache_seconds: how long a name no registration was found for is answered 404
+        without another lookup (a newly registered name is accepted that long after its registration at
+        most). 0: every request looks the name up.
+    :ivar static_negative_cache_size: at most this many such names are remembered (the oldest are
+        forgotten first), so requests to random names cannot grow the cache without bound.
+    :ivar retention: how long events are kept (``[edc_callbacks] retention``, 7 days).
+    :ivar purge_interval: seconds between two background purges (``[edc_callbacks] purge_interval``,
+        1 hour; 0 disables them). The first runs when the app starts (its lifespan).
+    :ivar body_timeout: seconds a callback's body may take to arrive once its headers are in
+        (``[edc_callbacks] body_timeout``, 10); a slower one is answered 408. 0: no limit.
+    """
+
+    store_url: str | None = None
+    signing_key: bytes | list[bytes] | None = None
+    auth: tuple[str, str] | None = None
+    auth_from_config: bool = True
+    max_body_bytes: int | None = None
+    static_lookup: Callable[[str], StaticCallbackRegistration | None] | None = None
+    static_cache_seconds: float = 10.0
+    static_negative_cache_seconds: float = 5.0
+    static_negative_cache_size: int = 10_000
+    retention: timedelta | None = None
+    purge_interval: float | None = None
+    body_timeout: float | None = None
+    _store: EventStore | None = None
+    _static_cache: dict[str, tuple[float, StaticCallbackRegistration]] = field(default_factory=dict)
+    _static_missing: dict[str, float] = field(default_factory=dict)
+    _static_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def resolve(self) -> ReceiverSettings:
+        """Fill every field left ``None`` from ``[edc_callbacks]``; returns ``self``.
+
+        :raises ValueError: a configured value is malformed (a duration, the body timeout).
+        :raises EdcCallbacksError: the signing key file exists but stays empty.
+        """
+        self.resolve_retention()
+        if self.signing_key is None:
+            self.signing_key = get_verification_keys()
+        if self.auth is None and self.auth_from_config:
+            self.auth = get_callback_auth()
+            self.auth_from_config = False
+        if self.max_body_bytes is None:
+            self.max_body_bytes = get_max_body_bytes()
+        if self.body_timeout is None:
+            self.body_timeout = get_body_timeout()
+        return self
+
+    def resolve_retention(self) -> ReceiverSettings:
+        """Fill ``store_url``, ``retention`` and ``purge_interval`` from ``[edc_callbacks]`` where ``None``
+        (what the retention loop needs; no key is read); returns ``self``.
+
+        :raises ValueError: ``retention`` or ``purge_interval`` is configured as no duration.
+        """
+        if self.store_url is None:
+            self.store_url = get_store_url()
+        if self.retention is None:
+            self.retention = get_retention()
+        if self.purge_interval is None:
+            self.purge_interval = get_purge_interval().total_seconds()
+        return self
+
+    def static_registration(self, name: str, *, fresh: bool = False) -> StaticCallbackRegistration | None:
+        """The static callback registered as ``name``, or ``None``.
+
+        Found registrations are reused for ``static_cache_seconds``, names found unregistered for
+        ``static_negative_cache_seconds``; ``fresh`` skips both caches (the route asks again before it
+        refuses a found registration's wrong secret, so a rotated secret is never refused because of the
+        cache). Blocking (a connection lookup): call it from a thread; thread-safe.
+
+        :raises ValueError: the registration's connection is malformed.
+        :raises Exception: whatever the lookup raises (secrets backend or metastore faults).
+        """
+        try:
+            check_name(name)
+        except ValueError:
+            return None
+        now = time.monotonic()
+        if not fresh:
+            with self._static_lock:
+                cached = self._static_cache.get(name)
+                if cached is not None and now - cached[0] < self.static_cache_seconds:
+                    return cached[1]
+                missing_since = self._static_missing.get(name)
+                if missing_since is not None and now - missing_since < self.static_negative_cache_seconds:
+                    return None
+        registration = (self.static_lookup or lookup_registration)(name)
+        with self._static_lock:
+            if registration is None:
+                self._static_cache.pop(name, None)
+                self._remember_missing(name, time.monotonic())
+            else:
+                self._static_missing.pop(name, None)
+                self._static_cache[name] = (now, registration)
+        return registration
+
+    def _remember_missing(self, name: str, now: float) -> None:
+        """Add ``name`` to the negative cache, dropping expired and, beyond its size, the oldest names."""
+        missing = self._static_missing
+        missing.pop(name, None)  # re-inserted last: the dictionary stays ordered by time
+        while missing:
+            oldest, since = next(iter(missing.items()))
+            if now - since < self.static_negative_cache_seconds and len(missing) < self.static_negative_cache_size:
+                break
+            del missing[oldest]
+        if self.static_negative_cache_seconds > 0 and self.static_negative_cache_size > 0:
+            missing[name] = now
+
+    @property
+    def store(self) -> EventStore:
+        """The event store, opened on first use (blocking: call it from a thread).
+
+        :raises StoreUnavailableError: it cannot be opened; the next use tries again.
+        """
+        if self._store is None:
+            self._store = get_store(self.store_url)
+        return self._store
