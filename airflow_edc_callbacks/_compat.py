@@ -39,6 +39,7 @@ __all__ = [
     "airflow_home",
     "connection_from_secrets",
     "ensure_stats",
+    "get_task_states",
     "initialize_stats_from_config",
     "stats",
 ]
@@ -166,3 +167,16 @@ def connection_from_secrets(conn_id: str) -> Any:
     from airflow.models.connection import Connection
 
     return Connection.get_connection_from_secrets(conn_id)
+
+
+def get_task_states(*, dag_id: str, task_ids: list[str], run_ids: list[str], map_index: int) -> Any:
+    """Task instance states as the API server has them, through the running process's supervisor (a
+    worker's or the triggerer's): ``RuntimeTaskInstance.get_task_states``, the call Airflow's own
+    ``ExternalTaskTrigger`` makes. Synchronous: call it from a thread in async code.
+
+    :returns: ``{run_id: {task_id or task_id_<map_index>: state}}``.
+    :raises Exception: no supervisor in this process, or the API server did not answer.
+    """
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    return RuntimeTaskInstance.get_task_states(dag_id=dag_id, task_ids=task_ids, run_ids=run_ids, map_index=map_index)

@@ -211,9 +211,9 @@ def get_worker_exit_seconds() -> float:
     Triggers hold their event that long after the deferral: Airflow 3.3 fails a task whose trigger fires
     before the deferring worker has reported (apache/airflow#71580, #72716).
     """
-    from airflow.configuration import conf
+    from airflow_edc_callbacks import _compat
 
-    return conf.getfloat("workers", "min_heartbeat_interval", fallback=5.0) + 1.0
+    return float(_compat.airflow_conf().getfloat("workers", "min_heartbeat_interval", fallback=5.0)) + 1.0
 
 
 def get_retention() -> timedelta:

@@ -55,12 +55,12 @@ async def task_instance_state(log: Any, ti: Any) -> str | None:
         log.warning("on_kill: this trigger has no task instance; cannot tell whether the task still waits")
         return None
     try:
-        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+        from airflow_edc_callbacks._compat import get_task_states
 
         map_index = getattr(ti, "map_index", -1)
         map_index = -1 if map_index is None else int(map_index)
         states = await asyncio.to_thread(
-            RuntimeTaskInstance.get_task_states,
+            get_task_states,
             dag_id=ti.dag_id,
             task_ids=[ti.task_id],
             run_ids=[ti.run_id],
