@@ -7,6 +7,7 @@ source "$(dirname "$0")/_env.sh"
 .venv/bin/ruff check airflow_edc_callbacks tests dags demo benchmarks
 .venv/bin/ruff format --check airflow_edc_callbacks tests dags demo benchmarks
 .venv/bin/mypy
+.venv/bin/lint-imports  # the import directions of the contract in pyproject.toml
 rm -f .work/compat/results.json  # the tables are checked against this run alone
 .venv/bin/pytest "$@"
 .venv/bin/pytest -q tests/compat -m compat
