@@ -114,29 +114,6 @@ def _default(option: str) -> str:
 
 DEFAULT_AUTH_HEADER = _default("callback_auth_header")
 
-__all__ = [
-    "API_SERVER_PREFIX",
-    "DEFAULT_AUTH_HEADER",
-    "DEFAULT_CONN_ID",
-    "OPTIONS",
-    "SECTION",
-    "ConfigOption",
-    "airflow_home",
-    "default_deferrable",
-    "get_body_timeout",
-    "get_callback_auth",
-    "get_callback_base_url",
-    "get_configured_signing_key",
-    "get_fallback_check_interval",
-    "get_max_body_bytes",
-    "get_purge_interval",
-    "get_retention",
-    "get_stall_warning_after",
-    "get_store_url",
-    "get_worker_exit_seconds",
-    "parse_duration",
-]
-
 
 def get_configured_signing_key() -> str | None:
     """``[edc_callbacks] callback_signing_key``, or ``None`` when unset."""

@@ -21,8 +21,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["OLDEST_KNOWN", "ConnectorProfile", "parse_version", "profile"]
-
 
 def parse_version(version: str) -> tuple[int, int]:
     """``(major, minor)`` of an EDC version such as ``0.13.0`` or ``0.18.0-SNAPSHOT``.

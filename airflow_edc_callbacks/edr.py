@@ -21,8 +21,6 @@ import httpx
 from airflow_edc_callbacks.exceptions import EdcDataFetchError
 from airflow_edc_callbacks.models import EndpointDataReference
 
-__all__ = ["FetchResult", "data_url", "fetch_to_file"]
-
 _CHUNK = 64 * 1024
 
 

@@ -17,8 +17,6 @@ from airflow_edc_callbacks.exceptions import StoreUnavailableError
 from airflow_edc_callbacks.models import EndpointDataReference, TransferEventType
 from airflow_edc_callbacks.store import get_store
 
-__all__ = ["StoreLedger"]
-
 log = logging.getLogger(__name__)
 
 _LOCK_POLL_MAX = 0.5

@@ -34,8 +34,6 @@ from datetime import timedelta
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PREFIX", "REJECTION_REASONS", "incr", "initialize_from_config", "timing"]
-
 PREFIX = "edc_callbacks"
 
 REJECTION_REASONS = {

@@ -8,8 +8,6 @@ from airflow_edc_callbacks.config import API_SERVER_PREFIX
 from airflow_edc_callbacks.receiver import create_app
 from airflow_edc_callbacks.redaction import install_access_log_filter
 
-__all__ = ["EdcCallbacksPlugin"]
-
 # Airflow 3.3's api-server writes its access lines with HttpAccessLogMiddleware (the structlog logger
 # "http.access", reading the path from the ASGI scope), which the receiver app's RedactPathMiddleware covers;
 # it silences uvicorn's and gunicorn's own access loggers. Should a deployment turn those on again, their

@@ -35,18 +35,6 @@ from airflow_edc_callbacks.models import MAX_JSON_DEPTH
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = [
-    "ACCESS_LOGGERS",
-    "CUT",
-    "REDACTED",
-    "AccessLogRedactionFilter",
-    "RedactPathMiddleware",
-    "install_access_log_filter",
-    "is_secret_key",
-    "redact_text",
-    "redact_tokens",
-]
-
 REDACTED = "***"
 """What a secret is replaced by."""
 

@@ -22,17 +22,6 @@ from typing import Any, Literal
 from airflow_edc_callbacks.config import DEFAULT_AUTH_HEADER
 from airflow_edc_callbacks.connector_versions import profile
 
-__all__ = [
-    "CONN_ID_PREFIX",
-    "CONN_TYPE",
-    "StaticCallbackRegistration",
-    "check_name",
-    "connector_settings",
-    "default_vault_alias",
-    "lookup_registration",
-    "render_settings",
-]
-
 CONN_ID_PREFIX = "edc_static_callback_"
 CONN_TYPE = "edc_static_callback"
 _NAME = re.compile(r"^[a-z0-9]{1,64}$")

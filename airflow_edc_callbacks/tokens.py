@@ -24,17 +24,6 @@ from airflow_edc_callbacks.exceptions import EdcCallbacksError
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "SIGNING_KEY_FILE",
-    "callback_url",
-    "correlation_id_for",
-    "correlation_id_of_callback_url",
-    "get_signing_key",
-    "get_verification_keys",
-    "make_token",
-    "verify_token",
-]
-
 SIGNING_KEY_FILE = "edc_callbacks_signing.key"
 
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")

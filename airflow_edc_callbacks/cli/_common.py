@@ -18,20 +18,6 @@ from airflow_edc_callbacks.exceptions import StoreUnavailableError
 from airflow_edc_callbacks.redaction import redact_text
 from airflow_edc_callbacks.store import EventStore, get_store
 
-__all__ = [
-    "PROG",
-    "READ_RECURSION_LIMIT",
-    "Failure",
-    "non_negative",
-    "open_store",
-    "positive",
-    "reason",
-    "recursion_headroom",
-    "shown",
-    "stdout_to_stderr",
-    "store_name",
-]
-
 PROG = "airflow-edc-callbacks"
 
 READ_RECURSION_LIMIT = 5000

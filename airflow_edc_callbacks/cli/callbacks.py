@@ -10,8 +10,6 @@ from typing import Any, TextIO
 from airflow_edc_callbacks.config import get_callback_base_url
 from airflow_edc_callbacks.tokens import get_signing_key
 
-__all__ = ["add_callback_url_parser", "add_static_config_parser"]
-
 
 def _callback_url(args: argparse.Namespace, out: TextIO) -> int:
     from airflow_edc_callbacks.tokens import make_token

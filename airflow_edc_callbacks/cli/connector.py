@@ -9,8 +9,6 @@ from typing import Any, TextIO
 from airflow_edc_callbacks.cli._common import Failure
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
 
-__all__ = ["add_terminate_parser"]
-
 _log = logging.getLogger("airflow_edc_callbacks.cli")
 
 
@@ -19,10 +17,11 @@ def _terminate(args: argparse.Namespace, out: TextIO) -> int:
     connector: what a task's ``on_kill`` does on Airflow 3.3, by hand (Airflow 3.1 / 3.2 never call it).
     A process that is final already counts as done (see ``lifecycle.terminate_process``)."""
     from airflow_edc_callbacks.hooks.edc import EdcManagementHook
-    from airflow_edc_callbacks.operators.lifecycle import ProcessKind, terminate_process
+    from airflow_edc_callbacks.operators.lifecycle import terminate_process
+    from airflow_edc_callbacks.triggers.kinds import KindName
 
     hook = EdcManagementHook(args.conn_id)
-    kind: ProcessKind = "negotiation" if args.negotiation else "transfer"
+    kind: KindName = "negotiation" if args.negotiation else "transfer"
     label = "contract negotiation" if args.negotiation else "transfer process"
     termination = terminate_process(_log, hook, kind, args.process_id, args.reason)
     if not termination.done:

@@ -12,8 +12,6 @@ from airflow_edc_callbacks.cli.connector import add_terminate_parser
 from airflow_edc_callbacks.cli.serve import add_serve_parser
 from airflow_edc_callbacks.cli.store import add_events_parser, add_purge_parser
 
-__all__ = ["build_parser", "main"]
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (every subcommand has ``--help``)."""

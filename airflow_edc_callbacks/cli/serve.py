@@ -9,8 +9,6 @@ from typing import Any, TextIO
 from airflow_edc_callbacks.cli._common import PROG, non_negative, positive, store_name
 from airflow_edc_callbacks.receiver.server import ServerLimits
 
-__all__ = ["add_serve_parser"]
-
 
 def _serve(args: argparse.Namespace, out: TextIO) -> int:
     from airflow_edc_callbacks import metrics

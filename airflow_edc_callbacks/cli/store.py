@@ -23,8 +23,6 @@ from airflow_edc_callbacks.models import iso_from_epoch_ms
 from airflow_edc_callbacks.redaction import redact_text, redact_tokens
 from airflow_edc_callbacks.store import StoredEvent
 
-__all__ = ["add_events_parser", "add_purge_parser"]
-
 
 def _event_json(e: StoredEvent) -> dict[str, Any]:
     return {

@@ -30,8 +30,6 @@ from airflow_edc_callbacks.tokens import correlation_id_of_callback_url
 if TYPE_CHECKING:
     from airflow_edc_callbacks.hooks.ledger import CallbackLedger
 
-__all__ = ["EdcConnectionSettings", "EdcHookBase"]
-
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 

@@ -11,13 +11,9 @@ Management API v4 has the paths of v3 under ``/v4beta`` (EDC 0.14 to 0.16) or ``
 from __future__ import annotations
 
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
-from airflow_edc_callbacks.hooks.base import EdcConnectionSettings
 from airflow_edc_callbacks.hooks.edrs import EdrMethods
-from airflow_edc_callbacks.hooks.jsonld import API_VERSIONS, DEFAULT_PROTOCOL
 from airflow_edc_callbacks.hooks.negotiations import NegotiationMethods
 from airflow_edc_callbacks.hooks.vault import SecretMethods
-
-__all__ = ["API_VERSIONS", "DEFAULT_PROTOCOL", "EdcConnectionSettings", "EdcManagementHook"]
 
 
 class EdcManagementHook(EdrMethods, NegotiationMethods, SecretMethods):

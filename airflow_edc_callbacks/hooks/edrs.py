@@ -11,8 +11,6 @@ from airflow_edc_callbacks.exceptions import EdcApiError, EdcDataFetchError, Edc
 from airflow_edc_callbacks.hooks.transfers import TransferProcessMethods
 from airflow_edc_callbacks.models import EndpointDataReference
 
-__all__ = ["EdrMethods"]
-
 _REFUSED = frozenset({401, 403})
 """Data plane answers that mean the token was not accepted (expired, rotated or revoked)."""
 

@@ -21,24 +21,6 @@ from airflow_edc_callbacks.models import (
     check_callback_events,
 )
 
-__all__ = [
-    "API_VERSIONS",
-    "DEFAULT_PROTOCOL",
-    "api_path",
-    "callback_address",
-    "catalog_request",
-    "contract_request",
-    "find_offer",
-    "is_v4",
-    "jsonld_context",
-    "private_property_criterion",
-    "query_spec",
-    "secret",
-    "terminate_negotiation",
-    "terminate_transfer",
-    "transfer_request",
-]
-
 API_VERSIONS = ("v3", "v4beta", "v4")
 """Management API versions a connection can select (extra ``api_version``): ``v3`` (EDC up to 0.18),
 ``v4beta`` (EDC 0.14 to 0.16), ``v4`` (EDC 0.17 and later)."""

@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from airflow_edc_callbacks.models import EndpointDataReference
 
-__all__ = ["CallbackLedger"]
-
 
 class CallbackLedger(Protocol):
     """Binding, EDR refresh locks and stored EDRs, kept by the callback store."""

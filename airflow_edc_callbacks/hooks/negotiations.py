@@ -10,8 +10,6 @@ from airflow_edc_callbacks.hooks import jsonld
 from airflow_edc_callbacks.hooks.base import EdcHookBase
 from airflow_edc_callbacks.models import normalize_jsonld
 
-__all__ = ["NegotiationMethods"]
-
 
 class NegotiationMethods(EdcHookBase):
     """Request a catalog, negotiate a contract, read and terminate negotiations."""

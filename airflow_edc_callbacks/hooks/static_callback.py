@@ -23,19 +23,9 @@ from airflow_edc_callbacks.static_callbacks import (
     CONN_TYPE,
     StaticCallbackRegistration,
     check_name,
-    connector_settings,
     default_vault_alias,
     lookup_registration,
-    render_settings,
 )
-
-__all__ = [
-    "AirflowCommandError",
-    "EdcStaticCallbackHook",
-    "StaticCallbackRegistration",
-    "connector_settings",
-    "render_settings",
-]
 
 
 class AirflowCommandError(RuntimeError):

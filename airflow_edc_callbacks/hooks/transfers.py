@@ -9,8 +9,6 @@ from airflow_edc_callbacks.hooks import jsonld
 from airflow_edc_callbacks.hooks.base import EdcHookBase
 from airflow_edc_callbacks.models import as_list, jsonld_get, normalize_jsonld
 
-__all__ = ["TransferProcessMethods"]
-
 
 class TransferProcessMethods(EdcHookBase):
     """Build and start transfers, read their state, query and terminate them."""

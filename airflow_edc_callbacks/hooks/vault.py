@@ -6,8 +6,6 @@ from airflow_edc_callbacks.exceptions import EdcApiError
 from airflow_edc_callbacks.hooks import jsonld
 from airflow_edc_callbacks.hooks.base import EdcHookBase
 
-__all__ = ["SecretMethods"]
-
 
 class SecretMethods(EdcHookBase):
     """Store secrets in the connector's vault."""

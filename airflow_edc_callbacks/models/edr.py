@@ -9,10 +9,6 @@ from typing import Any
 
 from airflow_edc_callbacks.models.jsonld import EDC_NAMESPACE, TRACTUSX_AUTH_NAMESPACE, expand_keys
 
-__all__ = [
-    "EndpointDataReference",
-]
-
 
 def _int_seconds(value: Any) -> int | None:
     """``expiresIn`` as an int: the wire carries a string such as ``"300"``; unreadable is ``None``."""

@@ -24,20 +24,6 @@ from pydantic import (
 
 from airflow_edc_callbacks.models.jsonld import as_list
 
-__all__ = [
-    "MAX_EPOCH_MS",
-    "MAX_JSON_DEPTH",
-    "PROCESS_EVENT_ID_FIELDS",
-    "CallbackAddressModel",
-    "EventEnvelope",
-    "EventPayload",
-    "ProcessId",
-    "check_callback_events",
-    "check_json_value",
-    "iso_from_epoch_ms",
-    "process_id_field",
-]
-
 MAX_JSON_DEPTH = 64
 """The deepest nesting of objects and arrays an accepted event body may have (the envelope is depth 1).
 

@@ -6,19 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = [
-    "EDC_CONTEXT",
-    "EDC_NAMESPACE",
-    "MANAGEMENT_V2_CONTEXT",
-    "TRACTUSX_AUTH_NAMESPACE",
-    "as_list",
-    "context_terms",
-    "expand_key",
-    "expand_keys",
-    "jsonld_get",
-    "normalize_jsonld",
-]
-
 EDC_NAMESPACE = "https://w3id.org/edc/v0.0.1/ns/"
 """The EDC JSON-LD vocabulary (``@vocab`` of Management API v3 requests)."""
 

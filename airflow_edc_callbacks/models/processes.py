@@ -5,21 +5,6 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = [
-    "FINAL_PROCESS_STATES",
-    "SUSPENSION_TRANSFER_EVENTS",
-    "SUSPENSION_TRANSFER_STATES",
-    "TERMINAL_TRANSFER_STATES",
-    "TRANSFER_EVENT_PREFIX",
-    "Outcome",
-    "Source",
-    "TransferEventType",
-    "WaitFor",
-    "resolve_wait_for",
-    "state_outcome",
-    "terminal_outcome",
-]
-
 
 class TransferEventType(str, Enum):
     """Envelope ``type`` values of transfer process events (EDC ``transfer-spi`` event classes)."""

@@ -18,8 +18,6 @@ from airflow_edc_callbacks.ledger import StoreLedger
 from airflow_edc_callbacks.models import TERMINAL_TRANSFER_STATES, jsonld_get
 from airflow_edc_callbacks.operators.lifecycle import TaskLog
 
-__all__ = ["CORRELATION_PROPERTY", "find_earlier_transfer", "mark_taken"]
-
 CORRELATION_PROPERTY = "airflowCorrelationId"
 """The ``privateProperties`` entry every transfer the operators start carries: the task instance's
 correlation id, so a retry finds the transfers of its earlier tries on the connector."""

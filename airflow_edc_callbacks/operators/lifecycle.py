@@ -10,22 +10,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from airflow_edc_callbacks.exceptions import EdcApiError, EdcCallbacksError
 from airflow_edc_callbacks.models import FINAL_PROCESS_STATES, jsonld_get
-from airflow_edc_callbacks.triggers.kinds import KindName as ProcessKind
+from airflow_edc_callbacks.triggers.kinds import KindName
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
 
     from airflow_edc_callbacks.hooks.edc import EdcManagementHook
     from airflow_edc_callbacks.triggers.results import WaitResult
-
-__all__ = [
-    "ProcessKind",
-    "Termination",
-    "terminate_at_timeout",
-    "terminate_process",
-    "terminate_when_killed",
-    "waiting_on",
-]
 
 _LABELS: dict[str, str] = {"transfer": "transfer process", "negotiation": "contract negotiation"}
 
@@ -52,7 +43,7 @@ class Termination(NamedTuple):
 
 
 def terminate_process(
-    log: TaskLog, hook: EdcManagementHook, kind: ProcessKind, process_id: str, reason: str
+    log: TaskLog, hook: EdcManagementHook, kind: KindName, process_id: str, reason: str
 ) -> Termination:
     """Terminate a transfer process or contract negotiation on the connector; never raises.
 
@@ -88,7 +79,7 @@ def terminate_process(
 
 
 @contextlib.contextmanager
-def waiting_on(task: Any, kind: ProcessKind, process_id: str) -> Iterator[None]:
+def waiting_on(task: Any, kind: KindName, process_id: str) -> Iterator[None]:
     """While an operator waits in the worker: its ``_waiting_on`` names the process its ``on_kill``
     terminates (:func:`terminate_when_killed`); ``None`` again once the wait is over."""
     task._waiting_on = (kind, process_id)
@@ -99,7 +90,7 @@ def waiting_on(task: Any, kind: ProcessKind, process_id: str) -> Iterator[None]:
 
 
 def terminate_when_killed(
-    task: BaseOperator, hook: EdcManagementHook, waiting_on: tuple[ProcessKind, str] | None, enabled: bool
+    task: BaseOperator, hook: EdcManagementHook, waiting_on: tuple[KindName, str] | None, enabled: bool
 ) -> None:
     """An operator's ``on_kill`` while it waits in the worker: terminate the process it waits for (``kind``,
     id) when ``enabled`` (its ``terminate_on_kill``); nothing when it waits for none. Never raises."""
@@ -109,7 +100,7 @@ def terminate_when_killed(
     terminate_process(task.log, hook, kind, process_id, f"Airflow task {task.task_id} was killed")
 
 
-def _state(hook: EdcManagementHook, kind: ProcessKind, process_id: str) -> str | None:
+def _state(hook: EdcManagementHook, kind: KindName, process_id: str) -> str | None:
     """The process's state on the connector (``GET .../transferprocesses/{id}/state``, or the negotiation),
     or ``None`` when it cannot be read."""
     try:
@@ -120,7 +111,7 @@ def _state(hook: EdcManagementHook, kind: ProcessKind, process_id: str) -> str |
         return None
 
 
-def terminate_at_timeout(task: BaseOperator, hook: EdcManagementHook, kind: ProcessKind, result: WaitResult) -> str:
+def terminate_at_timeout(task: BaseOperator, hook: EdcManagementHook, kind: KindName, result: WaitResult) -> str:
     """At a trigger's ``timeout`` event: terminate the process on the connector before the task fails.
 
     :returns: what became of the process, for the time-out's message (see :func:`terminate_process`).

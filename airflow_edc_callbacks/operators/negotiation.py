@@ -21,7 +21,6 @@ from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.ledger import StoreLedger
 from airflow_edc_callbacks.models import Outcome
 from airflow_edc_callbacks.operators.lifecycle import (
-    ProcessKind,
     terminate_at_timeout,
     terminate_when_killed,
     waiting_on,
@@ -29,18 +28,12 @@ from airflow_edc_callbacks.operators.lifecycle import (
 from airflow_edc_callbacks.operators.transfer import correlation_of
 from airflow_edc_callbacks.tokens import callback_url
 from airflow_edc_callbacks.triggers.deferral import arm, connector_url, defer_or_wait, safety_net
+from airflow_edc_callbacks.triggers.kinds import KindName
 from airflow_edc_callbacks.triggers.negotiation import EdcNegotiationTrigger
 from airflow_edc_callbacks.triggers.results import NegotiationResult, parse_event
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-__all__ = [
-    "EdcContractNegotiationOperator",
-    "NegotiationStep",
-    "complete_negotiation",
-    "parse_offer",
-]
 
 
 @dataclass(frozen=True)
@@ -217,7 +210,7 @@ class EdcContractNegotiationOperator(BaseOperator):
         self.deferrable = deferrable
         self.terminate_on_timeout = terminate_on_timeout
         self.terminate_on_kill = terminate_on_kill
-        self._waiting_on: tuple[ProcessKind, str] | None = None  # what an in-worker wait waits for (on_kill)
+        self._waiting_on: tuple[KindName, str] | None = None  # what an in-worker wait waits for (on_kill)
 
     def _hook(self) -> EdcManagementHook:
         return EdcManagementHook(self.edc_conn_id, ledger=StoreLedger())

@@ -17,15 +17,14 @@ from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.ledger import StoreLedger
 from airflow_edc_callbacks.models import resolve_wait_for
-from airflow_edc_callbacks.operators.lifecycle import ProcessKind, terminate_when_killed
+from airflow_edc_callbacks.operators.lifecycle import terminate_when_killed
 from airflow_edc_callbacks.operators.negotiation import NegotiationStep, complete_negotiation
 from airflow_edc_callbacks.operators.pull import pull_data, terminate_after_fetch
 from airflow_edc_callbacks.operators.transfer import TransferStep, positive, resume_transfer
+from airflow_edc_callbacks.triggers.kinds import KindName
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-__all__ = ["EdcNegotiatedTransferOperator"]
 
 
 class EdcNegotiatedTransferOperator(BaseOperator):
@@ -158,7 +157,7 @@ class EdcNegotiatedTransferOperator(BaseOperator):
         self.terminate_on_kill = terminate_on_kill
         self.request_timeout = request_timeout
         self.terminate_after_fetch = terminate_after_fetch
-        self._waiting_on: tuple[ProcessKind, str] | None = None  # what an in-worker wait waits for (on_kill)
+        self._waiting_on: tuple[KindName, str] | None = None  # what an in-worker wait waits for (on_kill)
 
     def _hook(self) -> EdcManagementHook:
         return EdcManagementHook(self.edc_conn_id, ledger=StoreLedger())

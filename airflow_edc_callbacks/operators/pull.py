@@ -15,8 +15,6 @@ from airflow_edc_callbacks.operators.lifecycle import terminate_process
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["EdcPullDataOperator", "pull_data", "terminate_after_fetch"]
-
 
 class EdcPullDataOperator(BaseOperator):
     """Download the data of a started PULL transfer from the provider's public endpoint.

@@ -20,7 +20,6 @@ from airflow_edc_callbacks.ledger import StoreLedger
 from airflow_edc_callbacks.models import WaitFor, resolve_wait_for
 from airflow_edc_callbacks.operators.earlier_try import CORRELATION_PROPERTY, find_earlier_transfer, mark_taken
 from airflow_edc_callbacks.operators.lifecycle import (
-    ProcessKind,
     terminate_at_timeout,
     terminate_when_killed,
     waiting_on,
@@ -28,12 +27,11 @@ from airflow_edc_callbacks.operators.lifecycle import (
 from airflow_edc_callbacks.tokens import callback_url, correlation_id_for
 from airflow_edc_callbacks.triggers.callback import EdcCallbackTrigger
 from airflow_edc_callbacks.triggers.deferral import arm, complete_transfer, defer_or_wait, safety_net
+from airflow_edc_callbacks.triggers.kinds import KindName
 from airflow_edc_callbacks.triggers.results import TransferResult
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-__all__ = ["CORRELATION_PROPERTY", "EdcTransferOperator", "TransferStep", "correlation_of", "resume_transfer"]
 
 
 def correlation_of(context: Context) -> str:
@@ -295,7 +293,7 @@ class EdcTransferOperator(BaseOperator):
         self.reattach = reattach
         self.terminate_on_timeout = terminate_on_timeout
         self.terminate_on_kill = terminate_on_kill
-        self._waiting_on: tuple[ProcessKind, str] | None = None  # what an in-worker wait waits for (on_kill)
+        self._waiting_on: tuple[KindName, str] | None = None  # what an in-worker wait waits for (on_kill)
 
     def _hook(self) -> EdcManagementHook:
         return EdcManagementHook(self.edc_conn_id, ledger=StoreLedger())

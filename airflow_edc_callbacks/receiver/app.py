@@ -48,8 +48,6 @@ from airflow_edc_callbacks.receiver.routes import dynamic_router, health_router,
 from airflow_edc_callbacks.receiver.settings import ReceiverSettings
 from airflow_edc_callbacks.redaction import RedactPathMiddleware
 
-__all__ = ["create_app"]
-
 _ENVELOPE_SCHEMA = EventEnvelope.model_json_schema(ref_template="#/components/schemas/{model}")
 
 

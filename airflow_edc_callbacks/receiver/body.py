@@ -16,8 +16,6 @@ from starlette.requests import ClientDisconnect, Request
 from airflow_edc_callbacks.models import EventEnvelope, check_json_value
 from airflow_edc_callbacks.receiver.responses import CallbackRejected
 
-__all__ = ["ReceivedEvent", "is_json_media_type", "parse_envelope", "read_body", "read_event"]
-
 _PARSE_IN_THREAD_BYTES = 64 * 1024
 """Bodies larger than this are parsed and checked in a worker thread, off the event loop."""
 

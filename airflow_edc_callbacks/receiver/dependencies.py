@@ -23,18 +23,6 @@ from airflow_edc_callbacks.tokens import verify_token
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "DynamicCaller",
-    "Event",
-    "Settings",
-    "StaticCaller",
-    "dynamic_caller",
-    "get_settings",
-    "received_event",
-    "static_caller",
-    "token_correlation_id",
-]
-
 
 async def get_settings(request: Request) -> ReceiverSettings:
     """The app's :class:`ReceiverSettings` (``app.state.edc_settings``), ``[edc_callbacks]`` read on first use.

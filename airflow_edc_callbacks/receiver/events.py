@@ -13,8 +13,6 @@ from airflow_edc_callbacks.receiver.settings import ReceiverSettings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["store_event"]
-
 
 def _record(cfg: ReceiverSettings, event: ReceivedEvent, correlation_id: str | None, route: str) -> CallbackOutcome:
     inserted = cfg.store.record(event.envelope, event.body, correlation_id=correlation_id, route=route)

@@ -16,8 +16,6 @@ from fastapi.responses import JSONResponse
 
 from airflow_edc_callbacks import metrics
 
-__all__ = ["CallbackOutcome", "CallbackRejected", "answer_rejected", "answered", "error_response"]
-
 
 class CallbackOutcome(str, enum.Enum):
     """What became of a callback answered 200 (the answer's ``status``)."""

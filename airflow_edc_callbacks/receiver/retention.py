@@ -16,8 +16,6 @@ from airflow_edc_callbacks.receiver.settings import ReceiverSettings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["purge_periodically", "retention_running"]
-
 
 def _purge(cfg: ReceiverSettings, retention: timedelta) -> int:
     return cfg.store.purge(retention)

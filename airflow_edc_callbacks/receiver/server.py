@@ -20,8 +20,6 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from airflow_edc_callbacks.redaction import install_access_log_filter
 
-__all__ = ["ServerLimits", "build_server", "header_timeout_protocol"]
-
 
 @dataclass(frozen=True)
 class ServerLimits:

@@ -21,8 +21,6 @@ from airflow_edc_callbacks.static_callbacks import StaticCallbackRegistration, c
 from airflow_edc_callbacks.store import EventStore, get_store
 from airflow_edc_callbacks.tokens import get_verification_keys
 
-__all__ = ["ReceiverSettings"]
-
 
 @dataclass
 class ReceiverSettings:

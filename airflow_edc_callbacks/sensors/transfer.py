@@ -21,8 +21,6 @@ from airflow_edc_callbacks.triggers.results import WatchedEvent, parse_event
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["EdcTransferSensor"]
-
 
 class EdcTransferSensorTimeout(EdcTransferTimeout, AirflowSensorTimeout):
     """:class:`~airflow_edc_callbacks.exceptions.EdcTransferTimeout` of :class:`EdcTransferSensor`: also an

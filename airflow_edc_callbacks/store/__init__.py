@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from airflow_edc_callbacks.store.listener import StoreListener, Subscription, get_listener
-from airflow_edc_callbacks.store.repository import EventStore, StoredEvent, get_store
+from airflow_edc_callbacks.store.repository import EventStore, get_store
+from airflow_edc_callbacks.store.stored import StoredEvent
 
 __all__ = ["EventStore", "StoreListener", "StoredEvent", "Subscription", "get_listener", "get_store"]

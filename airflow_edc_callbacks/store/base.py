@@ -23,8 +23,6 @@ from airflow_edc_callbacks.exceptions import StoreUnavailableError
 from airflow_edc_callbacks.store.engine import StoreEngine
 from airflow_edc_callbacks.store.schema import upgrade
 
-__all__ = ["StoreBase"]
-
 
 class StoreBase:
     """Opens a store's database (and creates or upgrades its tables); the base of its concerns.

@@ -11,8 +11,6 @@ from sqlalchemy.orm import Session
 from airflow_edc_callbacks.store.base import StoreBase
 from airflow_edc_callbacks.store.tables import ProcessBindingRow, TriggerHoldRow
 
-__all__ = ["Bindings", "bound_correlation"]
-
 
 def bound_correlation(session: Session, process_id: str) -> str | None:
     """The correlation id ``process_id`` is bound to, read in ``session``; ``None`` while unbound."""

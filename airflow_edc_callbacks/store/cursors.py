@@ -18,8 +18,6 @@ from airflow_edc_callbacks.store.events import LOOKBACK_MS
 from airflow_edc_callbacks.store.stored import StoredEvent
 from airflow_edc_callbacks.store.tables import CallbackEventRow, TriggerCursorRow, TriggerFiredRow
 
-__all__ = ["WatcherCursors"]
-
 
 class WatcherCursors(StoreBase):
     """The cursor and the fired events of each event trigger, by its ``name``."""

@@ -9,8 +9,6 @@ from sqlalchemy import delete, or_
 from airflow_edc_callbacks.store.base import StoreBase
 from airflow_edc_callbacks.store.tables import EdrRefreshLockRow
 
-__all__ = ["EdrRefreshLocks"]
-
 
 class EdrRefreshLocks(StoreBase):
     """Leased locks, one per transfer process (see :class:`~airflow_edc_callbacks.store.tables.EdrRefreshLockRow`)."""

@@ -26,8 +26,6 @@ from sqlalchemy.pool import NullPool
 from airflow_edc_callbacks.exceptions import StoreUnavailableError
 from airflow_edc_callbacks.store.sqlite_file import SqliteFileGuard
 
-__all__ = ["ACCEPTED_URL_FORMS", "MAX_OVERFLOW", "StoreEngine", "parse_store_url"]
-
 ACCEPTED_URL_FORMS = ("sqlite:///<path>", "postgresql+psycopg://<user>:<password>@<host>/<database>")
 """The two forms of ``[edc_callbacks] store_url`` the store accepts."""
 

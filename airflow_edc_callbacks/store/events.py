@@ -17,8 +17,6 @@ from airflow_edc_callbacks.store.bindings import bound_correlation
 from airflow_edc_callbacks.store.stored import StoredEvent, body_sha256
 from airflow_edc_callbacks.store.tables import CallbackEventRow
 
-__all__ = ["LOOKBACK_MS", "NOTIFY_CHANNEL", "EventLog"]
-
 NOTIFY_CHANNEL = "edc_callback_events"
 """PostgreSQL: the channel each new event's ``seq`` is sent on (``pg_notify``) when its insert commits."""
 

@@ -44,8 +44,6 @@ from airflow_edc_callbacks.store.tables import CallbackEventRow
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LOOKBACK_MS", "StoreListener", "Subscription", "get_listener"]
-
 DEFAULT_POLL_INTERVAL = 0.05
 """Seconds between two change checks (one ``PRAGMA data_version`` on one connection)."""
 

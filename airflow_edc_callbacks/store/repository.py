@@ -8,11 +8,8 @@ import threading
 from airflow_edc_callbacks.store.bindings import Bindings
 from airflow_edc_callbacks.store.cursors import WatcherCursors
 from airflow_edc_callbacks.store.edr_locks import EdrRefreshLocks
-from airflow_edc_callbacks.store.events import NOTIFY_CHANNEL, EventLog
+from airflow_edc_callbacks.store.events import EventLog
 from airflow_edc_callbacks.store.retention import Retention
-from airflow_edc_callbacks.store.stored import StoredEvent, body_sha256
-
-__all__ = ["NOTIFY_CHANNEL", "EventStore", "StoredEvent", "body_sha256", "get_store"]
 
 
 class EventStore(EventLog, Bindings, WatcherCursors, EdrRefreshLocks, Retention):

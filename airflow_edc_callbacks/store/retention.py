@@ -16,8 +16,6 @@ from airflow_edc_callbacks.store.tables import (
     TriggerHoldRow,
 )
 
-__all__ = ["Retention"]
-
 
 class Retention(StoreBase):
     """The purge the receiver runs periodically (and ``airflow-edc-callbacks purge``)."""

@@ -18,8 +18,6 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-__all__ = ["BASELINE", "VERSION_TABLE", "current_revision", "head_revision", "upgrade"]
-
 VERSION_TABLE = "edc_callbacks_alembic_version"
 """Alembic's version table for this store (not ``alembic_version``: the store may share Airflow's database)."""
 

@@ -22,8 +22,6 @@ from sqlalchemy import Engine, event
 
 from airflow_edc_callbacks.exceptions import StoreUnavailableError
 
-__all__ = ["SqliteFileGuard"]
-
 
 class SqliteFileGuard:
     """Creates the store's SQLite file (mode 0600) if missing and checks it stays the file at its path.

@@ -9,8 +9,6 @@ from typing import Any
 
 from airflow_edc_callbacks.store.tables import CallbackEventRow
 
-__all__ = ["StoredEvent", "body_sha256"]
-
 
 @dataclass(frozen=True)
 class StoredEvent:

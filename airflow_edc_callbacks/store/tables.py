@@ -11,16 +11,6 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Index, Integer, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = [
-    "Base",
-    "CallbackEventRow",
-    "EdrRefreshLockRow",
-    "ProcessBindingRow",
-    "TriggerCursorRow",
-    "TriggerFiredRow",
-    "TriggerHoldRow",
-]
-
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_name)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",

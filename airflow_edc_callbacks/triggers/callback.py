@@ -37,8 +37,6 @@ from airflow_edc_callbacks.triggers.engine import Waiter
 from airflow_edc_callbacks.triggers.kill import kill, prepare_kill
 from airflow_edc_callbacks.triggers.kinds import transfer_kind
 
-__all__ = ["EdcCallbackTrigger"]
-
 
 def check_interval(seconds: float | None) -> float | None:
     """A trigger's ``fallback_check_interval``: positive seconds, or ``None`` (the config's).

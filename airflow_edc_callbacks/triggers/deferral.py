@@ -25,16 +25,6 @@ if TYPE_CHECKING:
     from airflow.sdk import BaseOperator, Context
     from airflow.triggers.base import BaseTrigger
 
-__all__ = [
-    "DEFER_TIMEOUT_MARGIN",
-    "ProcessTrigger",
-    "arm",
-    "complete_transfer",
-    "connector_url",
-    "defer_or_wait",
-    "safety_net",
-]
-
 ProcessTrigger = EdcCallbackTrigger | EdcNegotiationTrigger
 """A trigger that waits for one process (it has a deadline and holds an early event)."""
 

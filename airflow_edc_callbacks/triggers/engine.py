@@ -32,19 +32,6 @@ from airflow_edc_callbacks.triggers.kinds import ProcessKind
 from airflow_edc_callbacks.triggers.results import WaitResult
 from airflow_edc_callbacks.triggers.tracking import Finding, ProcessTracker
 
-__all__ = [
-    "HOLD_RENEW_SECONDS",
-    "MAX_CHECK_INTERVAL",
-    "STORE_RETRY_SECONDS",
-    "Backoff",
-    "Hold",
-    "Waiter",
-    "hold_early_event",
-    "open_store",
-    "store_unavailable",
-    "subscribe",
-]
-
 Log = logging.Logger | Any
 
 STORE_RETRY_SECONDS = 5.0

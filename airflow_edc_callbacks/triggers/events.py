@@ -38,8 +38,6 @@ from airflow_edc_callbacks.exceptions import EdcCallbacksError
 from airflow_edc_callbacks.store import EventStore, StoredEvent, Subscription
 from airflow_edc_callbacks.triggers.engine import open_store, store_unavailable, subscribe
 
-__all__ = ["EdcCallbackEventTrigger"]
-
 STATIC_ROUTE_WAIT = 30.0
 """Seconds a matching event stored by a dynamic callback waits for its static-route delivery."""
 

@@ -7,8 +7,6 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger
 
-__all__ = ["first_event"]
-
 
 async def first_event(trigger: BaseTrigger, timeout: float) -> dict[str, Any]:
     """The payload of the trigger's first event.

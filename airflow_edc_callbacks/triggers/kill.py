@@ -16,8 +16,6 @@ from typing import Any
 from airflow_edc_callbacks.exceptions import EdcCallbacksError
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 
-__all__ = ["KILL_TIMEOUT_SECONDS", "PREPARE_KILL_TIMEOUT_SECONDS", "kill", "prepare_kill", "task_instance_state"]
-
 KILL_TIMEOUT_SECONDS = 120.0
 """Longest an ``on_kill`` terminate may take (the task instance's state, then the terminate request).
 Airflow's ``[triggerer] on_kill_timeout`` (30 s) stops waiting for ``on_kill`` earlier; the terminate,

@@ -30,16 +30,6 @@ from airflow_edc_callbacks.models import (
 )
 from airflow_edc_callbacks.triggers.results import NegotiationResult, TransferResult, WaitResult
 
-__all__ = [
-    "NEGOTIATION",
-    "NEGOTIATION_EVENT_PREFIX",
-    "NEGOTIATION_STALL_CAUSES",
-    "TRANSFER_STALL_CAUSES",
-    "KindName",
-    "ProcessKind",
-    "transfer_kind",
-]
-
 KindName = Literal["transfer", "negotiation"]
 
 NEGOTIATION_EVENT_PREFIX = "ContractNegotiation"

@@ -23,9 +23,7 @@ from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.triggers.callback import check_interval
 from airflow_edc_callbacks.triggers.engine import Waiter
 from airflow_edc_callbacks.triggers.kill import kill, prepare_kill
-from airflow_edc_callbacks.triggers.kinds import NEGOTIATION, NEGOTIATION_EVENT_PREFIX
-
-__all__ = ["NEGOTIATION_EVENT_PREFIX", "EdcNegotiationTrigger"]
+from airflow_edc_callbacks.triggers.kinds import NEGOTIATION
 
 
 class EdcNegotiationTrigger(BaseTrigger):

@@ -19,15 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from airflow_edc_callbacks.exceptions import TriggerEventError
 from airflow_edc_callbacks.models import Outcome, Source, iso_from_epoch_ms
 
-__all__ = [
-    "NegotiationResult",
-    "TimelineEntry",
-    "TransferResult",
-    "WaitResult",
-    "WatchedEvent",
-    "parse_event",
-]
-
 
 class TimelineEntry(BaseModel):
     """One callback event of a wait, as it goes to XCom: no payload, so no EDR token.

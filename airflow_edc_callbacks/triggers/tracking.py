@@ -17,8 +17,6 @@ from airflow_edc_callbacks.store import StoredEvent
 from airflow_edc_callbacks.triggers.kinds import ProcessKind
 from airflow_edc_callbacks.triggers.results import TimelineEntry
 
-__all__ = ["Finding", "ProcessTracker", "timeline_entry"]
-
 _MAX_WARNINGS = 100
 """Untrusted events a trigger logs (one line each); any beyond are ignored silently."""
 

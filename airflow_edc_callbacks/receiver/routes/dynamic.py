@@ -14,8 +14,6 @@ from airflow_edc_callbacks.receiver.routes.openapi import CALLBACK_OPENAPI
 
 log = logging.getLogger(__name__)
 
-__all__ = ["router"]
-
 router = APIRouter()
 
 

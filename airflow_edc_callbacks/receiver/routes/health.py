@@ -11,8 +11,6 @@ from airflow_edc_callbacks.receiver.dependencies import Settings
 from airflow_edc_callbacks.receiver.responses import error_response
 from airflow_edc_callbacks.receiver.settings import ReceiverSettings
 
-__all__ = ["router"]
-
 router = APIRouter()
 
 

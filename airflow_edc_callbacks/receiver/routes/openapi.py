@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CALLBACK_OPENAPI", "STATIC_OPENAPI"]
-
 CALLBACK_OPENAPI: dict[str, Any] = {
     "requestBody": {
         "required": True,

@@ -10,8 +10,6 @@ from airflow_edc_callbacks.receiver.events import store_event
 from airflow_edc_callbacks.receiver.responses import answered
 from airflow_edc_callbacks.receiver.routes.openapi import STATIC_OPENAPI
 
-__all__ = ["router"]
-
 router = APIRouter()
 
 
