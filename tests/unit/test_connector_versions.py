@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from airflow_edc_callbacks.connector_versions import parse_version, profile
-from airflow_edc_callbacks.hooks.edc import DEFAULT_PROTOCOL, EdcManagementHook
+from airflow_edc_callbacks.hooks.edc import EdcManagementHook
+from airflow_edc_callbacks.hooks.jsonld import DEFAULT_PROTOCOL
 from airflow_edc_callbacks.static_callbacks import StaticCallbackRegistration, connector_settings
 from demo import edc_versions
 from tests.helpers import REPO

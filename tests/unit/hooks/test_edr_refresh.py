@@ -22,7 +22,7 @@ import pytest
 from pyld import jsonld
 
 from airflow_edc_callbacks.exceptions import EdcEdrRefused
-from airflow_edc_callbacks.hooks.edc import EdcConnectionSettings, EdcManagementHook
+from airflow_edc_callbacks.hooks import EdcConnectionSettings, EdcManagementHook
 from airflow_edc_callbacks.ledger import StoreLedger
 from airflow_edc_callbacks.models import (
     EDC_NAMESPACE,
