@@ -81,3 +81,10 @@ async def until_subscribed(count: int = 1, timeout: float = 5) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError("trigger never subscribed to the store listener")
         await asyncio.sleep(0.01)
+
+
+def record_event(store: Any, body: dict[str, Any], correlation_id: str | None = "c1", route: str = "dynamic") -> bool:
+    """Store ``body`` (an event envelope) as the receiver does; ``True`` when it was new."""
+    from airflow_edc_callbacks.models import EventEnvelope
+
+    return bool(store.record(EventEnvelope.model_validate(body), body, correlation_id=correlation_id, route=route))

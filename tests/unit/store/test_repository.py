@@ -1,26 +1,20 @@
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from airflow_edc_callbacks.models import EventEnvelope
-from airflow_edc_callbacks.store import EventStore, StoreListener
-from tests.helpers import envelope
-
-
-def _record(store: EventStore, body: dict, correlation_id: str | None = "c1", route: str = "dynamic") -> bool:
-    return store.record(EventEnvelope.model_validate(body), body, correlation_id=correlation_id, route=route)
+from airflow_edc_callbacks.store import EventStore
+from tests.helpers import envelope, record_event
 
 
 def test_record_is_idempotent_on_envelope_id(store: EventStore) -> None:
     body = envelope("TransferProcessStarted", "tp-1", envelope_id="env-1")
-    assert _record(store, body) is True
-    assert _record(store, body) is False
-    assert _record(store, body, correlation_id=None, route="static:cb1") is False
+    assert record_event(store, body) is True
+    assert record_event(store, body) is False
+    assert record_event(store, body, correlation_id=None, route="static:cb1") is False
     events = store.events(process_id="tp-1")
     assert len(events) == 1
     assert events[0].routes == ("dynamic", "static:cb1")
@@ -31,7 +25,7 @@ def test_record_is_idempotent_on_envelope_id(store: EventStore) -> None:
 def test_sqlite_store_uses_wal_and_is_durable_for_other_connections(tmp_path: Path) -> None:
     store_url = f"sqlite:///{tmp_path / 'events.db'}"
     store = EventStore(store_url)
-    _record(store, envelope("TransferProcessCompleted", "tp-2"))
+    record_event(store, envelope("TransferProcessCompleted", "tp-2"))
     store.dispose()
     path = store_url.removeprefix("sqlite:///")
     with sqlite3.connect(path) as conn:
@@ -40,9 +34,9 @@ def test_sqlite_store_uses_wal_and_is_durable_for_other_connections(tmp_path: Pa
 
 
 def test_events_by_correlation_or_process_oldest_first(store: EventStore) -> None:
-    _record(store, envelope("TransferProcessInitiated", "tp-1"), correlation_id="c1")
-    _record(store, envelope("TransferProcessStarted", "tp-2"), correlation_id="c2")
-    _record(store, envelope("TransferProcessCompleted", "tp-1"), correlation_id=None)
+    record_event(store, envelope("TransferProcessInitiated", "tp-1"), correlation_id="c1")
+    record_event(store, envelope("TransferProcessStarted", "tp-2"), correlation_id="c2")
+    record_event(store, envelope("TransferProcessCompleted", "tp-1"), correlation_id=None)
     assert [e.event_type for e in store.events(correlation_id="c1")] == ["TransferProcessInitiated"]
     assert [e.event_type for e in store.events(process_id="tp-1")] == [
         "TransferProcessInitiated",
@@ -54,59 +48,12 @@ def test_events_by_correlation_or_process_oldest_first(store: EventStore) -> Non
 
 
 def test_purge_deletes_only_old_events(store: EventStore) -> None:
-    _record(store, envelope(process_id="old"))
+    record_event(store, envelope(process_id="old"))
     with store.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE edc_callback_event SET received_at = received_at - CAST(8 AS BIGINT) * 86400000")
-    _record(store, envelope(process_id="new"))
+    record_event(store, envelope(process_id="new"))
     assert store.purge(timedelta(days=7)) == 1
     assert [e.process_id for e in store.events()] == ["new"]
-
-
-async def test_listener_wakes_subscribers_from_one_connection(store_url: str) -> None:
-    from sqlalchemy import event
-
-    writer = EventStore(store_url)  # another process's connection pool, as the receiver would have
-    reader = EventStore(store_url)
-    fetches: list[str] = []
-    event.listen(
-        reader.engine,
-        "before_cursor_execute",
-        lambda _c, _cur, statement, *_: fetches.append(statement) if "FROM edc_callback_event" in statement else None,
-    )
-    listener = StoreListener(reader, poll_interval=0.02).start()
-    try:
-        subs = [listener.subscribe(correlation_id=f"c{i}", process_ids=[f"tp-{i}"]) for i in range(200)]
-        assert listener.subscription_count == 200
-        await asyncio.to_thread(_record, writer, envelope("TransferProcessCompleted", "tp-7"), None)
-        await asyncio.to_thread(_record, writer, envelope("TransferProcessStarted", "tp-x"), "c9")
-        got7 = await subs[7].wait(timeout=5)
-        got9 = await subs[9].wait(timeout=5)
-        assert [e.process_id for e in got7] == ["tp-7"]
-        assert [e.correlation_id for e in got9] == ["c9"]
-        assert subs[8].drain() == []
-        assert listener.wakeups == 2
-        # 200 waiting subscriptions cost one connection and one fetch per change, not one per subscription
-        assert reader.engine.pool.checkedout() == 1
-        assert 1 <= len(fetches) <= 4, fetches
-        for sub in subs:
-            sub.close()
-        assert listener.subscription_count == 0
-    finally:
-        listener.stop()
-        writer.dispose()
-        reader.dispose()
-
-
-async def test_listener_subscription_learns_process_id_later(store: EventStore) -> None:
-    listener = StoreListener(store, poll_interval=0.02).start()
-    try:
-        sub = listener.subscribe(correlation_id="c1")
-        sub.add_process_id("tp-late")
-        await asyncio.to_thread(_record, store, envelope("TransferProcessCompleted", "tp-late"), None)
-        assert [e.process_id for e in await sub.wait(timeout=5)] == ["tp-late"]
-        assert await sub.wait(timeout=0.05) == []
-    finally:
-        listener.stop()
 
 
 def test_store_rejects_unreachable_database(tmp_path) -> None:
@@ -116,43 +63,6 @@ def test_store_rejects_unreachable_database(tmp_path) -> None:
     not_a_dir.write_text("")
     with pytest.raises(StoreUnavailableError, match="Cannot open the callback event store"):
         EventStore(f"sqlite:///{not_a_dir}/events.db")
-
-
-async def test_listener_keeps_dispatching_after_a_purge(store: EventStore) -> None:
-    """Purged ids are never reused (AUTOINCREMENT), so the listener's cursor stays valid."""
-    for i in range(3):
-        _record(store, envelope(process_id=f"old-{i}"))
-    listener = StoreListener(store, poll_interval=0.02).start()
-    try:
-        assert store.purge(timedelta(0)) == 3
-        sub = listener.subscribe(process_ids=["tp-new"])
-        await asyncio.to_thread(_record, store, envelope("TransferProcessCompleted", "tp-new"), None)
-        got = await sub.wait(timeout=5)
-        assert [e.process_id for e in got] == ["tp-new"]
-        assert got[0].seq == 4
-    finally:
-        listener.stop()
-
-
-async def test_listener_dispatches_each_event_once(store: EventStore) -> None:
-    """SQLite's cursor on ``seq`` and PostgreSQL's NOTIFY (the listener's only two modes) hand each stored
-    event to a subscription once."""
-    listener = StoreListener(store, poll_interval=0.02).start()
-    try:
-        sub = listener.subscribe(process_ids=["tp-w"])
-        await asyncio.to_thread(_record, store, envelope("TransferProcessStarted", "tp-w"), None)
-        first = await sub.wait(timeout=5)
-        await asyncio.to_thread(_record, store, envelope("TransferProcessCompleted", "tp-w"), None)
-        second = await sub.wait(timeout=5)
-        assert [e.event_type for e in first + second] == ["TransferProcessStarted", "TransferProcessCompleted"]
-        assert await sub.wait(timeout=0.2) == []  # nothing is delivered twice
-    finally:
-        listener.stop()
-
-
-async def test_subscribe_requires_a_started_listener(store: EventStore) -> None:
-    with pytest.raises(RuntimeError, match="start"):
-        StoreListener(store).subscribe(process_ids=["x"])
 
 
 def _age(store: EventStore, process_id: str, days: float) -> None:
@@ -166,7 +76,7 @@ def _age(store: EventStore, process_id: str, days: float) -> None:
 
 def test_purge_keeps_what_a_waiting_trigger_holds(store: EventStore) -> None:
     for process_id in ("held", "held-by-token", "stale-hold", "free"):
-        _record(store, envelope("TransferProcessStarted", process_id), correlation_id=f"c-{process_id}")
+        record_event(store, envelope("TransferProcessStarted", process_id), correlation_id=f"c-{process_id}")
         _age(store, process_id, 8)
     store.hold("trigger-1", process_id="held", correlation_id=None)
     store.hold("trigger-2", process_id=None, correlation_id="c-held-by-token")
@@ -186,7 +96,7 @@ def test_purge_keeps_what_a_waiting_trigger_holds(store: EventStore) -> None:
 
 
 def test_purge_forgets_what_event_triggers_fired_for_purged_events(store: EventStore) -> None:
-    _record(store, envelope("TransferProcessCompleted", "old"))
+    record_event(store, envelope("TransferProcessCompleted", "old"))
     old = store.events()[0]
     assert store.claim("watcher", old) is True
     _age(store, "old", 8)
@@ -204,8 +114,8 @@ def test_idle_connections_close_after_the_idle_timeout_and_the_pool_reopens(stor
     unpooled = EventStore(store_url, pool_size=0)
     opened: list[object] = []
     closed: list[object] = []
-    event.listen(unpooled.engine, "connect", lambda dbapi_connection, _record: opened.append(dbapi_connection))
-    event.listen(unpooled.engine, "close", lambda dbapi_connection, _record: closed.append(dbapi_connection))
+    event.listen(unpooled.engine, "connect", lambda dbapi_connection, record_event: opened.append(dbapi_connection))
+    event.listen(unpooled.engine, "close", lambda dbapi_connection, record_event: closed.append(dbapi_connection))
     try:
         assert pooled.max_seq() == 0
         assert pooled.engine.pool.checkedin() == 1  # kept for the next use

@@ -1,4 +1,4 @@
-"""EdcCallbackEventTrigger (AssetWatcher) and EdcTransferSensor, against the real store and receiver."""
+"""EdcCallbackEventTrigger (the AssetWatcher trigger) against the real store and receiver."""
 
 from __future__ import annotations
 
@@ -6,18 +6,14 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from airflow_edc_callbacks.exceptions import TriggerEventError
 from airflow_edc_callbacks.receiver import ReceiverSettings, create_app
-from airflow_edc_callbacks.sensors import EdcTransferSensor
 from airflow_edc_callbacks.store import get_listener, get_store
-from airflow_edc_callbacks.triggers import EdcCallbackEventTrigger, EdcCallbackTrigger
-from tests.airflow_compat import TaskDeferred, deferral_timeout
+from airflow_edc_callbacks.triggers import EdcCallbackEventTrigger
 from tests.conftest import SIGNING_KEY
 from tests.helpers import envelope
 
@@ -107,37 +103,3 @@ async def test_one_shot_since(receiver: TestClient) -> None:
     await asyncio.to_thread(post_static, receiver, provider_event("TransferProcessInitiated", "new"))
     [found] = await asyncio.wait_for(task, 10)
     assert found["process_id"] == "new"
-
-
-def test_sensor_defers_on_the_transfer_with_no_token() -> None:
-    sensor = EdcTransferSensor(task_id="wait", transfer_process_id="tp-9", deferrable=True)
-    with pytest.raises(TaskDeferred) as info:
-        sensor.execute({})  # type: ignore[arg-type]
-    trigger = info.value.trigger
-    assert isinstance(trigger, EdcCallbackTrigger)
-    assert (trigger.correlation_id, trigger.transfer_process_id) == (None, "tp-9")
-    # the trigger's own deadline decides (typed error); Airflow's deferral time-out is a later safety net
-    assert deferral_timeout(info.value) == timedelta(hours=24) + timedelta(seconds=60)
-    assert trigger.deadline is not None
-    assert abs(trigger.deadline - (time.time() + 24 * 3600)) < 60
-    assert trigger.terminate_on_kill is False  # a sensor never terminates a transfer it did not start
-
-
-def test_sensor_by_asset_first_finds_the_transfer() -> None:
-    sensor = EdcTransferSensor(task_id="wait", asset_id="demo-asset", timeout=600, deferrable=True)
-    with pytest.raises(TaskDeferred) as info:
-        sensor.execute({})  # type: ignore[arg-type]
-    finder = info.value.trigger
-    assert isinstance(finder, EdcCallbackEventTrigger)
-    assert (finder.asset_id, finder.process_type, finder.one_shot) == ("demo-asset", "CONSUMER", True)
-    assert info.value.method_name == "transfer_found"
-    with pytest.raises(TaskDeferred) as then:
-        sensor.transfer_found({}, {"process_id": "tp-found", "event_type": "TransferProcessInitiated"})  # type: ignore[arg-type]
-    assert then.value.trigger.transfer_process_id == "tp-found"
-    with pytest.raises(TriggerEventError):
-        sensor.transfer_found({}, {})  # type: ignore[arg-type]
-
-
-def test_sensor_needs_a_target() -> None:
-    with pytest.raises(ValueError, match="transfer_process_id, asset_id or contract_id"):
-        EdcTransferSensor(task_id="wait").execute({})  # type: ignore[arg-type]
