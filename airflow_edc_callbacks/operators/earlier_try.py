@@ -15,7 +15,7 @@ from typing import Any
 from airflow_edc_callbacks.exceptions import StoreUnavailableError
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.ledger import StoreLedger
-from airflow_edc_callbacks.models import TERMINAL_TRANSFER_STATES, jsonld_get
+from airflow_edc_callbacks.models import TERMINAL_TRANSFER_STATES, WaitFor, jsonld_get
 from airflow_edc_callbacks.operators.lifecycle import TaskLog
 
 CORRELATION_PROPERTY = "airflowCorrelationId"
@@ -27,17 +27,19 @@ def _state(process: dict[str, Any]) -> str:
     return str(jsonld_get(process, "state", "")).upper()
 
 
-def find_earlier_transfer(log: TaskLog, hook: EdcManagementHook, correlation_id: str) -> str | None:
+def find_earlier_transfer(log: TaskLog, hook: EdcManagementHook, correlation_id: str, wait_for: WaitFor) -> str | None:
     """The transfer process an earlier try of the task instance ``correlation_id`` started that this try
     should wait for, or ``None`` (start a new one).
 
     One query to the connector on the :data:`CORRELATION_PROPERTY` private property (it also finds a
     transfer whose callbacks never reached the receiver). The latest running transfer wins (a
     ``TERMINATING`` one does not count: e.g. the earlier try's ``on_kill`` after a user cleared the task);
-    else the latest ``COMPLETED`` one whose result no try took (see :func:`mark_taken`; a store that
-    cannot be read counts as taken). Terminated transfers are never waited for.
+    else, when the task waits for ``COMPLETED`` (a PUSH; a PULL's result is its EDR, revoked at the end),
+    the latest ``COMPLETED`` one whose result no try took (see :func:`mark_taken`; a store that cannot be
+    read counts as taken). Terminated transfers are never waited for.
 
-    :raises EdcManagementApiError: the connector's query failed.
+    :raises EdcApiError: the connector refused the query.
+    :raises EdcTransportError: the connector could not be reached.
     """
     processes = hook.find_transfer_processes(CORRELATION_PROPERTY, correlation_id)
 
@@ -55,6 +57,8 @@ def find_earlier_transfer(log: TaskLog, hook: EdcManagementHook, correlation_id:
             jsonld_get(process, "state"),
         )
         return str(jsonld_get(process, "@id"))
+    if wait_for is not WaitFor.COMPLETED:  # a PULL's result is its EDR, revoked once the transfer completed
+        return None
     for process in latest_first([p for p in processes if _state(p) == "COMPLETED"]):
         process_id = str(jsonld_get(process, "@id"))
         try:

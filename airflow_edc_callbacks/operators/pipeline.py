@@ -41,7 +41,8 @@ class EdcNegotiatedTransferOperator(BaseOperator):
 
     Each wait is driven by the connector's callbacks; the connector is asked only after
     ``fallback_check_interval`` of silence. A retry that finds the transfer an earlier try started still
-    running waits for it instead of negotiating again. Compare the Tractus-X ``POST /v3/edrs``, which
+    running (or, PUSH, COMPLETED with no try having taken its result) waits for it instead of negotiating
+    again. Compare the Tractus-X ``POST /v3/edrs``, which
     negotiates and starts a PULL transfer in one call but leaves the waiting to the client.
 
     :param asset_id: the provider's asset (templated).
@@ -212,7 +213,8 @@ class EdcNegotiatedTransferOperator(BaseOperator):
         terminate_when_killed(self, self._hook(), self._waiting_on, self.terminate_on_kill)
 
     def execute(self, context: Context) -> Any:
-        """Take over an earlier try's running transfer, or start the negotiation and wait for it.
+        """Take over an earlier try's transfer (see :meth:`TransferStep.find_unfinished`), or start the
+        negotiation and wait for it.
 
         :raises TaskDeferred: when deferrable (Airflow's way to defer).
         """

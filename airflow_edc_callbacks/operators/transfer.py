@@ -86,7 +86,7 @@ class TransferStep:
         ti = context["ti"]
         if not self.reattach or (getattr(ti, "try_number", 1) or 1) <= 1:
             return None
-        return find_earlier_transfer(task.log, hook, correlation_of(context))
+        return find_earlier_transfer(task.log, hook, correlation_of(context), self.wait_for)
 
     def start(self, task: BaseOperator, context: Context, hook: EdcManagementHook, contract_id: str) -> str:
         """Start the transfer under ``contract_id`` with a callback address for this task instance.
@@ -198,8 +198,8 @@ class EdcTransferOperator(BaseOperator):
     ``TransferProcessResumed`` are logged and kept in the timeline; they never end the wait.
 
     A retry of the same task instance (try 2 and later) first asks the connector, in one query, for a
-    transfer process an earlier try started that is not finished, and waits for it instead of starting
-    a second one.
+    transfer process an earlier try started that is not finished, or (PUSH) that COMPLETED without any
+    try taking its result, and waits for it instead of starting a second one.
 
     :param contract_id: the contract agreement id (templated).
     :param counter_party_address: the provider's DSP address, e.g. ``http://provider:19194/protocol/2025-1``
@@ -334,7 +334,7 @@ class EdcTransferOperator(BaseOperator):
         return step.wait(self, context, hook, transfer_id, self.execute_complete)
 
     def find_unfinished_transfer(self, context: Context, hook: EdcManagementHook) -> str | None:
-        """The transfer process an earlier try of this task instance started and that is still running
+        """The transfer process an earlier try of this task instance started that this try waits for
         (see :meth:`TransferStep.find_unfinished`); ``None`` on the first try or with ``reattach=False``."""
         return self._transfer_step().find_unfinished(self, context, hook)
 

@@ -51,14 +51,17 @@ class Connector:
         return httpx.Response(404, json=[{"message": f"unexpected {request.method} {request.url.path}"}])
 
 
-def run_try(connector: Connector, try_number: int, monkeypatch: pytest.MonkeyPatch) -> str:
+def run_try(
+    connector: Connector, try_number: int, monkeypatch: pytest.MonkeyPatch, transfer_type: str = "HttpData-PUSH"
+) -> str:
     """Run ``execute`` for this try; return the transfer process id it defers on."""
+    push = transfer_type.endswith("-PUSH")
     op = EdcTransferOperator(
         task_id="transfer",
         contract_id="contract-1",
         counter_party_address="http://provider.example/protocol/2025-1",
-        transfer_type="HttpData-PUSH",
-        data_destination={"type": "HttpData", "baseUrl": "http://sink.example"},
+        transfer_type=transfer_type,
+        data_destination={"type": "HttpData", "baseUrl": "http://sink.example"} if push else None,
         deferrable=True,
     )
     hook = EdcManagementHook(transport=httpx.MockTransport(connector))
@@ -135,3 +138,11 @@ def test_the_first_try_never_looks_for_an_earlier_transfer(monkeypatch: pytest.M
     get_store(waiting=True).bind(EARLIER, CORRELATION)
     connector = Connector("COMPLETED")
     assert run_try(connector, 1, monkeypatch) == NEW
+
+
+def test_a_pull_retry_never_takes_a_completed_transfer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PULL task's result is the EDR of a STARTED transfer; a COMPLETED one's EDR is revoked."""
+    get_store(waiting=True).bind(EARLIER, CORRELATION)
+    connector = Connector("COMPLETED")
+    assert run_try(connector, 2, monkeypatch, transfer_type="HttpData-PULL") == NEW
+    assert connector.started == 1

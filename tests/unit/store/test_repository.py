@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from alembic import command
+from sqlalchemy import create_engine, text
 
-from airflow_edc_callbacks.store import EventStore
+from airflow_edc_callbacks.store import EventStore, schema
 from tests.helpers import envelope, record_event
 
 
@@ -175,3 +178,29 @@ def test_the_providers_store_url_example_is_an_accepted_url() -> None:
     option = get_provider_info()["config"]["edc_callbacks"]["options"]["store_url"]
     assert make_url(option["example"]).drivername == "postgresql+psycopg"
     assert "psycopg2" not in option["example"]
+
+
+def test_a_binding_made_before_migration_0005_counts_as_taken(tmp_path: Path) -> None:
+    """A task that succeeded under the previous version never marked its transfer taken: after the upgrade
+    a clear of that task starts a new transfer, as it did before (a retry never takes such a result)."""
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    engine = create_engine(url)
+    config = schema._config()
+    with engine.begin() as connection:  # the store as the previous version left it: revision 0004
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0004")
+        connection.execute(
+            text("INSERT INTO edc_process_binding (process_id, correlation_id, bound_at) VALUES (:p, :c, :t)"),
+            {"p": "tp-old", "c": "corr-1", "t": int(time.time() * 1000)},
+        )
+    engine.dispose()
+    upgraded = EventStore(url)
+    try:
+        assert schema.current_revision(upgraded.engine) == schema.head_revision()
+        assert upgraded.untaken("tp-old", "corr-1") is False
+        upgraded.bind("tp-new", "corr-1")  # bound by this version: untaken until a try takes it
+        assert upgraded.untaken("tp-new", "corr-1") is True
+        assert upgraded.mark_taken("tp-new", "corr-1") is True
+        assert upgraded.untaken("tp-new", "corr-1") is False
+    finally:
+        upgraded.dispose()
