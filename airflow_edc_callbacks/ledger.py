@@ -12,15 +12,30 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import TypeVar
 
 from airflow_edc_callbacks.exceptions import StoreUnavailableError
 from airflow_edc_callbacks.models import EndpointDataReference, TransferEventType
-from airflow_edc_callbacks.store import get_store
+from airflow_edc_callbacks.store import EventStore, get_store
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 _LOCK_POLL_MAX = 0.5
 """Longest pause, in seconds, between two tries to take a busy EDR refresh lock."""
+
+
+def _in_store(call: Callable[[EventStore], T]) -> T:
+    """``call`` on the store as a task's worker opens it: without Alembic, unless the tables are missing or
+    older than this package (then upgraded once; the api-server and triggerer normally keep them current).
+
+    :raises StoreUnavailableError: the store cannot be used.
+    """
+    try:
+        return call(get_store(waiting=True, migrate=False))
+    except StoreUnavailableError:
+        return call(get_store(waiting=True))
 
 
 class StoreLedger:
@@ -32,20 +47,14 @@ class StoreLedger:
 
         :raises StoreUnavailableError: the store cannot be written.
         """
-        try:
-            return get_store(waiting=True, migrate=False).bind(process_id, correlation_id)
-        except StoreUnavailableError:
-            return get_store(waiting=True).bind(process_id, correlation_id)  # a store nobody created yet
+        return _in_store(lambda store: store.bind(process_id, correlation_id))
 
     def mark_taken(self, process_id: str, correlation_id: str) -> bool:
         """Record that this try took ``process_id``'s result (``EventStore.mark_taken``).
 
         :raises StoreUnavailableError: the store cannot be written.
         """
-        try:
-            return get_store(waiting=True, migrate=False).mark_taken(process_id, correlation_id)
-        except StoreUnavailableError:
-            return get_store(waiting=True).mark_taken(process_id, correlation_id)
+        return _in_store(lambda store: store.mark_taken(process_id, correlation_id))
 
     def untaken(self, process_id: str, correlation_id: str) -> bool:
         """Whether no try took ``process_id``'s result (``EventStore.untaken``; an unknown process counts
@@ -53,10 +62,7 @@ class StoreLedger:
 
         :raises StoreUnavailableError: the store cannot be read.
         """
-        try:
-            return get_store(waiting=True, migrate=False).untaken(process_id, correlation_id)
-        except StoreUnavailableError:
-            return get_store(waiting=True).untaken(process_id, correlation_id)
+        return _in_store(lambda store: store.untaken(process_id, correlation_id))
 
     @contextmanager
     def edr_refresh_lock(self, transfer_process_id: str, lease: float) -> Iterator[None]:
@@ -69,12 +75,7 @@ class StoreLedger:
         """
         holder = uuid.uuid4().hex
         try:
-            try:
-                store = get_store(waiting=True, migrate=False)
-                taken = store.try_lock_edr_refresh(transfer_process_id, holder, lease)
-            except StoreUnavailableError:
-                store = get_store(waiting=True)  # a store whose tables nobody upgraded yet
-                taken = store.try_lock_edr_refresh(transfer_process_id, holder, lease)
+            store, taken = _in_store(lambda s: (s, s.try_lock_edr_refresh(transfer_process_id, holder, lease)))
         except StoreUnavailableError as err:
             log.warning("EDR of transfer process %s used without its lock: %s", transfer_process_id, err)
             yield

@@ -30,18 +30,9 @@ class WatcherCursors(StoreBase):
         with self._reading() as session:
             return session.scalar(select(TriggerCursorRow.seq).where(TriggerCursorRow.name == name))
 
-    def cursor_start(self, name: str) -> int:
-        """The ``seq`` the event trigger ``name`` first started from (0 when unknown).
-
-        :raises StoreUnavailableError: the read failed.
-        """
-        with self._reading() as session:
-            start = session.scalar(select(TriggerCursorRow.start_seq).where(TriggerCursorRow.name == name))
-            return int(start or 0)
-
     def set_cursor(self, name: str, seq: int) -> None:
-        """Save the cursor of the event trigger ``name`` (the first save is also its start, see
-        :meth:`cursor_start`).
+        """Save the cursor of the event trigger ``name`` (the first save is also its start: the
+        ``start_seq`` :meth:`backlog` never reaches below).
 
         :raises StoreUnavailableError: the write failed.
         """

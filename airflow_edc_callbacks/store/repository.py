@@ -47,8 +47,11 @@ def get_store(url: str | None = None, *, waiting: bool = False, migrate: bool = 
     One per process, URL and use, re-created after a fork. ``waiting`` is the store of processes that
     wait for events (triggerers, workers): it keeps no connection between uses (``pool_size=0``), so
     thousands of waiting triggers cost one connection per process while idle, the listener's; a trigger
-    reads the store when it starts and renews its hold hourly. Receivers keep a pool of five for bursts
-    of callbacks.
+    reads the store when it starts and renews its hold hourly. The trade-off: each such use opens its own
+    connection, so a triggerer starting thousands of triggers at once holds up to as many connections as
+    its event loop's worker threads run store calls (Python's default: min(32, CPUs + 4)); size the
+    database's ``max_connections`` for that. Receivers keep a pool of five (up to 13 under load) for
+    bursts of callbacks.
 
     :raises StoreUnavailableError: the URL is not accepted, or the database cannot be opened or upgraded.
     """

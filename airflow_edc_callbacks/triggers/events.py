@@ -144,7 +144,7 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
             await asyncio.to_thread(store.set_cursor, self.name, cursor)
         return cursor
 
-    async def _catch_up(self, store: EventStore, cursor: int) -> list[StoredEvent]:
+    async def _catch_up(self, store: EventStore) -> list[StoredEvent]:
         """The stored events to decide when the trigger (re)starts: those after its cursor, and those below
         it that may have committed late (see :meth:`~airflow_edc_callbacks.store.EventStore.backlog`)."""
         return await asyncio.to_thread(store.backlog, self.name, since=self.since)
@@ -166,7 +166,7 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
                         cursor = await self._start(store)  # the cursor first, then subscribe, then read
                         subscription = await subscribe(store, everything=True)
                         self.log.info("Watching callback events %s after seq %d", self._describe(), cursor)
-                        pending = await self._catch_up(store, cursor)
+                        pending = await self._catch_up(store)
                     for stored in pending:
                         if stored.envelope_id in decided or not self.matches(stored):
                             continue
