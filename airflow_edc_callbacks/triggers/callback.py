@@ -33,9 +33,8 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.models import WaitFor
-from airflow_edc_callbacks.triggers.engine import Waiter
-from airflow_edc_callbacks.triggers.kill import kill, prepare_kill
 from airflow_edc_callbacks.triggers.kinds import transfer_kind
+from airflow_edc_callbacks.triggers.shell import kill_unless_fired, run_until_final
 
 
 def check_interval(seconds: float | None) -> float | None:
@@ -137,39 +136,11 @@ class EdcCallbackTrigger(BaseTrigger):
         Store outages are retried every 5 s and failed state checks are logged and retried after the
         next interval, so neither fails the task; ``deadline`` bounds the wait (a ``timeout`` event).
         """
-        waiter = Waiter(
-            self.kind,
-            self.transfer_process_id,
-            self.correlation_id,
-            log=self.log,
-            hook=self._hook,
-            fallback_check_interval=self.fallback_check_interval,
-            deadline=self.deadline,
-            waiting_since=self.waiting_since,
-            not_before=self.not_before,
-        )
-        async with waiter.subscribed():
-            if self.terminate_on_kill:
-                await prepare_kill(self.log, self._hook(), self.conn_id)
-            payload = await waiter.result()
-            self._fired = True  # a cancel from now on is the triggerer dropping a fired trigger, not a kill
-            yield TriggerEvent(payload)
+        async for event in run_until_final(self, self.transfer_process_id):
+            yield event
 
     async def on_kill(self) -> None:
         """A user marked the deferred task failed or success, or cleared it: terminate the transfer when
         ``terminate_on_kill`` is set (see :func:`~airflow_edc_callbacks.triggers.kill.kill`). Best
         effort: a failure is logged, never raised."""
-        if not self.terminate_on_kill:
-            return
-        if self._fired:
-            # Airflow 3.3 cancels a trigger that fired but is still closing (releasing its hold) as if a
-            # user acted: the task resumes on the event, its process must not be terminated
-            self.log.info("on_kill after the event was sent: not terminating %s", self.transfer_process_id)
-            return
-        process_id = self.transfer_process_id
-        await kill(
-            self.log,
-            getattr(self, "task_instance", None),
-            f"{self.kind.label} {process_id}",
-            lambda reason: self.kind.terminate(self._hook(), process_id, reason),
-        )
+        await kill_unless_fired(self, self.transfer_process_id)

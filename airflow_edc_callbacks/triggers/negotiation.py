@@ -21,9 +21,8 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.triggers.callback import check_interval
-from airflow_edc_callbacks.triggers.engine import Waiter
-from airflow_edc_callbacks.triggers.kill import kill, prepare_kill
 from airflow_edc_callbacks.triggers.kinds import NEGOTIATION
+from airflow_edc_callbacks.triggers.shell import kill_unless_fired, run_until_final
 
 
 class EdcNegotiationTrigger(BaseTrigger):
@@ -95,36 +94,10 @@ class EdcNegotiationTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Yield one event (see the class docstring) when the negotiation is final or the deadline passed."""
-        waiter = Waiter(
-            self.kind,
-            self.contract_negotiation_id,
-            self.correlation_id,
-            log=self.log,
-            hook=self._hook,
-            fallback_check_interval=self.fallback_check_interval,
-            deadline=self.deadline,
-            waiting_since=self.waiting_since,
-            not_before=self.not_before,
-        )
-        async with waiter.subscribed():
-            if self.terminate_on_kill:
-                await prepare_kill(self.log, self._hook(), self.conn_id)
-            payload = await waiter.result()
-            self._fired = True  # a cancel from now on is the triggerer dropping a fired trigger, not a kill
-            yield TriggerEvent(payload)
+        async for event in run_until_final(self, self.contract_negotiation_id):
+            yield event
 
     async def on_kill(self) -> None:
         """A user marked the deferred task failed or success, or cleared it: terminate the negotiation
         when ``terminate_on_kill`` is set (see :func:`~airflow_edc_callbacks.triggers.kill.kill`)."""
-        if not self.terminate_on_kill:
-            return
-        if self._fired:
-            self.log.info("on_kill after the event was sent: not terminating %s", self.contract_negotiation_id)
-            return
-        process_id = self.contract_negotiation_id
-        await kill(
-            self.log,
-            getattr(self, "task_instance", None),
-            f"{self.kind.label} {process_id}",
-            lambda reason: self.kind.terminate(self._hook(), process_id, reason),
-        )
+        await kill_unless_fired(self, self.contract_negotiation_id)
