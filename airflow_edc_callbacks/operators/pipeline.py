@@ -16,7 +16,6 @@ from airflow.sdk import BaseOperator
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.ledger import StoreLedger
-from airflow_edc_callbacks.models import resolve_wait_for
 from airflow_edc_callbacks.operators.lifecycle import terminate_when_killed
 from airflow_edc_callbacks.operators.negotiation import NegotiationStep, complete_negotiation
 from airflow_edc_callbacks.operators.pull import pull_data, terminate_after_fetch
@@ -191,21 +190,7 @@ class EdcNegotiatedTransferOperator(BaseOperator):
         """
         if self.destination and not self.transfer_type.upper().endswith("-PULL"):
             raise ValueError(f"destination is for PULL transfers; {self.transfer_type} delivers to data_destination")
-        return TransferStep(
-            counter_party_address=self.counter_party_address,
-            transfer_type=self.transfer_type,
-            wait_for=resolve_wait_for(self.wait_for, self.transfer_type),
-            edc_conn_id=self.edc_conn_id,
-            timeout=self.timeout,
-            deferrable=self.deferrable,
-            terminate_on_kill=self.terminate_on_kill,
-            data_destination=self.data_destination,
-            protocol=self.protocol,
-            asset_id=self._request_asset_id(),
-            private_properties=self.private_properties,
-            fallback_check_interval=self.fallback_check_interval,
-            reattach=self.reattach,
-        )
+        return TransferStep.of(self, asset_id=self._request_asset_id())
 
     def on_kill(self) -> None:
         """Killed while waiting in the worker (non-deferrable): terminate the negotiation or transfer it

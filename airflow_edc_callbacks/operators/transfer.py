@@ -76,6 +76,31 @@ class TransferStep:
     def __post_init__(self) -> None:
         positive("timeout", self.timeout)
 
+    @classmethod
+    def of(cls, task: Any, *, asset_id: str | None) -> TransferStep:
+        """The step from an operator's rendered fields (``counter_party_address``, ``transfer_type``,
+        ``wait_for``, ``edc_conn_id``, ``timeout``, ``deferrable``, ``terminate_on_kill``,
+        ``data_destination``, ``protocol``, ``private_properties``, ``fallback_check_interval``,
+        ``reattach``) and the ``assetId`` its request carries.
+
+        :raises ValueError: ``wait_for`` or ``timeout`` is not valid.
+        """
+        return cls(
+            counter_party_address=task.counter_party_address,
+            transfer_type=task.transfer_type,
+            wait_for=resolve_wait_for(task.wait_for, task.transfer_type),
+            edc_conn_id=task.edc_conn_id,
+            timeout=task.timeout,
+            deferrable=task.deferrable,
+            terminate_on_kill=task.terminate_on_kill,
+            data_destination=task.data_destination,
+            protocol=task.protocol,
+            asset_id=asset_id,
+            private_properties=task.private_properties,
+            fallback_check_interval=task.fallback_check_interval,
+            reattach=task.reattach,
+        )
+
     def find_unfinished(self, task: BaseOperator, context: Context, hook: EdcManagementHook) -> str | None:
         """The transfer process an earlier try of this task instance started that this try waits for.
 
@@ -307,21 +332,7 @@ class EdcTransferOperator(BaseOperator):
 
         :raises ValueError: ``wait_for`` or ``timeout`` is not valid.
         """
-        return TransferStep(
-            counter_party_address=self.counter_party_address,
-            transfer_type=self.transfer_type,
-            wait_for=resolve_wait_for(self.wait_for, self.transfer_type),
-            edc_conn_id=self.edc_conn_id,
-            timeout=self.timeout,
-            deferrable=self.deferrable,
-            terminate_on_kill=self.terminate_on_kill,
-            data_destination=self.data_destination,
-            protocol=self.protocol,
-            asset_id=self._request_asset_id(),
-            private_properties=self.private_properties,
-            fallback_check_interval=self.fallback_check_interval,
-            reattach=self.reattach,
-        )
+        return TransferStep.of(self, asset_id=self._request_asset_id())
 
     def execute(self, context: Context) -> Any:
         """Start the transfer (or find an earlier try's) and wait for it: defer, or wait in the worker.
