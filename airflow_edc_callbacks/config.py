@@ -76,6 +76,15 @@ OPTIONS: dict[str, ConfigOption] = {
         "float",
         "300",
     ),
+    "defer_after": ConfigOption(
+        "Seconds an operator waits for its transfer or negotiation in the worker, after starting it, "
+        "before it defers: a process that ends within them completes the task without a deferral "
+        "(no triggerer round trip, no second worker start), at the cost of a worker slot for that long. "
+        "0 defers at once. The default equals Airflow's [workers] min_heartbeat_interval: a deferred "
+        "task cannot resume sooner than that anyway. Operators take it as their defer_after argument.",
+        "float",
+        "5",
+    ),
     "stall_warning_after": ConfigOption(
         "Seconds a waited-for transfer or negotiation may stay in the same non-terminal state "
         "before the task log gets one warning naming the state and its usual cause.",
@@ -173,6 +182,30 @@ def get_fallback_check_interval() -> float:
     the trigger asks again after 2x, 4x... that while the silence goes on."""
     value = _conf_get("fallback_check_interval")
     return float(value or _default("fallback_check_interval"))
+
+
+def get_defer_after() -> float:
+    """``[edc_callbacks] defer_after``: seconds a deferrable operator waits in the worker before it defers
+    (default 5; 0: defer at once).
+
+    :raises ValueError: the configured value is not a number of seconds >= 0.
+    """
+    value = _conf_get("defer_after") or _default("defer_after")
+    return non_negative_seconds("[edc_callbacks] defer_after", value)
+
+
+def non_negative_seconds(name: str, value: float | str) -> float:
+    """``value`` as seconds >= 0 (a number, or its text).
+
+    :raises ValueError: not a finite number >= 0.
+    """
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not 0 <= seconds < float("inf"):
+        raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+    return seconds
 
 
 def get_stall_warning_after() -> float:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable
+from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable, non_negative_seconds
 from airflow_edc_callbacks.exceptions import EdcNegotiationFailed, EdcNegotiationTimeout
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.ledger import StoreLedger
@@ -25,7 +25,7 @@ from airflow_edc_callbacks.operators.lifecycle import (
     terminate_when_killed,
     waiting_on,
 )
-from airflow_edc_callbacks.operators.transfer import correlation_of
+from airflow_edc_callbacks.operators.transfer import correlation_of, defer_after_seconds
 from airflow_edc_callbacks.tokens import callback_url
 from airflow_edc_callbacks.triggers.deferral import arm, connector_url, defer_or_wait, safety_net
 from airflow_edc_callbacks.triggers.kinds import KindName
@@ -55,6 +55,7 @@ class NegotiationStep:
     deferrable: bool
     terminate_on_kill: bool
     fallback_check_interval: float | None = None
+    defer_after: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.asset_id:
@@ -105,8 +106,9 @@ class NegotiationStep:
         negotiation_id: str,
         resume: Callable[..., Any],
     ) -> Any:
-        """Wait for the negotiation's final callback: defer to :class:`EdcNegotiationTrigger` or run it in
-        the worker, then ``resume(context, event)``.
+        """Wait for the negotiation's final callback: defer to :class:`EdcNegotiationTrigger` (after up to
+        ``defer_after`` seconds of waiting in the worker) or run it in the worker, then
+        ``resume(context, event)``.
 
         :raises TaskDeferred: when deferrable (Airflow's way to defer).
         """
@@ -133,6 +135,7 @@ class NegotiationStep:
             timeout=net,
             on_timeout=safety_net_passed,
             while_waiting=waiting_on(task, "negotiation", negotiation_id),
+            defer_after=self.defer_after,
         )
 
 
@@ -142,7 +145,9 @@ class EdcContractNegotiationOperator(BaseOperator):
     Requests the provider's catalog through the consumer connector, takes the first offer of
     ``asset_id`` (or the given ``offer``), sends the contract request with a dynamic callback address
     (events ``contract.negotiation``), defers, and resumes on ``ContractNegotiationFinalized`` or
-    ``ContractNegotiationTerminated`` (then fails with the connector's ``errorDetail``).
+    ``ContractNegotiationTerminated`` (then fails with the connector's ``errorDetail``). Before deferring
+    it waits ``defer_after`` seconds in the worker: a negotiation that ends within them completes the
+    task without a deferral.
 
     :param asset_id: the provider's asset (templated).
     :param counter_party_address: the provider's DSP address (templated).
@@ -162,6 +167,8 @@ class EdcContractNegotiationOperator(BaseOperator):
     :param deferrable: defer to the triggerer while waiting (``True``) or wait in the worker on the same
         event store (``False``); default Airflow's ``[operators] default_deferrable`` (``False`` unless
         set).
+    :param defer_after: deferrable only: seconds to wait in the worker before deferring (see
+        :class:`~airflow_edc_callbacks.operators.EdcTransferOperator`); default ``[edc_callbacks] defer_after``.
 
     Returns (XCom): ``contract_negotiation_id``, ``contract_agreement_id`` (the ``contract_id`` of a
     transfer), ``state``, ``asset_id``, ``counter_party_id``, ``source`` and ``timeline``.
@@ -196,6 +203,7 @@ class EdcContractNegotiationOperator(BaseOperator):
         deferrable: bool = default_deferrable(),
         terminate_on_timeout: bool = True,
         terminate_on_kill: bool = True,
+        defer_after: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -210,6 +218,7 @@ class EdcContractNegotiationOperator(BaseOperator):
         self.deferrable = deferrable
         self.terminate_on_timeout = terminate_on_timeout
         self.terminate_on_kill = terminate_on_kill
+        self.defer_after = None if defer_after is None else non_negative_seconds("defer_after", defer_after)
         self._waiting_on: tuple[KindName, str] | None = None  # what an in-worker wait waits for (on_kill)
 
     def _hook(self) -> EdcManagementHook:
@@ -218,7 +227,7 @@ class EdcContractNegotiationOperator(BaseOperator):
     def _negotiation_step(self) -> NegotiationStep:
         """The step from the rendered fields.
 
-        :raises ValueError: ``asset_id`` is empty or ``offer`` is not valid.
+        :raises ValueError: ``asset_id`` is empty, ``offer`` or ``defer_after`` is not valid.
         """
         return NegotiationStep(
             asset_id=self.asset_id,
@@ -231,6 +240,7 @@ class EdcContractNegotiationOperator(BaseOperator):
             deferrable=self.deferrable,
             terminate_on_kill=self.terminate_on_kill,
             fallback_check_interval=self.fallback_check_interval,
+            defer_after=defer_after_seconds(self.defer_after),
         )
 
     def on_kill(self) -> None:

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable
+from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable, non_negative_seconds
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.ledger import StoreLedger
 from airflow_edc_callbacks.operators.lifecycle import terminate_when_killed
 from airflow_edc_callbacks.operators.negotiation import NegotiationStep, complete_negotiation
 from airflow_edc_callbacks.operators.pull import pull_data, terminate_after_fetch
-from airflow_edc_callbacks.operators.transfer import TransferStep, positive, resume_transfer
+from airflow_edc_callbacks.operators.transfer import TransferStep, defer_after_seconds, positive, resume_transfer
 from airflow_edc_callbacks.triggers.kinds import KindName
 
 if TYPE_CHECKING:
@@ -63,6 +63,11 @@ class EdcNegotiatedTransferOperator(BaseOperator):
         process on the connector (default ``False``; see
         :func:`~airflow_edc_callbacks.operators.pull.terminate_after_fetch`: a transfer already final is
         fine, a failing terminate is a warning, never a failure of the task).
+
+    :param defer_after: deferrable only: seconds each wait (the negotiation's, then the transfer's) first
+        spends in the worker before deferring; a step that ends within them goes on without a deferral
+        (a negotiation and a transfer that both end quickly complete the task in one worker run).
+        ``0`` defers at once; default ``[edc_callbacks] defer_after``.
 
     Other parameters as :class:`~airflow_edc_callbacks.operators.transfer.EdcTransferOperator`
     (``timeout`` bounds the transfer's wait).
@@ -128,6 +133,7 @@ class EdcNegotiatedTransferOperator(BaseOperator):
         terminate_on_kill: bool = True,
         request_timeout: float = 60.0,
         terminate_after_fetch: bool = False,
+        defer_after: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -157,6 +163,7 @@ class EdcNegotiatedTransferOperator(BaseOperator):
         self.terminate_on_kill = terminate_on_kill
         self.request_timeout = request_timeout
         self.terminate_after_fetch = terminate_after_fetch
+        self.defer_after = None if defer_after is None else non_negative_seconds("defer_after", defer_after)
         self._waiting_on: tuple[KindName, str] | None = None  # what an in-worker wait waits for (on_kill)
 
     def _hook(self) -> EdcManagementHook:
@@ -168,7 +175,8 @@ class EdcNegotiatedTransferOperator(BaseOperator):
     def _negotiation_step(self) -> NegotiationStep:
         """The first step from the rendered fields (``negotiation_timeout`` bounds it).
 
-        :raises ValueError: ``asset_id`` is empty, ``offer`` or ``negotiation_timeout`` is not valid.
+        :raises ValueError: ``asset_id`` is empty, ``offer``, ``negotiation_timeout`` or ``defer_after`` is
+            not valid.
         """
         return NegotiationStep(
             asset_id=self.asset_id,
@@ -181,6 +189,7 @@ class EdcNegotiatedTransferOperator(BaseOperator):
             deferrable=self.deferrable,
             terminate_on_kill=self.terminate_on_kill,
             fallback_check_interval=self.fallback_check_interval,
+            defer_after=defer_after_seconds(self.defer_after),
         )
 
     def _transfer_step(self) -> TransferStep:

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable, get_callback_base_url
+from airflow_edc_callbacks.config import (
+    DEFAULT_CONN_ID,
+    default_deferrable,
+    get_callback_base_url,
+    get_defer_after,
+    non_negative_seconds,
+)
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.ledger import StoreLedger
 from airflow_edc_callbacks.models import WaitFor, resolve_wait_for
@@ -50,6 +56,15 @@ def positive(name: str, value: timedelta) -> timedelta:
     return value
 
 
+def defer_after_seconds(value: float | None) -> float:
+    """An operator's ``defer_after``: seconds >= 0, or ``None`` for ``[edc_callbacks] defer_after``
+    (read when the task runs, never when the DAG is parsed).
+
+    :raises ValueError: negative, or not a number.
+    """
+    return get_defer_after() if value is None else non_negative_seconds("defer_after", value)
+
+
 @dataclass(frozen=True)
 class TransferStep:
     """Start a transfer process on the consumer connector (or take over an earlier try's) and wait for
@@ -72,6 +87,7 @@ class TransferStep:
     private_properties: Mapping[str, Any] | None = None
     fallback_check_interval: float | None = None
     reattach: bool = True
+    defer_after: float = 0.0
 
     def __post_init__(self) -> None:
         positive("timeout", self.timeout)
@@ -81,9 +97,9 @@ class TransferStep:
         """The step from an operator's rendered fields (``counter_party_address``, ``transfer_type``,
         ``wait_for``, ``edc_conn_id``, ``timeout``, ``deferrable``, ``terminate_on_kill``,
         ``data_destination``, ``protocol``, ``private_properties``, ``fallback_check_interval``,
-        ``reattach``) and the ``assetId`` its request carries.
+        ``reattach``, ``defer_after``) and the ``assetId`` its request carries.
 
-        :raises ValueError: ``wait_for`` or ``timeout`` is not valid.
+        :raises ValueError: ``wait_for``, ``timeout`` or ``defer_after`` is not valid.
         """
         return cls(
             counter_party_address=task.counter_party_address,
@@ -99,6 +115,7 @@ class TransferStep:
             private_properties=task.private_properties,
             fallback_check_interval=task.fallback_check_interval,
             reattach=task.reattach,
+            defer_after=defer_after_seconds(task.defer_after),
         )
 
     def find_unfinished(self, task: BaseOperator, context: Context, hook: EdcManagementHook) -> str | None:
@@ -152,8 +169,8 @@ class TransferStep:
         resume: Callable[..., Any],
         kwargs: Mapping[str, Any] | None = None,
     ) -> Any:
-        """Wait for the transfer: defer to :class:`EdcCallbackTrigger` or run it in the worker, then
-        ``resume(context, event, **kwargs)``.
+        """Wait for the transfer: defer to :class:`EdcCallbackTrigger` (after up to ``defer_after`` seconds
+        of waiting in the worker) or run it in the worker, then ``resume(context, event, **kwargs)``.
 
         :raises TaskDeferred: when deferrable (Airflow's way to defer).
         """
@@ -181,6 +198,7 @@ class TransferStep:
             on_timeout=safety_net_passed,
             kwargs=kwargs,
             while_waiting=waiting_on(task, "transfer", transfer_id),
+            defer_after=self.defer_after,
         )
 
 
@@ -219,7 +237,9 @@ class EdcTransferOperator(BaseOperator):
     :class:`~airflow_edc_callbacks.triggers.callback.EdcCallbackTrigger` and resumes on the terminal
     event: ``TransferProcessCompleted`` (PUSH), ``TransferProcessStarted`` (PULL, the EDR is ready) or
     ``TransferProcessTerminated`` (the task fails with the connector's reason and the transfer id).
-    With ``deferrable=False`` the worker runs the same trigger itself. ``TransferProcessSuspended`` and
+    Deferrable, it first waits ``defer_after`` seconds in the worker on the same trigger: a transfer
+    that ends within them completes the task without a deferral. With ``deferrable=False`` the worker
+    runs the same trigger itself until the end. ``TransferProcessSuspended`` and
     ``TransferProcessResumed`` are logged and kept in the timeline; they never end the wait.
 
     A retry of the same task instance (try 2 and later) first asks the connector, in one query, for a
@@ -258,6 +278,10 @@ class EdcTransferOperator(BaseOperator):
         set).
     :param reattach: on a retry, wait for an unfinished transfer of an earlier try, or take the result of
         an earlier try's COMPLETED transfer that no try took (default ``True``).
+    :param defer_after: deferrable only: seconds to wait in the worker, once the transfer started, before
+        deferring; a transfer that ends within them completes the task without a deferral, with the same
+        result and errors (see docs/guides/worker-first-wait.md). ``0`` defers at once; default
+        ``[edc_callbacks] defer_after`` (5).
 
     Returns (XCom ``return_value``): ``transfer_process_id``, ``state``, ``asset_id``, ``contract_id``,
     ``event_type``, ``source`` (``callback`` or ``state_check``) and ``timeline`` (event types with
@@ -300,6 +324,7 @@ class EdcTransferOperator(BaseOperator):
         reattach: bool = True,
         terminate_on_timeout: bool = True,
         terminate_on_kill: bool = True,
+        defer_after: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -318,6 +343,7 @@ class EdcTransferOperator(BaseOperator):
         self.reattach = reattach
         self.terminate_on_timeout = terminate_on_timeout
         self.terminate_on_kill = terminate_on_kill
+        self.defer_after = None if defer_after is None else non_negative_seconds("defer_after", defer_after)
         self._waiting_on: tuple[KindName, str] | None = None  # what an in-worker wait waits for (on_kill)
 
     def _hook(self) -> EdcManagementHook:

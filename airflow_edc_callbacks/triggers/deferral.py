@@ -58,9 +58,14 @@ def defer_or_wait(
     on_timeout: Callable[[TimeoutError], dict[str, Any]],
     kwargs: Mapping[str, Any] | None = None,
     while_waiting: AbstractContextManager[Any] | None = None,
+    defer_after: float = 0.0,
 ) -> Any:
     """Defer the task to ``trigger``, or run ``trigger`` in the worker; either way the task goes on in
     ``resume(context, event, **kwargs)``.
+
+    When ``deferrable`` and ``defer_after`` > 0, a process trigger first runs in the worker for up to
+    ``defer_after`` seconds (:func:`wait_before_deferring`): an event within them resumes the task at once,
+    without a deferral; otherwise the task defers to the same trigger, as with ``defer_after=0``.
 
     :param resume: the task's bound method to resume in (deferred: Airflow calls it by name, with
         ``kwargs``, which must be JSON-able).
@@ -68,12 +73,18 @@ def defer_or_wait(
     :param on_timeout: in the worker, when ``timeout`` passed without an event: the event to resume
         with (or it raises).
     :param while_waiting: entered around the wait in the worker only (an operator's ``on_kill`` target).
+    :param defer_after: seconds a deferrable process trigger runs in the worker before the deferral
+        (0: defer at once; a sensor's trigger always defers at once).
     :raises TaskDeferred: when ``deferrable`` (Airflow's way to defer). A process trigger then holds an
         event that comes quicker than the deferring worker reports (see
         :func:`~airflow_edc_callbacks.config.get_worker_exit_seconds`).
     """
     kwargs = dict(kwargs or {})
     if deferrable:
+        if isinstance(trigger, ProcessTrigger) and defer_after > 0:
+            early = wait_before_deferring(task, trigger, defer_after, while_waiting)
+            if early is not None:
+                return resume(context, early, **kwargs)
         if isinstance(trigger, ProcessTrigger):
             trigger.not_before = time.time() + get_worker_exit_seconds()
         task.defer(trigger=trigger, method_name=resume.__name__, kwargs=kwargs, timeout=timeout)
@@ -83,6 +94,31 @@ def defer_or_wait(
         except TimeoutError as err:
             event = on_timeout(err)
     return resume(context, event, **kwargs)
+
+
+def wait_before_deferring(
+    task: BaseOperator,
+    trigger: ProcessTrigger,
+    seconds: float,
+    while_waiting: AbstractContextManager[Any] | None = None,
+) -> dict[str, Any] | None:
+    """Run ``trigger`` in the worker for up to ``seconds``: its event, or ``None`` when none came (the
+    task then defers to the same trigger).
+
+    The same wait as in the triggerer (the engine: store first, then the listener; only trusted events
+    count), without the hold of an early event (``not_before``): no deferral happened, so Airflow's
+    early-trigger race (apache/airflow#71580) cannot occur. A trigger ``deadline`` within ``seconds``
+    gives its ``timeout`` event here, as it would deferred.
+    """
+    trigger.not_before = None
+    with while_waiting or contextlib.nullcontext():
+        try:
+            event = asyncio.run(first_event(trigger, seconds))
+        except TimeoutError:
+            task.log.info("No final event within %.1f s in the worker; deferring", seconds)
+            return None
+    task.log.info("The process ended within %.1f s in the worker; resuming without a deferral", seconds)
+    return event
 
 
 def connector_url(edc_conn_id: str) -> str:

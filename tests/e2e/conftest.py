@@ -104,6 +104,9 @@ AIRFLOW_ENV = {
     "AIRFLOW__EDC_CALLBACKS__CALLBACK_BASE_URL": RECEIVER_BASE,
     # far beyond a test's length: any request for a transfer's state would be a poll
     "AIRFLOW__EDC_CALLBACKS__FALLBACK_CHECK_INTERVAL": "900",
+    # the DAG runs here are about the deferral (deferred state, triggerer, resume, a kill of a deferred task):
+    # defer at once, as before the worker-first wait (tests/unit/operators/test_worker_first.py covers that)
+    "AIRFLOW__EDC_CALLBACKS__DEFER_AFTER": "0",
 }
 
 

@@ -272,6 +272,7 @@ def test_retry_after_worker_crash_waits_for_the_running_transfer(
             transfer_type="HttpData-PUSH",
             data_destination={"type": "HttpData", "baseUrl": f"{edc_env.data_server.url}/sink/slow"},
             deferrable=True,
+            defer_after=0,  # this test is about the deferral (its trigger kwargs and hold)
         )
 
     start_path = f"{edc.CONSUMER.management_path}/v3/transferprocesses"

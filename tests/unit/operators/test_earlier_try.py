@@ -63,6 +63,7 @@ def run_try(
         transfer_type=transfer_type,
         data_destination={"type": "HttpData", "baseUrl": "http://sink.example"} if push else None,
         deferrable=True,
+        defer_after=0,  # the transfer a try waits for is read off its deferral
     )
     hook = EdcManagementHook(transport=httpx.MockTransport(connector))
     monkeypatch.setattr(op, "_hook", lambda: hook)

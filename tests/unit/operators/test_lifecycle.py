@@ -6,12 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,103 +24,12 @@ from airflow_edc_callbacks.sensors import EdcTransferSensor, EdcTransferSensorTi
 from airflow_edc_callbacks.tokens import make_token
 from airflow_edc_callbacks.triggers import EdcCallbackTrigger, EdcNegotiationTrigger
 from tests.conftest import SIGNING_KEY
+from tests.fake_connector import FakeConnector
 from tests.helpers import envelope, first_trigger_event, wait_until
 
 CORRELATION = "corr-lifecycle"
 TP = "tp-lifecycle"
 CN = "cn-lifecycle"
-
-
-@dataclass
-class FakeConnector:
-    """A FAKE consumer Management API on 127.0.0.1: ``GET .../transferprocesses/{id}`` (and ``.../state``)
-    and ``.../contractnegotiations/{id}`` answer ``states[id]``; ``POST .../{id}/terminate`` answers
-    ``terminate_status`` (204 sets the state ``TERMINATED``, as EDC does soon after); ``POST
-    .../transferprocesses`` starts ``new_id`` (state ``REQUESTED``). ``requests`` records ``(monotonic time,
-    method, path, body)``."""
-
-    new_id: str = TP
-    states: dict[str, str] = field(default_factory=dict)
-    terminate_status: int = 204
-    requests: list[tuple[float, str, str, Any]] = field(default_factory=list)
-    server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}/management"
-
-    def calls(self, method: str, suffix: str = "") -> list[tuple[float, str, str, Any]]:
-        return [r for r in list(self.requests) if r[1] == method and r[2].endswith(suffix)]
-
-    def start(self) -> FakeConnector:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def _answer(self, code: int, body: Any = None) -> None:
-                data = json.dumps(body).encode() if body is not None else b""
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                fake.requests.append((time.monotonic(), "GET", self.path, None))
-                segments = self.path.rstrip("/").split("/")
-                state_only = segments[-1] == "state"  # GET .../transferprocesses/{id}/state
-                process_id = segments[-2] if state_only else segments[-1]
-                if process_id not in fake.states:
-                    self._answer(404, [{"message": f"Object {process_id} not found", "type": "ObjectNotFound"}])
-                    return
-                if state_only:
-                    self._answer(200, {"@type": "TransferState", "state": fake.states[process_id]})
-                    return
-                self._answer(200, {"@id": process_id, "state": fake.states[process_id], "type": "CONSUMER"})
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length)) if length else None
-                fake.requests.append((time.monotonic(), "POST", self.path, body))
-                if self.path.endswith("/transferprocesses"):
-                    fake.states[fake.new_id] = "REQUESTED"
-                    self._answer(200, {"@type": "IdResponse", "@id": fake.new_id})
-                    return
-                if not self.path.endswith("/terminate"):
-                    self._answer(404, [{"message": "not served by the fake", "type": "NotFound"}])
-                    return
-                process_id = self.path.rsplit("/", 2)[-2]
-                if fake.terminate_status < 300:
-                    fake.states[process_id] = "TERMINATED"
-                    self._answer(fake.terminate_status)
-                else:
-                    state = fake.states.get(process_id)
-                    message = f"Could not execute TerminateCommand on ID [{process_id}] because it's {state}"
-                    self._answer(fake.terminate_status, [{"message": message, "type": "ObjectConflict"}])
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-
-
-@pytest.fixture
-def connector(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeConnector]:
-    fake = FakeConnector().start()
-    conn = {"conn_type": "edc", "host": fake.url, "password": "key"}
-    monkeypatch.setenv("AIRFLOW_CONN_EDC_DEFAULT", json.dumps(conn))
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 def post(client: TestClient, body: dict[str, Any]) -> None:
@@ -352,7 +257,7 @@ def test_operator_defers_with_a_deadline_and_a_later_safety_net(
     from tests.airflow_compat import TaskDeferred
 
     monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__CALLBACK_BASE_URL", "http://airflow/edc-callbacks")
-    op = transfer_operator(timeout=120, terminate_on_kill=False)
+    op = transfer_operator(timeout=120, terminate_on_kill=False, defer_after=0)
     ti = SimpleNamespace(dag_id="d", run_id="r", task_id="transfer", map_index=-1, try_number=1)
     before = time.time()
     with pytest.raises(TaskDeferred) as info:

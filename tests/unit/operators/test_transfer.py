@@ -279,7 +279,9 @@ def test_negotiated_transfer_defers_twice_and_resumes_with_both_results(monkeypa
 
     hook = EdcManagementHook(transport=httpx.MockTransport(answer))
     monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__CALLBACK_BASE_URL", "http://airflow/edc-callbacks")
-    op = negotiated(transfer_type="HttpData-PUSH", data_destination={"type": "HttpData", "baseUrl": "http://s"})
+    op = negotiated(
+        transfer_type="HttpData-PUSH", data_destination={"type": "HttpData", "baseUrl": "http://s"}, defer_after=0
+    )
     monkeypatch.setattr(op, "_hook", lambda: hook)
     ti = SimpleNamespace(dag_id="d", run_id="r", task_id="t", map_index=-1, try_number=1)
 
