@@ -7,6 +7,8 @@ on port 25440; SQLite is a file in a temporary directory.
 1. Receiver throughput and latency: N callbacks POSTed by C concurrent clients to (a) a bare FastAPI
    endpoint answering 204 and (b) the receiver storing each event durably (SQLite, PostgreSQL), each on
    uvicorn with one worker in its own process. The client runs on the same 2-core machine.
+   Then one serial sender (``benchmarks/serial.py``): callbacks one after another from one client, as an
+   EDC connector's dispatcher sends them; its p50 / p99 latency per server.
 2. Wake-up latency: 1, 100 and 10,000 ``EdcCallbackTrigger`` waiting in one process; for a sample of them
    an event is stored by another connection (as the receiver does) and the time from that commit to the
    trigger's event is taken. A fresh trigger takes each fired one's place, so as many keep waiting.
@@ -22,14 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncGenerator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -37,99 +36,22 @@ from typing import Any, cast
 import httpx
 import psutil
 
-from benchmarks.common import Latencies, free_port
+from benchmarks.common import Latencies
 from benchmarks.end_to_end import EndToEndResult, end_to_end_benchmark
+from benchmarks.load import LoadResult, receiver_variants
+from benchmarks.load import envelope as _envelope
+from benchmarks.load import load as _load
+from benchmarks.load import server as _server
+from benchmarks.serial import serial_benchmark
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PG_PORT = 25440
 
 
-def _envelope(process_id: str) -> dict[str, Any]:
-    return {
-        "id": str(uuid.uuid4()),
-        "at": int(time.time() * 1000),
-        "type": "TransferProcessCompleted",
-        "payload": {"transferProcessId": process_id, "type": "CONSUMER", "assetId": "demo-asset"},
-    }
-
-
-# -- 1. receiver ---------------------------------------------------------------------------------------
-@dataclass
-class LoadResult(Latencies):
-    label: str
-    requests: int
-    seconds: float
-    latencies_ms: list[float] = field(repr=False)
-    statuses: dict[int, int]
-
-    @property
-    def throughput(self) -> float:
-        return self.requests / self.seconds
-
-
-@contextmanager
-def _server(*args: str) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.servers", *args, "--port", str(port)],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server {args} did not start") from None
-            time.sleep(0.1)
-    try:
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-async def _load(base: str, label: str, requests: int, concurrency: int) -> LoadResult:
-    from airflow_edc_callbacks.tokens import make_token
-    from benchmarks.servers import SIGNING_KEY
-
-    url = f"{base}/callbacks/{make_token(SIGNING_KEY, 'benchmark')}"
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        for i in range(200):  # warm-up: connections, caches, the store's first writes
-            await client.post(url, json=_envelope(f"warm-{i}"))
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(requests):
-            queue.put_nowait(i)
-
-        async def worker() -> None:
-            while not queue.empty():
-                i = queue.get_nowait()
-                body = _envelope(f"tp-{i}")
-                start = time.perf_counter()
-                response = await client.post(url, json=body)
-                latencies.append((time.perf_counter() - start) * 1000)
-                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        seconds = time.perf_counter() - started
-    return LoadResult(label, requests, seconds, latencies, statuses)
-
-
 def receiver_benchmark(sqlite_url: str, pg_url: str, requests: int, concurrency: int) -> list[LoadResult]:
     results = []
-    for label, args in (
-        ("bare FastAPI, 204", ("bare",)),
-        ("receiver, SQLite", ("receiver", "--store-url", sqlite_url)),
-        ("receiver, PostgreSQL", ("receiver", "--store-url", pg_url)),
-    ):
+    for label, args in receiver_variants(sqlite_url, pg_url):
         with _server(*args) as base:
             result = asyncio.run(_load(base, label, requests, concurrency))
         print(f"[receiver] {label}: {result.throughput:.0f} req/s, p50 {result.p50:.1f} ms, p99 {result.p99:.1f} ms")
@@ -340,6 +262,7 @@ def write_report(
     end_to_end: list[EndToEndResult],
     args: argparse.Namespace,
     seconds: float,
+    serial: list[LoadResult] | None = None,
 ) -> None:
     bare = receiver[0]
     lines = [
@@ -360,6 +283,20 @@ def write_report(
             f"| {r.label} | {r.throughput:.0f} | {r.throughput / bare.throughput:.2f} | {r.p50:.1f} | "
             f"{r.p99:.1f} | {answers} |"
         )
+    if serial:
+        lines += [
+            "",
+            f"## Receiver: one serial sender, {args.serial_requests} callbacks one after another (as a connector)",
+            "",
+            "| server | p50 ms | p99 ms | max ms | callbacks/s | answers |",
+            "| --- | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for r in serial:
+            answers = ", ".join(f"{code}: {n}" for code, n in sorted(r.statuses.items()))
+            lines.append(
+                f"| {r.label} | {r.p50:.2f} | {r.p99:.2f} | {max(r.latencies_ms):.2f} | "
+                f"{r.throughput:.0f} | {answers} |"
+            )
     lines += [
         "",
         f"## Wake-up latency: from the event's commit to the trigger's event ({args.samples} samples each)",
@@ -463,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000, help="callbacks per receiver variant")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--serial-requests", type=int, default=2000, help="callbacks of the serial sender")
     parser.add_argument("--waiting", type=int, nargs="+", default=[1, 100, 10_000], help="triggers waiting")
     parser.add_argument("--samples", type=int, default=20, help="wake-ups measured per size")
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of the cost-of-waiting window")
@@ -483,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         receiver = receiver_benchmark(
             f"sqlite:///{workdir / 'receiver.db'}", pg.create_database(), args.requests, args.concurrency
         )
+        serial = serial_benchmark(f"sqlite:///{workdir / 'serial.db'}", pg.create_database(), args.serial_requests)
         wake: list[WakeResult] = []
         costs: list[CostResult] = []
         sqlite_file = workdir / "triggers.db"
@@ -502,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         pg.destroy()
     end_to_end = end_to_end_benchmark(args.e2e_runs, args.e2e_spacing, args.e2e_longest, workdir / "e2e")
-    write_report(receiver, wake, costs, end_to_end, args, time.perf_counter() - started)
+    write_report(receiver, wake, costs, end_to_end, args, time.perf_counter() - started, serial)
     plot(receiver, wake, costs, end_to_end)
     print(f"wrote {HERE / 'results.md'} and {HERE / 'results.png'}")
     return 0

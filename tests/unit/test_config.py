@@ -28,6 +28,7 @@ def test_the_getters_fall_back_to_the_declared_defaults(monkeypatch: pytest.Monk
         monkeypatch.delenv(f"AIRFLOW__EDC_CALLBACKS__{name.upper()}", raising=False)
     assert config.get_fallback_check_interval() == 300.0
     assert config.get_stall_warning_after() == 600.0
+    assert config.get_defer_after() == 5.0
     assert config.get_retention() == timedelta(days=7)
     assert config.get_purge_interval() == timedelta(hours=1)
     assert config.get_max_body_bytes() == 1048576
