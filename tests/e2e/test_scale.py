@@ -57,6 +57,7 @@ def cluster(edc_env: EdcEnvironment, postgres: PostgresServer) -> Iterator[Clust
         "AIRFLOW__EDC_CALLBACKS__CALLBACK_BASE_URL": f"{balancer.url}{API_SERVER_PREFIX}",
         "AIRFLOW__EDC_CALLBACKS__CALLBACK_SIGNING_KEY": "cluster-test-signing-key-0123456789",
         "AIRFLOW__EDC_CALLBACKS__FALLBACK_CHECK_INTERVAL": "900",  # any state request would be a poll
+        "AIRFLOW__EDC_CALLBACKS__DEFER_AFTER": "0",  # the test is about the deferred tasks' triggers
     }
     airflow = AirflowCluster(
         home,
