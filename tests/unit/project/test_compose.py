@@ -81,9 +81,11 @@ def test_settings_match_the_native_end_to_end_test(compose: dict[str, Any]) -> N
     # the receiver: on the api-server under the plugin's prefix, as in the e2e test
     assert urlsplit(env["AIRFLOW__EDC_CALLBACKS__CALLBACK_BASE_URL"]).path == API_SERVER_PREFIX
     assert urlsplit(e2e.RECEIVER_BASE).path == API_SERVER_PREFIX
-    # every [edc_callbacks] option the e2e test sets, but its test-only 900 s fallback, is set here too
+    # every [edc_callbacks] option the e2e test sets, but its test-only ones (the 900 s fallback, and
+    # defer_after 0 so that its tasks defer), is set here too
     native_options = {k for k in e2e.AIRFLOW_ENV if k.startswith("AIRFLOW__EDC_CALLBACKS__")}
-    assert native_options - {"AIRFLOW__EDC_CALLBACKS__FALLBACK_CHECK_INTERVAL"} <= set(env)
+    test_only = {"AIRFLOW__EDC_CALLBACKS__FALLBACK_CHECK_INTERVAL", "AIRFLOW__EDC_CALLBACKS__DEFER_AFTER"}
+    assert native_options - test_only <= set(env)
     # several hosts: one signing key for all, not one generated per AIRFLOW_HOME
     assert env["AIRFLOW__EDC_CALLBACKS__CALLBACK_SIGNING_KEY"]
     # deferral timing as the native runs tune it (a trigger fires within about a second)
