@@ -227,6 +227,23 @@ def test_an_untrusted_event_within_defer_after_does_not_complete_the_task(
     assert [t["envelope_id"] for t in worker.result["timeline"]] == ["env-own"]
 
 
+def test_killing_the_task_while_it_waits_before_deferring_terminates_its_transfer(
+    receiver: TestClient, connector: FakeConnector
+) -> None:
+    """Within the window the worker runs the task: its on_kill terminates the transfer, as when it waits in
+    the worker for good (``deferrable=False``)."""
+    op = transfer(defer_after=LONG)
+    worker = Worker(op, "transfer")
+    waiting_in_worker(op, connector)
+    op.on_kill()
+    [(_, _, path, body)] = connector.calls("POST", "/terminate")
+    assert path == f"/management/v3/transferprocesses/{TP}/terminate"
+    assert body["reason"] == "Airflow task transfer was killed"
+    assert post(receiver, envelope("TransferProcessTerminated", TP, reason="Airflow task transfer was killed")) == 200
+    worker.join()
+    assert isinstance(worker.error, EdcTransferFailed), worker.error
+
+
 def test_defer_after_defaults_to_the_config_and_rejects_negative_seconds(
     edc_config: str, connector: FakeConnector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
