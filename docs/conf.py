@@ -19,7 +19,7 @@ from airflow_edc_callbacks import __version__  # noqa: E402
 
 project = "airflow-edc-callbacks"
 author = "airflow-edc-callbacks developers"
-copyright = "airflow-edc-callbacks developers"  # noqa: A001
+copyright = "airflow-edc-callbacks developers"
 version = release = __version__
 
 extensions = [

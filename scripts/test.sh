@@ -5,8 +5,8 @@
 # tables of docs/compatibility.md say what those runs found.
 # Extra arguments go to the first pytest run (unit and end-to-end tests).
 source "$(dirname "$0")/_env.sh"
-.venv/bin/ruff check airflow_edc_callbacks tests dags demo benchmarks
-.venv/bin/ruff format --check airflow_edc_callbacks tests dags demo benchmarks
+.venv/bin/ruff check airflow_edc_callbacks tests dags demo benchmarks docs
+.venv/bin/ruff format --check airflow_edc_callbacks tests dags demo benchmarks docs
 .venv/bin/mypy
 .venv/bin/lint-imports  # the import directions of the contract in pyproject.toml
 .venv/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html  # the documentation site, warnings as errors

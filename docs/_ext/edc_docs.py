@@ -3,6 +3,8 @@
 - ``_generated/configuration.md``: the ``[edc_callbacks]`` options, from the provider info Airflow reads
   (:func:`airflow_edc_callbacks.get_provider_info.get_provider_info`, built from
   :data:`airflow_edc_callbacks.config.OPTIONS`); ``configuration.md`` includes it.
+- ``_generated/connection-fields.md``: the ``edc`` connection form's fields and extras, from the same provider
+  info (``connection-types``); ``connection.md`` includes it.
 - ``_generated/cli.md``: the ``airflow-edc-callbacks`` command, from its ``argparse`` parser
   (:func:`airflow_edc_callbacks.cli.main.build_parser`): each subcommand's description and its ``--help``
   exactly as the command prints it; ``cli.md`` includes it.
@@ -17,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sphinx.application import Sphinx
+if TYPE_CHECKING:  # the page builders run without Sphinx too (tests/unit/project/test_docs.py)
+    from sphinx.application import Sphinx
 
 API_PACKAGES = {
     "airflow_edc_callbacks.operators": "Operator",
@@ -60,7 +64,9 @@ def configuration_reference() -> str:
         for name, option in options.items():
             default = "(unset)" if option["default"] is None else f"`{option['default']}`"
             env = f"AIRFLOW__{section.upper()}__{name.upper()}"
-            lines.append(f"| [`{name}`](#{section}-{name.replace('_', '-')}) | {option['type']} | {default} | `{env}` |")
+            lines.append(
+                f"| [`{name}`](#{section}-{name.replace('_', '-')}) | {option['type']} | {default} | `{env}` |"
+            )
         lines.append("")
         for name, option in options.items():
             lines += [f"({section}-{name.replace('_', '-')})=", f"### `{name}`", "", option["description"], ""]
@@ -72,6 +78,39 @@ def configuration_reference() -> str:
                 facts.append("Sensitive: Airflow masks its value")
             facts.append(f"Since: {option['version_added']}")
             lines += [f"- {fact}" for fact in facts] + [""]
+    return "\n".join(lines)
+
+
+def connection_fields() -> str:
+    """The ``edc`` connection type as the provider info declares it to Airflow's connection form, as Markdown."""
+    from airflow_edc_callbacks.get_provider_info import get_provider_info
+
+    lines: list[str] = []
+    for conn in get_provider_info()["connection-types"]:
+        behaviour = conn.get("ui-field-behaviour", {})
+        hidden = ", ".join(f"`{field}`" for field in behaviour.get("hidden-fields", []))
+        lines += [
+            f"Connection type `{conn['connection-type']}` ({conn['hook-name']}, hook `{conn['hook-class-name']}`); "
+            f"the form hides {hidden}.",
+            "",
+            "| field | label in the form | type | default | description |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for field, label in behaviour.get("relabeling", {}).items():
+            placeholder = behaviour.get("placeholders", {}).get(field)
+            example = f"e.g. `{placeholder}`" if placeholder else ""
+            lines.append(f"| `{field}` | {_cell(label)} | string | | {example} |")
+        for name, spec in conn.get("conn-fields", {}).items():
+            schema = spec.get("schema", {})
+            types = schema.get("type", [])
+            kind = " or ".join(t for t in ([types] if isinstance(types, str) else types) if t != "null")
+            if "enum" in schema:
+                kind += ": " + ", ".join(f"`{value}`" for value in schema["enum"])
+            value = schema.get("default")
+            default = "" if value is None else f"`{value if isinstance(value, str) else json.dumps(value)}`"
+            label, description = _cell(spec.get("label")), _cell(spec.get("description"))
+            lines.append(f"| extra `{name}` | {label} | {kind} | {default} | {description} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -136,6 +175,7 @@ def generate(app: Sphinx) -> None:
     src = Path(app.srcdir)
     _write(src / "_generated" / "configuration.md", configuration_reference())
     _write(src / "_generated" / "cli.md", cli_reference())
+    _write(src / "_generated" / "connection-fields.md", connection_fields())
     expected: set[Path] = set()
     for package, kind in API_PACKAGES.items():
         for name in importlib.import_module(package).__all__:
