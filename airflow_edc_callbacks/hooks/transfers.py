@@ -67,7 +67,7 @@ class TransferProcessMethods(EdcHookBase):
 
         With a ledger (``EdcManagementHook(ledger=...)``), once the connector has named the process, binds
         it to the correlation id of each dynamic callback address of this deployment in the request, so
-        that its callbacks count only with that token (see README, Security model). A store that cannot
+        that its callbacks count only with that token (see docs/security.md). A store that cannot
         be reached is logged: the waiting trigger binds again when it starts.
 
         :param request: a body from :meth:`build_transfer_request`.

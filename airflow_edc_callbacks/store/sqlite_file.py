@@ -8,7 +8,7 @@ path with the one the store opened (``st_dev``, ``st_ino``: one ``os.stat``), an
 on the store raises :class:`~airflow_edc_callbacks.exceptions.StoreUnavailableError` (the receiver
 answers 503): nothing is acknowledged that is not in the file every reader opens. It does not reconnect
 by itself: the old file's write-ahead log still sits beside the path and would be replayed into a new
-file, so the processes that used the old file are restarted to go on (see README, Security model).
+file, so the processes that used the old file are restarted to go on (see docs/security.md).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ Format (:data:`RESULTS_FILE`, ``.work/compat/results.json``)::
 marked ``smoke(<name>)``, keyed by the version of the Airflow they ran against (``scripts/e2e_smoke.sh``;
 the main suite records its own Airflow's), and from the unit suite (``unit``: every test of ``tests/unit``
 in the session passed, on the Airflow of the interpreter that ran them). ``python -m demo.compat_table``
-turns the file into the README's tables.
+turns the file into the tables of docs/compatibility.md.
 
 ``outcome`` is ``pass``, ``fail`` (``detail`` then holds the first line of the error) or ``not-offered`` (the
 version's row in ``demo/edc_versions.py`` does not list the feature). A later run of the same version and

@@ -115,7 +115,7 @@ def _deferred_started_transfer(env: EdcEnvironment, af: AirflowStandalone, run_i
     a transfer by itself (see tests/e2e/conftest.py ATTEMPTS): the task's retry then waits on a new one.
 
     The trigger must be running: a task marked failed before the triggerer has picked its trigger up never
-    gets an ``on_kill`` (Airflow drops the trigger without running it; documented in the README)."""
+    gets an ``on_kill`` (Airflow drops the trigger without running it; documented in docs/guides/timeouts.md)."""
 
     def probe() -> str | None:
         ti = af.task_instance(PUSH_DAG, run_id, PUSH_TASK)

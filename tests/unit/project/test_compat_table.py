@@ -1,5 +1,5 @@
-"""The README's compatibility tables are generated from the results of the compatibility runs, and
-``--check`` fails when the README claims what the last run did not show."""
+"""The compatibility tables of docs/compatibility.md are generated from the results of the compatibility
+runs, and ``--check`` fails when the page claims what the last run did not show."""
 
 from __future__ import annotations
 
@@ -35,20 +35,20 @@ def _results(push: str = "pass", date: str = "2026-12-01") -> dict[str, Any]:
 
 @pytest.fixture
 def files(tmp_path: Path) -> tuple[Path, Path]:
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n## Compatibility\n\n{compat_table.BEGIN}\nold\n{compat_table.END}\n\nrest\n")
-    return readme, tmp_path / "results.json"
+    page = tmp_path / "compatibility.md"
+    page.write_text(f"# x\n\n## Compatibility\n\n{compat_table.BEGIN}\nold\n{compat_table.END}\n\nrest\n")
+    return page, tmp_path / "results.json"
 
 
-def _run(readme: Path, results: Path, data: dict[str, Any], *extra: str) -> int:
+def _run(page: Path, results: Path, data: dict[str, Any], *extra: str) -> int:
     results.write_text(json.dumps(data))
-    return compat_table.main(["--readme", str(readme), "--results", str(results), *extra])
+    return compat_table.main(["--page", str(page), "--results", str(results), *extra])
 
 
 def test_tables_list_versions_newest_first_with_each_outcome(files: tuple[Path, Path]) -> None:
-    readme, results = files
-    assert _run(readme, results, _results(push="fail")) == 0
-    text = readme.read_text()
+    page, results = files
+    assert _run(page, results, _results(push="fail")) == 0
+    text = page.read_text()
     assert text.startswith("# x\n\n## Compatibility\n\n")
     assert text.endswith(f"{compat_table.END}\n\nrest\n")
     assert "old" not in text
@@ -63,28 +63,36 @@ def test_tables_list_versions_newest_first_with_each_outcome(files: tuple[Path, 
 
 
 def test_check_passes_on_the_same_outcomes_of_another_day(files: tuple[Path, Path], capsys: Any) -> None:
-    readme, results = files
-    assert _run(readme, results, _results()) == 0
-    assert _run(readme, results, _results(date="2027-01-05"), "--check") == 0
+    page, results = files
+    assert _run(page, results, _results()) == 0
+    assert _run(page, results, _results(date="2027-01-05"), "--check") == 0
     assert "match" in capsys.readouterr().out
 
 
-def test_check_fails_when_an_outcome_changed_and_leaves_the_readme_alone(files: tuple[Path, Path], capsys: Any) -> None:
-    readme, results = files
-    assert _run(readme, results, _results()) == 0
-    before = readme.read_text()
-    assert _run(readme, results, _results(push="fail"), "--check") == 1
-    assert readme.read_text() == before
+def test_check_fails_when_an_outcome_changed_and_leaves_the_page_alone(files: tuple[Path, Path], capsys: Any) -> None:
+    page, results = files
+    assert _run(page, results, _results()) == 0
+    before = page.read_text()
+    assert _run(page, results, _results(push="fail"), "--check") == 1
+    assert page.read_text() == before
     err = capsys.readouterr().err
     assert "differ" in err
     assert "| 0.13.0 | pass | **fail** | not offered |" in err
 
 
 def test_missing_markers_or_results_are_reported(tmp_path: Path, capsys: Any) -> None:
-    readme = tmp_path / "README.md"
-    readme.write_text("# no markers\n")
+    page = tmp_path / "compatibility.md"
+    page.write_text("# no markers\n")
     results = tmp_path / "results.json"
-    assert _run(readme, results, _results()) == 2
+    assert _run(page, results, _results()) == 2
     assert "lacks the markers" in capsys.readouterr().err
-    assert compat_table.main(["--readme", str(readme), "--results", str(tmp_path / "none.json")]) == 2
+    assert compat_table.main(["--page", str(page), "--results", str(tmp_path / "none.json")]) == 2
     assert "cannot read the compatibility results" in capsys.readouterr().err
+
+
+def test_the_documentation_page_holds_the_tables_the_check_reads() -> None:
+    text = compat_table.PAGE.read_text(encoding="utf-8")
+    assert compat_table.PAGE.parts[-2:] == ("docs", "compatibility.md")
+    block = text[text.index(compat_table.BEGIN) + len(compat_table.BEGIN) : text.index(compat_table.END)]
+    assert "| EDC |" in block
+    assert "| Airflow |" in block
