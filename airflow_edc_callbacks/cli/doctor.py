@@ -25,7 +25,7 @@ from airflow_edc_callbacks.cli.checks import (
 from airflow_edc_callbacks.cli.edc_check import check_connection
 from airflow_edc_callbacks.config import get_store_url
 
-_WIDTH = 20
+_WIDTH = 22
 
 
 def run_checks(args: argparse.Namespace) -> list[Check]:
