@@ -48,7 +48,9 @@ def test_entry_points_registered() -> None:
     assert scripts["airflow-edc-callbacks"] == "airflow_edc_callbacks.cli:main"
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["events"], ["callback-url"], ["static-config"], ["purge"], ["doctor"]])
+@pytest.mark.parametrize(
+    "command", [[], ["serve"], ["events"], ["callback-url"], ["static-config"], ["purge"], ["doctor"]]
+)
 def test_every_subcommand_has_help(command: list[str]) -> None:
     result = subprocess.run([*CLI, *command, "--help"], capture_output=True, text=True, check=True)
     assert result.stdout.startswith("usage: airflow-edc-callbacks")
