@@ -3,6 +3,8 @@
 # the compatibility runs (every EDC version of demo/edc_versions.py; the smoke selection on the other Airflow
 # minors) and a check that README.md's compatibility tables say what those runs found.
 # Extra arguments go to the first pytest run (unit and end-to-end tests).
+# First the Debian packages the tests need (PostgreSQL, docker-compose, Chromium), installed when missing.
+bash "$(dirname "$0")/_system_packages.sh"
 source "$(dirname "$0")/_env.sh"
 .venv/bin/ruff check airflow_edc_callbacks tests dags demo benchmarks
 .venv/bin/ruff format --check airflow_edc_callbacks tests dags demo benchmarks
