@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: lint, types, unit tests and the end-to-end tests on real connectors and Airflow, then
+# The whole test suite: lint, types, the packaging check, unit tests and the end-to-end tests on real connectors and Airflow, then
 # the compatibility runs (every EDC version of demo/edc_versions.py; the smoke selection on the other Airflow
 # minors) and a check that README.md's compatibility tables say what those runs found.
 # Extra arguments go to the first pytest run (unit and end-to-end tests).
@@ -10,6 +10,7 @@ source "$(dirname "$0")/_env.sh"
 .venv/bin/ruff format --check airflow_edc_callbacks tests dags demo benchmarks
 .venv/bin/mypy
 .venv/bin/lint-imports  # the import directions of the contract in pyproject.toml
+bash scripts/package_check.sh  # wheel and sdist built, checked, installed with Airflow: `airflow providers list`
 rm -f .work/compat/results.json  # the tables are checked against this run alone
 .venv/bin/pytest "$@"
 .venv/bin/pytest -q tests/compat -m compat
