@@ -18,6 +18,7 @@ import argparse
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -26,7 +27,7 @@ from typing import Any
 
 from demo import connectors as edc
 from demo.airflow_env import AirflowStandalone
-from demo.cli_env import LAPTOP_PARALLELISM, exports, provider_env
+from demo.cli_env import LAPTOP_PARALLELISM, cli_env, exports, provider_env
 from demo.data_server import source_bytes, start_data_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 results = {step: af.xcom(DAG_ID, run_id, step) for step in STEPS}
                 source = source_bytes(edc.DEMO_ASSET)
                 ok = _print_results(results, data.received(), source)
+                ok = _doctor(workdir, args.airflow_port, venv_bin) and ok
                 if args.keep_running:
                     _say(f"Everything is running; Airflow UI: {af.ui_url} (no login).")
                     _say(
@@ -118,6 +120,21 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         data.stop()
         _say("Stopped airflow standalone, the connectors and the data server.")
+
+
+def _doctor(workdir: Path, airflow_port: int, venv_bin: Path) -> bool:
+    """Run ``airflow-edc-callbacks doctor`` on the demo, as its user would with ``python -m demo env``'s
+    exports; print its lines. True when no check failed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(cli_env(workdir, airflow_port))
+    done = subprocess.run(
+        [str(venv_bin / "airflow-edc-callbacks"), "doctor"], env=env, capture_output=True, text=True, timeout=300
+    )
+    _say(f"airflow-edc-callbacks doctor on the demo (exit status {done.returncode}):")
+    print(done.stdout, end="", flush=True)
+    if done.returncode != 0:
+        print(done.stderr[-4000:], end="", flush=True)
+    return done.returncode == 0
 
 
 def _print_results(results: dict[str, Any], received: list[dict[str, Any]], source: bytes) -> bool:

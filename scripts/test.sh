@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: lint, types, the packaging check, unit tests and the end-to-end tests on real connectors and Airflow, then
-# the compatibility runs (every EDC version of demo/edc_versions.py; the smoke selection on the other Airflow
-# minors) and a check that README.md's compatibility tables say what those runs found.
+# The whole test suite: lint, types, the packaging check, unit tests and the end-to-end tests on real connectors
+# and Airflow, then the compatibility runs (every EDC version of demo/edc_versions.py; the smoke selection on the
+# other Airflow minors) and a check that README.md's compatibility tables say what those runs found.
 # Extra arguments go to the first pytest run (unit and end-to-end tests).
 # First the Debian packages the tests need (PostgreSQL, docker-compose, Chromium), installed when missing.
 bash "$(dirname "$0")/_system_packages.sh"
