@@ -171,6 +171,23 @@ def get_callback_base_url() -> str:
     value = _conf_get("callback_base_url")
     if value:
         return value.rstrip("/")
+    return _api_server_callback_url()
+
+
+def callback_base_url_fallback() -> str | None:
+    """The URL :func:`get_callback_base_url` falls back to when ``[edc_callbacks] callback_base_url`` is
+    not set (``[api] base_url`` + ``/edc-callbacks``), or ``None`` when it is set.
+
+    The likeliest first misconfiguration: Airflow's default ``[api] base_url`` is ``http://localhost:8080``,
+    which a connector on another host (or in a container) cannot reach, and lost callbacks show only as
+    a wait of ``fallback_check_interval`` and then ``source: state_check``.
+    """
+    if _conf_get("callback_base_url"):
+        return None
+    return _api_server_callback_url()
+
+
+def _api_server_callback_url() -> str:
     from airflow_edc_callbacks import _compat
 
     base = _compat.airflow_conf().get("api", "base_url", fallback=None) or "http://localhost:8080"

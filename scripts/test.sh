@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# The whole test suite: lint, types, the documentation build (warnings are errors), unit tests and the
-# end-to-end tests on real connectors and Airflow, then the compatibility runs (every EDC version of
-# demo/edc_versions.py; the smoke selection on the other Airflow minors) and a check that the compatibility
-# tables of docs/compatibility.md say what those runs found.
+# The whole test suite: lint, types, the documentation build (warnings are errors), the packaging check,
+# unit tests and the end-to-end tests on real connectors and Airflow, then the compatibility runs (every EDC
+# version of demo/edc_versions.py; the smoke selection on the other Airflow minors) and a check that the
+# compatibility tables of docs/compatibility.md say what those runs found.
 # Extra arguments go to the first pytest run (unit and end-to-end tests).
+# First the Debian packages the tests need (PostgreSQL, docker-compose, Chromium), installed when missing.
+bash "$(dirname "$0")/_system_packages.sh"
 source "$(dirname "$0")/_env.sh"
 .venv/bin/ruff check airflow_edc_callbacks tests dags demo benchmarks docs
 .venv/bin/ruff format --check airflow_edc_callbacks tests dags demo benchmarks docs
 .venv/bin/mypy
 .venv/bin/lint-imports  # the import directions of the contract in pyproject.toml
 .venv/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html  # the documentation site, warnings as errors
+bash scripts/package_check.sh  # wheel and sdist built, checked, installed with Airflow: `airflow providers list`
 rm -f .work/compat/results.json  # the tables are checked against this run alone
 .venv/bin/pytest "$@"
 .venv/bin/pytest -q tests/compat -m compat

@@ -44,7 +44,7 @@ class PostgresServer:
     def __init__(self, port: int = DEFAULT_PORT) -> None:
         bin_dir = find_bin_dir()
         if bin_dir is None:
-            raise RuntimeError("PostgreSQL is not installed: apt-get install -y postgresql (see .ci/run)")
+            raise RuntimeError("PostgreSQL is not installed: bash scripts/_system_packages.sh (test.sh runs it)")
         self.bin_dir = bin_dir
         self.port = port
         self.root = Path(tempfile.mkdtemp(prefix="edc-callbacks-pg-"))

@@ -7,7 +7,7 @@ import sys
 import uuid
 from typing import Any, TextIO
 
-from airflow_edc_callbacks.config import get_callback_base_url
+from airflow_edc_callbacks.config import callback_base_url_fallback, get_callback_base_url
 from airflow_edc_callbacks.tokens import get_signing_key
 
 
@@ -16,6 +16,12 @@ def _callback_url(args: argparse.Namespace, out: TextIO) -> int:
 
     correlation_id = args.correlation_id or uuid.uuid4().hex
     base = (args.base_url or get_callback_base_url()).rstrip("/")
+    if not args.base_url and callback_base_url_fallback() is not None:
+        print(
+            f"# [edc_callbacks] callback_base_url is not set: using [api] base_url + /edc-callbacks ({base}); "
+            "set it (or pass --base-url) to the receiver's URL as the connector reaches it",
+            file=sys.stderr,
+        )
     print(f"{base}/callbacks/{make_token(get_signing_key(), correlation_id)}", file=out)
     return 0
 

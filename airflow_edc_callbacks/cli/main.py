@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from airflow_edc_callbacks.cli._common import PROG, Failure, stdout_to_stderr
 from airflow_edc_callbacks.cli.callbacks import add_callback_url_parser, add_static_config_parser
 from airflow_edc_callbacks.cli.connector import add_terminate_parser
+from airflow_edc_callbacks.cli.doctor import add_doctor_parser
 from airflow_edc_callbacks.cli.serve import add_serve_parser
 from airflow_edc_callbacks.cli.store import add_events_parser, add_purge_parser
 
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_static_config_parser(sub)
     add_terminate_parser(sub)
     add_purge_parser(sub)
+    add_doctor_parser(sub)
     return parser
 
 

@@ -20,13 +20,13 @@ from airflow_edc_callbacks.exceptions import EdcNegotiationFailed, EdcNegotiatio
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.ledger import StoreLedger
 from airflow_edc_callbacks.models import Outcome
+from airflow_edc_callbacks.operators.callback_address import task_callback_url
 from airflow_edc_callbacks.operators.lifecycle import (
     terminate_at_timeout,
     terminate_when_killed,
     waiting_on,
 )
 from airflow_edc_callbacks.operators.transfer import correlation_of, defer_after_seconds
-from airflow_edc_callbacks.tokens import callback_url
 from airflow_edc_callbacks.triggers.deferral import arm, connector_url, defer_or_wait, safety_net
 from airflow_edc_callbacks.triggers.kinds import KindName
 from airflow_edc_callbacks.triggers.negotiation import EdcNegotiationTrigger
@@ -84,7 +84,7 @@ class NegotiationStep:
             assigner=self.counter_party_id,
             target=self.asset_id,
             callback_addresses=[
-                hook.callback_address(callback_url(correlation_of(context)), events=["contract.negotiation"])
+                hook.callback_address(task_callback_url(task, correlation_of(context)), events=["contract.negotiation"])
             ],
             protocol=self.protocol,
         )

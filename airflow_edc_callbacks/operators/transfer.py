@@ -24,13 +24,14 @@ from airflow_edc_callbacks.config import (
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.ledger import StoreLedger
 from airflow_edc_callbacks.models import WaitFor, resolve_wait_for
+from airflow_edc_callbacks.operators.callback_address import task_callback_url
 from airflow_edc_callbacks.operators.earlier_try import CORRELATION_PROPERTY, find_earlier_transfer, mark_taken
 from airflow_edc_callbacks.operators.lifecycle import (
     terminate_at_timeout,
     terminate_when_killed,
     waiting_on,
 )
-from airflow_edc_callbacks.tokens import callback_url, correlation_id_for
+from airflow_edc_callbacks.tokens import correlation_id_for
 from airflow_edc_callbacks.triggers.callback import EdcCallbackTrigger
 from airflow_edc_callbacks.triggers.deferral import arm, complete_transfer, defer_or_wait, safety_net
 from airflow_edc_callbacks.triggers.kinds import KindName
@@ -146,7 +147,7 @@ class TransferStep:
             protocol=self.protocol,
             asset_id=self.asset_id,
             private_properties={**(self.private_properties or {}), CORRELATION_PROPERTY: correlation_id},
-            callback_addresses=[hook.callback_address(callback_url(correlation_id))],
+            callback_addresses=[hook.callback_address(task_callback_url(task, correlation_id))],
         )
         transfer_id = hook.start_transfer(request)
         task.log.info(

@@ -54,3 +54,17 @@ class Retention(StoreBase):
                 )
             )
             return int(getattr(result, "rowcount", 0) or 0)
+
+    def forget(self, envelope_id: str) -> int:
+        """Delete the event ``envelope_id`` now, and what event triggers fired for it; returns how many
+        events were deleted (0 or 1). For an event that is nobody's: the self-test event of
+        ``airflow-edc-callbacks doctor``, which no task waits for.
+
+        :raises StoreUnavailableError: the delete failed.
+        """
+        event = CallbackEventRow
+        seqs = select(event.seq).where(event.envelope_id == envelope_id)
+        with self._writing("Cannot delete from the callback event store") as session:
+            session.execute(delete(TriggerFiredRow).where(TriggerFiredRow.seq.in_(seqs)))
+            result = session.execute(delete(event).where(event.envelope_id == envelope_id))
+            return int(getattr(result, "rowcount", 0) or 0)

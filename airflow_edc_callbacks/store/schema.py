@@ -42,6 +42,11 @@ def head_revision() -> str:
     return head
 
 
+def known_revisions() -> list[str]:
+    """Every revision this package ships, newest first."""
+    return [script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()]
+
+
 def current_revision(engine: Engine) -> str | None:
     """The revision of the store's schema, ``None`` for an empty database."""
     with engine.connect() as connection:

@@ -48,7 +48,9 @@ def test_entry_points_registered() -> None:
     assert scripts["airflow-edc-callbacks"] == "airflow_edc_callbacks.cli:main"
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["events"], ["callback-url"], ["static-config"], ["purge"]])
+@pytest.mark.parametrize(
+    "command", [[], ["serve"], ["events"], ["callback-url"], ["static-config"], ["purge"], ["doctor"]]
+)
 def test_every_subcommand_has_help(command: list[str]) -> None:
     result = subprocess.run([*CLI, *command, "--help"], capture_output=True, text=True, check=True)
     assert result.stdout.startswith("usage: airflow-edc-callbacks")
@@ -122,6 +124,22 @@ def test_callback_url_is_signed(edc_config: str, capsys: pytest.CaptureFixture[s
     prefix = "http://airflow:8080/edc-callbacks/callbacks/"
     assert url.startswith(prefix)
     assert verify_token(SIGNING_KEY, url[len(prefix) :]) == "manual-1"
+
+
+def test_callback_url_notes_the_fallback_when_callback_base_url_is_not_set(
+    edc_config: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("AIRFLOW__EDC_CALLBACKS__CALLBACK_BASE_URL", raising=False)
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://airflow.internal:8080")
+    assert main(["callback-url", "--correlation-id", "manual-2"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("http://airflow.internal:8080/edc-callbacks/callbacks/manual-2.")
+    assert "callback_base_url is not set: using [api] base_url + /edc-callbacks" in captured.err
+    monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__CALLBACK_BASE_URL", "http://receiver.internal:8099")
+    assert main(["callback-url", "--correlation-id", "manual-2"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("http://receiver.internal:8099/callbacks/manual-2.")
+    assert "not set" not in captured.err
 
 
 def test_purge(store: EventStore, store_url: str, capsys: pytest.CaptureFixture[str]) -> None:

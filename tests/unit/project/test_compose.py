@@ -31,7 +31,7 @@ def compose() -> dict[str, Any]:
 
 def _validate(path: Path) -> subprocess.CompletedProcess[str]:
     tool = shutil.which("docker-compose")
-    assert tool, "docker-compose is needed to validate docker-compose.yaml: apt-get install docker-compose (.ci/run)"
+    assert tool, "docker-compose validates docker-compose.yaml: bash scripts/_system_packages.sh (test.sh runs it)"
     return subprocess.run([tool, "-f", str(path), "config", "-q"], capture_output=True, text=True, check=False)
 
 

@@ -108,6 +108,19 @@ def test_purge_forgets_what_event_triggers_fired_for_purged_events(store: EventS
         assert conn.exec_driver_sql("SELECT count(*) FROM edc_trigger_fired").scalar_one() == 0
 
 
+def test_forget_deletes_one_event_and_what_event_triggers_fired_for_it(store: EventStore) -> None:
+    record_event(store, envelope("TransferProcessCompleted", "doctor"))
+    record_event(store, envelope("TransferProcessCompleted", "kept"))
+    doomed, kept = store.events()
+    assert store.claim("watcher", doomed) is True
+    assert store.claim("watcher", kept) is True
+    assert store.forget(doomed.envelope_id) == 1
+    assert store.forget(doomed.envelope_id) == 0
+    assert [e.envelope_id for e in store.events()] == [kept.envelope_id]
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT seq FROM edc_trigger_fired").scalars().all() == [kept.seq]
+
+
 def test_idle_connections_close_after_the_idle_timeout_and_the_pool_reopens(store_url: str) -> None:
     """A pooled store (the receiver's) keeps its connection for the next use; the store of waiting triggers
     (``pool_size=0``) closes each connection when the use ends and opens one for the next use."""
