@@ -5,6 +5,7 @@ it is closed; all through the public surface (receiver HTTP, triggers, sensor tr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +18,7 @@ from sqlalchemy import event
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.ledger import StoreLedger
 from airflow_edc_callbacks.receiver import ReceiverSettings, create_app
+from airflow_edc_callbacks.static_callbacks import StaticCallbackRegistration
 from airflow_edc_callbacks.store import get_listener, get_store
 from airflow_edc_callbacks.tokens import make_token
 from airflow_edc_callbacks.triggers import EdcCallbackEventTrigger
@@ -115,3 +117,62 @@ def test_an_edr_whose_expiry_is_out_of_range_is_read_without_expiry(
     assert post(receiver, envelope("TransferProcessStarted", B, dataAddress=address), TASK_B).status_code == 200
     edr = hook.get_edr(B)
     assert (edr.endpoint, edr.expires_in, edr.expired()) == ("http://provider/public", None, False)
+
+
+# -- found, not fixed here (the fix is not small) --------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="A watcher's cursor moves only when it fires; a restart (triggerer restart, any store outage) "
+    "reads every event stored since its last fire, bodies and all, into one list. Fix: save the cursor "
+    "past decided events (not past dynamic ones still awaiting their static copy) and read the backlog "
+    "in pages.",
+)
+async def test_a_watcher_saves_its_cursor_past_events_it_decided_not_to_fire_on(receiver: TestClient) -> None:
+    """Found: a token's holder posts events no watcher fires on (any dynamic event, up to the retention and
+    the disk); every restart of the triggerer, and every store outage a watcher recovers from, then loads
+    all of them at once into the triggerer's memory, once per watcher."""
+    name = "cursor-moves"
+    runs = EdcCallbackEventTrigger(event_types=["TransferProcessCompleted"], process_type="PROVIDER", name=name).run()
+    fired = asyncio.ensure_future(runs.__anext__())
+    try:
+        listener = get_listener(get_store(waiting=True))
+        await until(lambda: listener.subscription_count >= 1, "the watcher to subscribe")
+        for index in range(3):
+            other = envelope("TransferProcessInitiated", f"tp-{index}", type="CONSUMER")
+            assert (await asyncio.to_thread(post_static, receiver, other)).status_code == 200
+        last = get_store().max_seq()
+        await until(lambda: (get_store().cursor(name) or 0) >= last, "the cursor to pass the decided events", 5)
+    finally:
+        fired.cancel()
+        with contextlib.suppress(RuntimeError):
+            await runs.aclose()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="A found registration whose secret does not match is looked up again, uncached, before every "
+    "401 (so a rotated secret is accepted at once). Fix: at most one such fresh lookup per name per second "
+    "(a secret rotated less than a second before a lookup is then refused once), single-flight.",
+)
+def test_wrong_static_secrets_do_not_each_cost_a_registration_lookup(store_url: str) -> None:
+    """Found (no token needed): every request to a registered static name with a wrong secret is a
+    metastore or secrets-backend query, at the request rate of anyone who can reach the receiver."""
+    calls: list[str] = []
+    registration = StaticCallbackRegistration(name="prov", secret="st", events=("transfer.process",))
+
+    def lookup(name: str) -> StaticCallbackRegistration | None:
+        calls.append(name)
+        return registration if name == "prov" else None
+
+    settings = ReceiverSettings(
+        store_url=store_url, signing_key=SIGNING_KEY, auth=None, auth_from_config=False, static_lookup=lookup
+    )
+    with TestClient(create_app(settings)) as client:
+        for attempt in range(20):
+            answer = client.post(
+                "/callbacks/static/prov", json=envelope(), headers={"X-Edc-Callback-Auth": f"guess-{attempt}"}
+            )
+            assert answer.status_code == 401
+    assert len(calls) <= 2
