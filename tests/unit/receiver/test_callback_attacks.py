@@ -7,7 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -117,6 +121,26 @@ def test_an_edr_whose_expiry_is_out_of_range_is_read_without_expiry(
     assert post(receiver, envelope("TransferProcessStarted", B, dataAddress=address), TASK_B).status_code == 200
     edr = hook.get_edr(B)
     assert (edr.endpoint, edr.expires_in, edr.expired()) == ("http://provider/public", None, False)
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_events_json_lists_a_body_of_one_long_run_of_jwt_prefixes(receiver: TestClient, store_url: str) -> None:
+    """Found: the JWT redaction rescanned a run of base64url characters from every ``eyJ`` in it
+    (quadratic): one accepted 1 MiB string ``eyJeyJ...`` kept ``airflow-edc-callbacks events --json``
+    busy for about 20 minutes. The same redaction runs on every request path (the receiver's path
+    middleware and the access-log filter, no token needed): a 16 KiB path cost 0.3 s of the event loop."""
+    body = envelope("TransferProcessInitiated", "tp-unbound", note="eyJ" * 330_000)
+    assert post(receiver, body).status_code == 200
+    env = {**os.environ, "AIRFLOW__EDC_CALLBACKS__STORE_URL": store_url}
+    script = str(Path(sys.executable).parent / "airflow-edc-callbacks")
+    listed = subprocess.run([script, "events", "--json"], capture_output=True, text=True, env=env, timeout=90)
+    assert listed.returncode == 0, listed.stderr
+    piped = subprocess.run(
+        [sys.executable, "-m", "json.tool"], input=listed.stdout, capture_output=True, text=True, timeout=60
+    )
+    assert piped.returncode == 0
+    [shown] = json.loads(listed.stdout)
+    assert shown["body"]["payload"]["note"] == body["payload"]["note"]  # no JWT in it: shown as it is
 
 
 # -- found, not fixed here (the fix is not small) --------------------------------------------------------
