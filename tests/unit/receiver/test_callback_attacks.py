@@ -25,9 +25,9 @@ from airflow_edc_callbacks.receiver import ReceiverSettings, create_app
 from airflow_edc_callbacks.static_callbacks import StaticCallbackRegistration
 from airflow_edc_callbacks.store import get_listener, get_store
 from airflow_edc_callbacks.tokens import make_token
-from airflow_edc_callbacks.triggers import EdcCallbackEventTrigger
+from airflow_edc_callbacks.triggers import EdcCallbackEventTrigger, EdcCallbackTrigger, EdcNegotiationTrigger
 from tests.conftest import SIGNING_KEY
-from tests.helpers import envelope
+from tests.helpers import envelope, first_trigger_event
 
 STATIC = {"conn_type": "edc_static_callback", "password": "st", "extra": {"events": ["transfer.process", "asset"]}}
 TASK_A = "task-a"  # the attacker holds this task's valid token
@@ -141,6 +141,78 @@ def test_events_json_lists_a_body_of_one_long_run_of_jwt_prefixes(receiver: Test
     assert piped.returncode == 0
     [shown] = json.loads(listed.stdout)
     assert shown["body"]["payload"]["note"] == body["payload"]["note"]  # no JWT in it: shown as it is
+
+
+# -- attacks that failed (the code held) ----------------------------------------------------------------
+
+
+def negotiation_event(event_type: str, negotiation_id: str, **payload: Any) -> dict[str, Any]:
+    body = envelope(event_type, "unused", **payload)
+    body["payload"] = {"contractNegotiationId": negotiation_id, "type": "CONSUMER", **payload}
+    return body
+
+
+async def test_a_token_of_another_task_cannot_finalize_or_fail_its_negotiation(receiver: TestClient) -> None:
+    """The attacker's early Terminated lands before the victim binds its negotiation; after the binding
+    his posts are 403; the victim's own (early and late) events count. A negotiation event that names
+    the victim's transfer in its payload is about its own negotiation only."""
+    negotiation = "cn-b"
+    early = negotiation_event("ContractNegotiationTerminated", negotiation, reason="forged")
+    assert post(receiver, early).status_code == 200
+    assert post(receiver, negotiation_event("ContractNegotiationRequested", negotiation), TASK_B).status_code == 200
+    get_store().bind(negotiation, TASK_B)
+    get_store().bind(B, TASK_B)
+    late = negotiation_event("ContractNegotiationTerminated", negotiation, reason="forged")
+    assert post(receiver, late).status_code == 403
+    disguised = negotiation_event("ContractNegotiationTerminated", "cn-attacker", transferProcessId=B)
+    assert post(receiver, disguised).status_code == 200  # about the attacker's own (unbound) negotiation
+    trigger = EdcNegotiationTrigger(
+        correlation_id=TASK_B, contract_negotiation_id=negotiation, conn_id="edc_unused", fallback_check_interval=3600
+    )
+    waiting = asyncio.ensure_future(first_trigger_event(trigger))
+    transfer = asyncio.ensure_future(
+        first_trigger_event(
+            EdcCallbackTrigger(
+                correlation_id=TASK_B, transfer_process_id=B, conn_id="edc_unused", fallback_check_interval=3600
+            )
+        )
+    )
+    listener = get_listener(get_store(waiting=True))
+    await until(lambda: listener.subscription_count >= 2, "both triggers to subscribe")
+    finalized = negotiation_event("ContractNegotiationFinalized", negotiation)
+    assert (await asyncio.to_thread(post, receiver, finalized, TASK_B)).status_code == 200
+    payload = await waiting
+    assert payload["status"] == "success"
+    assert [e["type"] for e in payload["timeline"]] == ["ContractNegotiationRequested", "ContractNegotiationFinalized"]
+    assert not transfer.done()
+    transfer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await transfer
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        ".",
+        f".{make_token(SIGNING_KEY, TASK_A).split('.')[1]}",
+        TASK_A,
+        f"{TASK_A}.",
+        f"{make_token(SIGNING_KEY, TASK_A)}=",
+        f"{make_token(SIGNING_KEY, TASK_A)}.x",
+        make_token(SIGNING_KEY, TASK_A).upper(),
+        make_token(SIGNING_KEY, TASK_A).replace(TASK_A, TASK_B),
+        make_token(b"test-signing-key-012345678", TASK_A),
+        make_token(SIGNING_KEY, "x" * 128) + "y",
+        f"{make_token(SIGNING_KEY, TASK_A)}/",
+        "static",
+    ],
+)
+def test_no_odd_token_is_accepted_and_nothing_is_stored_without_a_correlation(receiver: TestClient, token: str) -> None:
+    """A dynamic route stores nothing but under a verified correlation id (``StoredEvent.trusted`` treats a
+    missing one as a static event): every mangled token is 404 (or 405), nothing stored."""
+    answer = receiver.post(f"/callbacks/{token}", json=envelope("TransferProcessCompleted", B))
+    assert answer.status_code in (404, 405), answer.text
+    assert get_store().events() == []
 
 
 # -- found, not fixed here (the fix is not small) --------------------------------------------------------
