@@ -86,7 +86,9 @@ _QUERY_PARAMETER = re.compile(
     r"(?P<head>(?:[?&;]|%3[Ff]|%26)(?P<name>[A-Za-z0-9_.\-]{1,64})(?:=|%3[Dd]))"
     r"(?P<value>(?:[^&#;%\s\"'<>\\]|%(?!26|3[Bb])[0-9A-Fa-f]{2})+)"
 )
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+# a JWT starts a run of base64url characters: from any other "eyJ" inside a run, a scan to the run's end
+# would be tried again ("eyJeyJeyJ...": quadratic time, minutes for one 1 MiB string or seconds for a path)
+_JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 
 def _term(key: str) -> str:

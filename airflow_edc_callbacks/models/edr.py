@@ -11,12 +11,13 @@ from airflow_edc_callbacks.models.jsonld import EDC_NAMESPACE, TRACTUSX_AUTH_NAM
 
 
 def _int_seconds(value: Any) -> int | None:
-    """``expiresIn`` as an int: the wire carries a string such as ``"300"``; unreadable is ``None``."""
+    """``expiresIn`` as an int: the wire carries a string such as ``"300"``; unreadable (also ``NaN``, or
+    beyond a double's range: ``"1e999"``) is ``None``."""
     if value is None or isinstance(value, bool):
         return None
     try:
         return int(float(str(value).strip()))
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
 
 

@@ -29,6 +29,10 @@ may have missed a commit from. :meth:`EventLog.record` reads the clock once it h
 then runs two or three short statements and commits: well within this."""
 
 
+ID_CHUNK = 500
+"""At most this many envelope ids in one ``IN`` list (drivers limit a statement's parameters)."""
+
+
 class EventLog(StoreBase):
     """Writes and reads of the callback events."""
 
@@ -149,6 +153,24 @@ class EventLog(StoreBase):
             stmt = stmt.limit(limit)
         with self._reading() as session:
             return [StoredEvent.from_row(row) for row in session.scalars(stmt)]
+
+    def statically_delivered(self, envelope_ids: Sequence[str]) -> list[str]:
+        """Of ``envelope_ids``, those a static callback route delivered too (a ``static:<name>`` route), read
+        without their bodies and in chunks of :data:`ID_CHUNK` ids: what an event trigger asks every half
+        second about the events waiting for their static copy, however many a token's holder posted.
+
+        :raises StoreUnavailableError: the read failed.
+        """
+        ids = list(envelope_ids)
+        found: list[str] = []
+        with self._reading() as session:
+            for start in range(0, len(ids), ID_CHUNK):
+                stmt = select(CallbackEventRow.envelope_id).where(
+                    CallbackEventRow.envelope_id.in_(ids[start : start + ID_CHUNK]),
+                    or_(CallbackEventRow.correlation_id.is_(None), CallbackEventRow.routes.contains("static:")),
+                )
+                found.extend(session.scalars(stmt))
+        return found
 
     def max_seq(self) -> int:
         """The ``seq`` of the newest stored event, 0 when empty.

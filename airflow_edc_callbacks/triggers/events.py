@@ -188,9 +188,11 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
                     for envelope_id in [e for e, deadline in awaiting.items() if deadline < now]:
                         del awaiting[envelope_id]  # it never came by a static route: not for watchers
                     pending = await subscription.wait(_RECHECK_SECONDS if awaiting else None)
-                    if awaiting:
-                        again = await asyncio.to_thread(store.events, envelope_ids=list(awaiting))
-                        pending = [*pending, *(row for row in again if row.via_static)]
+                    if awaiting:  # ids only: their bodies are read once, when a static copy came
+                        arrived = await asyncio.to_thread(store.statically_delivered, list(awaiting))
+                        if arrived:
+                            again = await asyncio.to_thread(store.events, envelope_ids=arrived)
+                            pending = [*pending, *(row for row in again if row.via_static)]
                 except EdcCallbacksError as err:
                     await store_unavailable(self.log, err, subscription)
                     subscription = None
