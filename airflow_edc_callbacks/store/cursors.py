@@ -40,9 +40,23 @@ class WatcherCursors(StoreBase):
         with self._writing() as session:
             session.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"seq": seq}))
 
-    def claim(self, name: str, stored: StoredEvent) -> bool:
+    def advance_cursor(self, name: str, seq: int) -> None:
+        """Move the cursor of ``name`` forward to ``seq`` (never back): the trigger decided every event it
+        was handed up to there, firing or not, so a restart reads from there (:meth:`backlog`).
+
+        :raises StoreUnavailableError: the write failed.
+        """
+        forward = case((TriggerCursorRow.seq < seq, seq), else_=TriggerCursorRow.seq)
+        stmt = self._insert()(TriggerCursorRow).values(name=name, seq=seq, start_seq=seq)
+        with self._writing() as session:
+            session.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"seq": forward}))
+
+    def claim(self, name: str, stored: StoredEvent, *, cursor: int | None = None) -> bool:
         """Advance the cursor of ``name`` to ``stored`` (never back) and claim its (process id, event type)
         in one commit.
+
+        :param cursor: advance the cursor only this far (default ``stored.seq``): below an event the
+            trigger has not decided yet, so that a restart reads that one again.
 
         An event about no process (``AssetCreated``...) is claimed by its envelope id instead.
 
@@ -54,12 +68,13 @@ class WatcherCursors(StoreBase):
         fired = self._insert()(TriggerFiredRow).values(
             name=name, process_id=key, event_type=stored.event_type, seq=stored.seq
         )
-        cursor = self._insert()(TriggerCursorRow).values(name=name, seq=stored.seq, start_seq=stored.seq)
-        forward = case((TriggerCursorRow.seq < stored.seq, stored.seq), else_=TriggerCursorRow.seq)
-        cursor = cursor.on_conflict_do_update(index_elements=["name"], set_={"seq": forward})
+        to = stored.seq if cursor is None else min(cursor, stored.seq)
+        forward = case((TriggerCursorRow.seq < to, to), else_=TriggerCursorRow.seq)
+        advance = self._insert()(TriggerCursorRow).values(name=name, seq=to, start_seq=to)
+        advance = advance.on_conflict_do_update(index_elements=["name"], set_={"seq": forward})
         with self._writing() as session:
             claimed = session.execute(fired.on_conflict_do_nothing().returning(TriggerFiredRow.seq)).first()
-            session.execute(cursor)
+            session.execute(advance)
             return claimed is not None
 
     def backlog(self, name: str, *, since: int | None = None) -> list[StoredEvent]:

@@ -157,7 +157,8 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
         subscription: Subscription | None = None
         pending: list[StoredEvent] = []
         decided: OrderedDict[str, None] = OrderedDict()  # envelope ids decided in this run
-        awaiting: dict[str, float] = {}  # envelope id -> monotonic deadline of its static-route delivery
+        awaiting: dict[str, tuple[float, int]] = {}  # envelope id -> (monotonic deadline of its static copy, seq)
+        saved = 0  # the highest cursor this run saved
         try:
             while True:
                 try:
@@ -171,13 +172,14 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
                         if stored.envelope_id in decided or not self.matches(stored):
                             continue
                         if not stored.via_static:  # a dynamic callback's copy: wait for the connector's own
-                            awaiting.setdefault(stored.envelope_id, time.monotonic() + STATIC_ROUTE_WAIT)
+                            awaiting.setdefault(stored.envelope_id, (time.monotonic() + STATIC_ROUTE_WAIT, stored.seq))
                             continue
                         awaiting.pop(stored.envelope_id, None)
                         decided[stored.envelope_id] = None
                         if len(decided) > _DECIDED_MEMORY:
                             decided.popitem(last=False)
-                        if not await asyncio.to_thread(store.claim, self.name, stored):
+                        below = min((seq for _, seq in awaiting.values()), default=stored.seq + 1) - 1
+                        if not await asyncio.to_thread(store.claim, self.name, stored, cursor=below):
                             self.log.info("Skipping %s for %s: fired already", stored.event_type, stored.process_id)
                             continue
                         self.log.info("Callback event %s for %s matches", stored.event_type, stored.process_id)
@@ -185,8 +187,9 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
                         if self.one_shot:
                             return
                     now = time.monotonic()
-                    for envelope_id in [e for e, deadline in awaiting.items() if deadline < now]:
+                    for envelope_id in [e for e, (deadline, _) in awaiting.items() if deadline < now]:
                         del awaiting[envelope_id]  # it never came by a static route: not for watchers
+                    saved = await self._save_progress(store, pending, awaiting, saved)
                     pending = await subscription.wait(_RECHECK_SECONDS if awaiting else None)
                     if awaiting:  # ids only: their bodies are read once, when a static copy came
                         arrived = await asyncio.to_thread(store.statically_delivered, list(awaiting))
@@ -199,6 +202,22 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
         finally:
             if subscription is not None:
                 subscription.close()
+
+    async def _save_progress(
+        self, store: EventStore, handed: list[StoredEvent], awaiting: dict[str, tuple[float, int]], saved: int
+    ) -> int:
+        """Save the cursor past the events this trigger was handed and decided (fired or not), but not past
+        one still waiting for its static copy, so that a restart does not read them all again. Returns the
+        cursor saved (``saved`` when nothing moved)."""
+        if not handed:
+            return saved
+        seq = max(stored.seq for stored in handed)
+        if awaiting:
+            seq = min(seq, min(waiting_seq for _, waiting_seq in awaiting.values()) - 1)
+        if seq <= saved:
+            return saved
+        await asyncio.to_thread(store.advance_cursor, self.name, seq)
+        return seq
 
     def _describe(self) -> str:
         parts = [f"types={self.event_types or 'any'}"]
