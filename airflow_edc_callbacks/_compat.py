@@ -18,6 +18,11 @@ Metrics set-up per minor: 3.1 reads ``[metrics]`` when ``airflow.stats`` is firs
 api-server does not, so the first metric of this package sets the backend up there (:func:`ensure_stats`).
 The factory comes from ``airflow.observability.metrics.stats_utils.get_stats_factory``, which takes the
 ``Stats`` class on 3.2 and nothing on 3.3 (where ``initialize`` also takes ``export_legacy_names``).
+
+Who may read a task instance's timeline page (:func:`require_task_instance_read`) is asked of the api-server's
+FastAPI security helpers (``airflow.api_fastapi.core_api.security``), which providers have no public
+interface for; ``get_user`` takes ``(request, oauth token, bearer credentials)`` on every minor, and only
+3.3 wants the trust marker of its refresh middleware next to a user it finds on the request.
 """
 
 from __future__ import annotations

@@ -122,15 +122,16 @@ def _time(epoch_ms: int) -> str:
         moment = dt.datetime.fromtimestamp(epoch_ms / 1000, tz=dt.timezone.utc)
     except (OverflowError, OSError, ValueError):
         return str(epoch_ms)
-    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d} UTC"
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
 
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:16px;color:#1a202c;background:#fff}
 h1{font-size:18px;margin:0 0 4px}p.meta{margin:0 0 12px;color:#4a5568;font-size:13px}
-table{border-collapse:collapse;width:100%;font-size:13px}
+table{border-collapse:collapse;width:100%;font-size:12px}
 th,td{border-bottom:1px solid #e2e8f0;padding:6px 8px;text-align:left;vertical-align:top}
-th{background:#f7fafc;font-weight:600}code{font-family:ui-monospace,Menlo,monospace;font-size:12px}
+th{background:#f7fafc;font-weight:600;white-space:nowrap}td.reason{overflow-wrap:anywhere}
+code{font-family:ui-monospace,Menlo,monospace;font-size:12px;word-break:break-all}td.time,td.type{white-space:nowrap}
 td.type{font-weight:600}.ok{color:#22543d}.bad{color:#9b2c2c;font-weight:600}
 .ended-ok{background:#f0fff4}.ended-bad{background:#fff5f5}.empty{color:#4a5568}
 @media (prefers-color-scheme:dark){body{background:#1a202c;color:#e2e8f0}th{background:#2d3748}
@@ -138,7 +139,7 @@ th,td{border-color:#4a5568}.ok{color:#9ae6b4}.bad{color:#feb2b2}.ended-ok{backgr
 .ended-bad{background:#63171b}p.meta,.empty{color:#a0aec0}}
 """
 
-_HEAD = ("#", "Event", "At (connector)", "Received", "Process", "Route", "Trusted", "Reason", "Envelope")
+_HEAD = ("#", "Event", "At (connector, UTC)", "Received (UTC)", "Process", "Route", "Trusted", "Reason", "Envelope id")
 
 
 def _row_html(row: TimelineRow) -> str:
@@ -152,12 +153,12 @@ def _row_html(row: TimelineRow) -> str:
     cells = (
         str(row.seq),
         f'<td class="type">{escape(row.event_type)}',
-        escape(_time(row.at)),
-        escape(_time(row.received_at)),
+        f'<td class="time">{"<br>".join(map(escape, _time(row.at).split(" ", 1)))}',
+        f'<td class="time">{"<br>".join(map(escape, _time(row.received_at).split(" ", 1)))}',
         f"<code>{escape(row.process_id or '-')}</code>",
-        escape(" ".join(row.routes)),
+        "<br>".join(map(escape, row.routes)),
         trust,
-        escape(row.reason),
+        f'<td class="reason">{escape(row.reason)}',
         f"<code>{escape(row.envelope_id)}</code>",
     )
     return f"<tr{css}>" + "".join(c if c.startswith("<td") else f"<td>{c}" for c in cells) + "</tr>"

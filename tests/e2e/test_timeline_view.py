@@ -127,7 +127,7 @@ def test_timeline_tab_shows_the_task_instance_callbacks_to_a_logged_in_user_only
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     try:
         page = context.new_page()
-        tab = f"{airflow.ui_url}/dags/{PUSH_DAG}/runs/{quote(run_id, safe='')}/tasks/{TASK}/plugin/edc_callbacks"
+        tab = f"{airflow.ui_url}/dags/{PUSH_DAG}/runs/{run_id}/tasks/{TASK}/plugin/edc_callbacks"  # as the UI links
         page.goto(tab)
         page.wait_for_selector("input[name=username]", timeout=60_000)  # the UI sent us to its login page
         page.fill("input[name=username]", AIRFLOW_LOGIN[0])
@@ -137,6 +137,7 @@ def test_timeline_tab_shows_the_task_instance_callbacks_to_a_logged_in_user_only
         frame = page.frame_locator('iframe[title="EDC callbacks"]')
         frame.locator("table").wait_for(timeout=60_000)
         text = frame.locator("body").inner_text()
+        page.get_by_text("No Task Instance found").wait_for(state="hidden", timeout=60_000)  # its header loaded
         page.screenshot(path=str(SCREENSHOTS / "timeline-tab.png"))
         page.locator('iframe[title="EDC callbacks"]').screenshot(path=str(SCREENSHOTS / "timeline-view.png"))
 
