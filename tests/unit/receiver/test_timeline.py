@@ -102,7 +102,7 @@ def test_times_are_utc_with_milliseconds_and_an_empty_timeline_says_why(store: E
     record_event(store, started, correlation_id=TI.correlation_id)
     rows, _ = task_timeline(store, TI)
     page = render_timeline(TI, rows)
-    assert "<td class=\"time\">2026-01-01<br>00:00:00.123<" in page
+    assert '<td class="time">2026-01-01<br>00:00:00.123<' in page
     assert "1 event in the callback store" in page
     empty = render_timeline(TI, [])
     assert "<table" not in empty
