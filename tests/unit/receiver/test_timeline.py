@@ -5,8 +5,13 @@ real browser on a real Airflow, is in tests/e2e/test_timeline_view.py."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
+from pathlib import Path
+from urllib.parse import quote
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -15,6 +20,7 @@ from airflow_edc_callbacks.receiver.timeline import MAX_REASON_CHARS, TaskInstan
 from airflow_edc_callbacks.store import EventStore
 from airflow_edc_callbacks.tokens import correlation_id_for
 from tests.helpers import envelope, record_event
+from tests.unit.receiver.test_server import BIN, Server, _env
 
 RUN = "manual__2026-01-01T00:00:00+00:00"
 TI = TaskInstanceRef("dag", RUN, "push")
@@ -129,3 +135,45 @@ def test_the_plugin_adds_the_tab_to_the_task_instance_page(monkeypatch: pytest.M
     assert view["href"] == "/edc-callbacks/timeline/{DAG_ID}/{TASK_ID}/{MAP_INDEX}/{RUN_ID}"
     monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example/team-a/")
     assert timeline_href() == "/team-a/edc-callbacks/timeline/{DAG_ID}/{TASK_ID}/{MAP_INDEX}/{RUN_ID}"
+
+
+def test_airflows_api_server_serves_the_page_to_a_logged_in_viewer_and_nothing_to_anyone_else(
+    tmp_path: Path,
+) -> None:
+    """Airflow's own api-server with the plugin and the simple auth manager asking for a login: a viewer (the
+    least role that may read task instances) gets the page by bearer token and by the UI's cookie."""
+    passwords = tmp_path / "passwords.json"
+    passwords.write_text(json.dumps({"viewer-ada": "pw-of-ada"}))
+    env = {
+        **_env(tmp_path),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "viewer-ada:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+    }
+    migrate = subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True)
+    assert migrate.returncode == 0, migrate.stderr
+    store = EventStore(env["AIRFLOW__EDC_CALLBACKS__STORE_URL"])
+    try:
+        ids = _seed(store)
+    finally:
+        store.dispose()
+    server = Server([str(BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", "0"], env)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=30, trust_env=False) as client:
+            path = f"/edc-callbacks/timeline/dag/push/%7BMAP_INDEX%7D/{quote(RUN, safe='')}"
+            refused = [client.get(path), client.get(path, headers={"Authorization": "Bearer not-a-jwt"})]
+            assert [r.status_code for r in refused] == [401, 403]
+            assert all("TransferProcess" not in r.text and ids["early"] not in r.text for r in refused)
+
+            login = client.post("/auth/token", json={"username": "viewer-ada", "password": "pw-of-ada"})
+            token = login.json()["access_token"]
+            by_header = client.get(path, headers={"Authorization": f"Bearer {token}"})
+            by_cookie = client.get(path, cookies={"_token": token})
+    finally:
+        server.stop()
+    for page in (by_header, by_cookie):
+        assert page.status_code == 200, page.text
+        assert page.headers["content-type"].startswith("text/html")
+        assert page.headers["content-security-policy"].startswith("default-src 'none'")
+        assert page.headers["cache-control"] == "no-store"
+        assert [i in page.text for i in ids.values()] == [True, True, True, True, False]  # not the other task's
