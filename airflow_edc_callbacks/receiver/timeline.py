@@ -74,14 +74,10 @@ def task_timeline(store: EventStore, ti: TaskInstanceRef) -> tuple[list[Timeline
     :raises StoreUnavailableError: the store cannot be read.
     """
     correlation_id = ti.correlation_id
-    found: dict[int, StoredEvent] = {}
-    cut = False
-    queries: list[dict[str, str]] = [{"correlation_id": correlation_id}]
-    queries += [{"process_id": p} for p in store.bound_to(correlation_id)]
-    for query in queries:
-        events = store.events(**query, limit=MAX_EVENTS, newest_first=True)  # type: ignore[arg-type]
-        cut = cut or len(events) >= MAX_EVENTS
-        found.update((e.seq, e) for e in events)
+    batches = [store.events(correlation_id=correlation_id, limit=MAX_EVENTS, newest_first=True)]
+    batches += [store.events(process_id=p, limit=MAX_EVENTS, newest_first=True) for p in store.bound_to(correlation_id)]
+    cut = any(len(batch) >= MAX_EVENTS for batch in batches)
+    found: dict[int, StoredEvent] = {e.seq: e for batch in batches for e in batch}
     bindings: dict[str, str | None] = {}
     rows = []
     for event in sorted(found.values(), key=lambda e: e.seq):
