@@ -2,7 +2,7 @@
 browser (headless Chromium), after a real PUSH transfer; a request without a login gets no data.
 
 The browser is Debian's ``/usr/bin/chromium`` (``$EDC_E2E_CHROMIUM``) driven by Playwright; the screenshots
-are kept in ``.work/e2e/screenshots/``.
+are kept in ``.work/e2e/screenshots/`` (``timeline-{tab,view}-airflow-<version>.png``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from airflow_edc_callbacks.tokens import correlation_id_for, make_token
 from demo import connectors as edc
 from demo.airflow_env import AirflowStandalone
-from tests.e2e.conftest import AIRFLOW_LOGIN, RECEIVER_BASE, WORK, EdcEnvironment, airflow_store
+from tests.e2e.conftest import AIRFLOW_LOGIN, RECEIVER_BASE, WORK, EdcEnvironment, airflow_store, airflow_under_test
 from tests.helpers import envelope
 
 pytestmark = pytest.mark.e2e
@@ -113,6 +113,7 @@ def test_timeline_tab_shows_the_task_instance_callbacks_to_a_logged_in_user_only
     assert transfers[0] in with_token.text
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shots = {name: SCREENSHOTS / f"timeline-{name}-airflow-{airflow_under_test()}.png" for name in ("tab", "view")}
     stranger_context = browser.new_context()
     try:
         page = stranger_context.new_page()
@@ -138,8 +139,8 @@ def test_timeline_tab_shows_the_task_instance_callbacks_to_a_logged_in_user_only
         frame.locator("table").wait_for(timeout=60_000)
         text = frame.locator("body").inner_text()
         page.get_by_text("No Task Instance found").wait_for(state="hidden", timeout=60_000)  # its header loaded
-        page.screenshot(path=str(SCREENSHOTS / "timeline-tab.png"))
-        page.locator('iframe[title="EDC callbacks"]').screenshot(path=str(SCREENSHOTS / "timeline-view.png"))
+        page.screenshot(path=str(shots["tab"]))
+        page.locator('iframe[title="EDC callbacks"]').screenshot(path=str(shots["view"]))
 
         for event in stored:
             assert event.event_type in text
@@ -160,7 +161,7 @@ def test_timeline_tab_shows_the_task_instance_callbacks_to_a_logged_in_user_only
         context.close()
 
     # the screenshots show a page, not a blank: many colours, none covering nearly all of it
-    for name in ("timeline-tab.png", "timeline-view.png"):
-        colours, commonest = _not_blank(SCREENSHOTS / name)
-        assert colours > 20, (name, colours)
-        assert commonest < 0.97, (name, commonest)
+    for shot in shots.values():
+        colours, commonest = _not_blank(shot)
+        assert colours > 20, (shot, colours)
+        assert commonest < 0.97, (shot, commonest)
