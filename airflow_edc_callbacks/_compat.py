@@ -18,6 +18,11 @@ Metrics set-up per minor: 3.1 reads ``[metrics]`` when ``airflow.stats`` is firs
 api-server does not, so the first metric of this package sets the backend up there (:func:`ensure_stats`).
 The factory comes from ``airflow.observability.metrics.stats_utils.get_stats_factory``, which takes the
 ``Stats`` class on 3.2 and nothing on 3.3 (where ``initialize`` also takes ``export_legacy_names``).
+
+Who may read a task instance's timeline page (:func:`require_task_instance_read`) is asked of the api-server's
+FastAPI security helpers (``airflow.api_fastapi.core_api.security``), which providers have no public
+interface for; ``get_user`` takes ``(request, oauth token, bearer credentials)`` on every minor, and only
+3.3 wants the trust marker of its refresh middleware next to a user it finds on the request.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ __all__ = [
     "ensure_stats",
     "get_task_states",
     "initialize_stats_from_config",
+    "require_task_instance_read",
     "stats",
 ]
 
@@ -180,3 +186,27 @@ def get_task_states(*, dag_id: str, task_ids: list[str], run_ids: list[str], map
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
     return RuntimeTaskInstance.get_task_states(dag_id=dag_id, task_ids=task_ids, run_ids=run_ids, map_index=map_index)
+
+
+async def require_task_instance_read(request: Any) -> None:
+    """Let a request to the api-server through only when Airflow's auth manager knows its user and lets them
+    read the task instances of the DAG named by the request's path parameter ``dag_id``.
+
+    Airflow's own FastAPI security helpers, as the core API's task instance routes use them (the same on
+    3.1, 3.2 and 3.3): ``airflow.api_fastapi.core_api.security.get_user`` (the JWT of an
+    ``Authorization: Bearer`` header, else of the UI's ``_token`` cookie) and
+    ``requires_access_dag("GET", DagAccessEntity.TASK_INSTANCE)``. For the api-server process only: the
+    auth manager must be initialised.
+
+    :param request: the ``starlette.requests.Request``.
+    :raises fastapi.HTTPException: 401 no token or an expired one, 403 an invalid token or no read access.
+    """
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import get_user, requires_access_dag
+    from fastapi.security import HTTPBearer
+    from starlette.concurrency import run_in_threadpool
+
+    credentials = await HTTPBearer(auto_error=False)(request)
+    user = await get_user(request, None, credentials)  # (request, oauth token, bearer) on every minor
+    check = requires_access_dag("GET", DagAccessEntity.TASK_INSTANCE)
+    await run_in_threadpool(check, request, user)  # reads the DAG's team from the metadata database

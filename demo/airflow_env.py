@@ -26,7 +26,10 @@ Facts this module relies on (seen on Airflow 3.3.2):
 * Standalone is started in its own session; task runners put themselves in their own process *groups*
   (but stay in the session), so :meth:`AirflowStandalone.stop` signals every process of the *session*,
   escalating SIGINT (standalone's own graceful shutdown) -> SIGTERM -> SIGKILL.
-* ``[core] simple_auth_manager_all_admins=True`` makes ``GET /auth/token`` hand out a bearer token without a login.
+* ``[core] simple_auth_manager_all_admins=True`` makes ``GET /auth/token`` hand out a bearer token without a login
+  (and, from Airflow 3.2, makes every request an admin's). With ``login=(user, password)`` the simple auth
+  manager asks for a login instead: that one admin user, its password in a file the harness writes, and
+  bearer tokens from ``POST /auth/token``; the UI's login page sets the ``_token`` cookie.
 * ``GET .../logs/{try}`` has no text/plain variant: ``Accept: application/json`` (default) answers
   ``{"content": [{"timestamp", "event", "level", ...}, ...], "continuation_token"}``;
   ``Accept: application/x-ndjson`` streams one JSON object per line. :meth:`AirflowStandalone.task_log`
@@ -317,10 +320,13 @@ class AirflowRestApi:
 
     :param port: the api-server port.
     :param poll_interval: sleep between polls of all ``wait_for_*`` helpers (seconds).
+    :param login: ``(username, password)`` of an Airflow user to get tokens for (``POST /auth/token``); ``None``
+        for an Airflow with ``simple_auth_manager_all_admins`` (``GET /auth/token``, no login).
     """
 
-    def __init__(self, port: int, *, poll_interval: float = 0.25) -> None:
+    def __init__(self, port: int, *, poll_interval: float = 0.25, login: tuple[str, str] | None = None) -> None:
         self.port = port
+        self.login = login
         self.poll_interval = poll_interval
         self.base_url = f"http://127.0.0.1:{port}"
         self._client: httpx.Client | None = None
@@ -371,10 +377,15 @@ class AirflowRestApi:
         return self._client
 
     def token(self, refresh: bool = False) -> str:
-        """A bearer token from ``GET /auth/token`` (works because of ``simple_auth_manager_all_admins``)."""
+        """A bearer token: ``POST /auth/token`` with :attr:`login`, else ``GET /auth/token`` (which works because
+        of ``simple_auth_manager_all_admins``)."""
         with self._lock:
             if self._token is None or refresh:
-                r = self.client.get("/auth/token")
+                if self.login is None:
+                    r = self.client.get("/auth/token")
+                else:
+                    username, password = self.login
+                    r = self.client.post("/auth/token", json={"username": username, "password": password})
                 r.raise_for_status()
                 self._token = r.json()["access_token"]
             return self._token
@@ -625,6 +636,8 @@ class AirflowStandalone(AirflowRestApi):
         endpoint answers, :meth:`start` attaches to it instead of starting another one. An attached instance is
         left running by :meth:`stop` unless ``stop(force=True)``.
     :param poll_interval: sleep between polls of all ``wait_for_*`` helpers.
+    :param login: ``(username, password)``: the simple auth manager asks for a login (no
+        ``simple_auth_manager_all_admins``), with this one admin user; ``None``: everyone is admin, no login.
     """
 
     def __init__(
@@ -636,11 +649,21 @@ class AirflowStandalone(AirflowRestApi):
         *,
         reuse: bool = False,
         poll_interval: float = 0.25,
+        login: tuple[str, str] | None = None,
     ) -> None:
         self.home = Path(home).resolve()
         self.dags_folder = Path(dags_folder).resolve()
-        super().__init__(port, poll_interval=poll_interval)
+        super().__init__(port, poll_interval=poll_interval, login=login)
         self.extra_env = dict(extra_env or {})
+        self.passwords_path = self.home / "simple_auth_manager_passwords.json"
+        if login is not None:
+            self.extra_env.update(
+                {
+                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{login[0]}:admin",
+                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_path),
+                }
+            )
         self.reuse = reuse
         self.log_path = self.home / "standalone.log"
         self.pid_path = self.home / "standalone.pid"
@@ -685,6 +708,9 @@ class AirflowStandalone(AirflowRestApi):
             return self
         self.home.mkdir(parents=True, exist_ok=True)
         self.dags_folder.mkdir(parents=True, exist_ok=True)
+        if self.login is not None:  # the simple auth manager keeps a password it finds in its file
+            self.passwords_path.touch(mode=0o600)
+            self.passwords_path.write_text(json.dumps({self.login[0]: self.login[1]}) + "\n")
         self.started_at = time.time()
         t0 = time.monotonic()
 

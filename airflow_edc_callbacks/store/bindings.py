@@ -53,6 +53,20 @@ class Bindings(StoreBase):
         with self._reading() as session:
             return bound_correlation(session, process_id)
 
+    def bound_to(self, correlation_id: str) -> list[str]:
+        """The processes bound to ``correlation_id`` (one task instance's transfers and negotiations, of
+        every try), in the order they were bound.
+
+        :raises StoreUnavailableError: the read failed.
+        """
+        stmt = (
+            select(ProcessBindingRow.process_id)
+            .where(ProcessBindingRow.correlation_id == correlation_id)
+            .order_by(ProcessBindingRow.bound_at, ProcessBindingRow.process_id)
+        )
+        with self._reading() as session:
+            return list(session.scalars(stmt))
+
     def mark_taken(self, process_id: str, correlation_id: str) -> bool:
         """Record that a try of the task instance ``correlation_id`` took the result of ``process_id``
         (its task succeeded on it); a retry or a later clear then starts a new process.

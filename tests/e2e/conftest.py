@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -110,6 +111,12 @@ AIRFLOW_ENV = {
 }
 
 
+AIRFLOW_LOGIN = ("admin", secrets.token_urlsafe(16))
+"""The one Airflow user (admin) of the end-to-end Airflow: its UI and API ask for a login (no
+``simple_auth_manager_all_admins``, which from Airflow 3.2 makes every request an admin's), so a test can
+be anonymous (tests/e2e/test_timeline_view.py)."""
+
+
 @pytest.fixture
 def store_url(tmp_path: Path) -> str:
     """End-to-end tests that use a store of their own use a SQLite file (PostgreSQL runs in tests/unit)."""
@@ -132,7 +139,7 @@ def airflow_home() -> tuple[Path, dict[str, StaticSettings]]:
 @pytest.fixture(scope="session")
 def airflow(airflow_home: tuple[Path, dict[str, StaticSettings]]) -> Iterator[AirflowStandalone]:
     home, _ = airflow_home
-    with AirflowStandalone(home, REPO / "dags", port=AIRFLOW_PORT, extra_env=AIRFLOW_ENV) as af:
+    with AirflowStandalone(home, REPO / "dags", port=AIRFLOW_PORT, extra_env=AIRFLOW_ENV, login=AIRFLOW_LOGIN) as af:
         yield af
 
 
