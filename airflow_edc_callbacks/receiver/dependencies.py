@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from functools import partial
+import time
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -69,8 +69,11 @@ async def dynamic_caller(
 async def static_caller(name: str, request: Request, cfg: Settings) -> StaticCallbackRegistration:
     """The static callback registration ``name`` (path parameter), once the request carries its secret.
 
-    A found registration whose secret does not match is looked up again, bypassing the cache, before the
-    request is refused: the secret may just have been rotated, and EDC never re-delivers a refused callback.
+    A found registration whose secret does not match is looked up afresh before the request is refused (the
+    secret may just have been rotated, and EDC never re-delivers a refused callback), by at most one lookup
+    per name and :attr:`~ReceiverSettings.static_refresh_seconds` that answers every request waiting for it
+    (:meth:`~ReceiverSettings.refreshed_registration`): wrong secrets sent at any rate do not each cost a
+    metastore or secrets-backend query.
 
     :raises CallbackRejected: 503 with ``Retry-After`` (the lookup failed: a secrets backend or metastore
         fault, or a malformed registration), 404 (no such registration), 401 (its header is missing or wrong).
@@ -82,7 +85,7 @@ async def static_caller(name: str, request: Request, cfg: Settings) -> StaticCal
     try:
         registration = await run_in_threadpool(cfg.static_registration, name)
         if registration is not None and not authorised(registration):  # maybe rotated: ask again before refusing
-            registration = await run_in_threadpool(partial(cfg.static_registration, name, fresh=True))
+            registration = await cfg.refreshed_registration(name, asked=time.monotonic())
     except Exception as err:  # a secrets backend or metastore fault, or a malformed registration
         log.error("Static callback %s: registration lookup failed: %s", name, type(err).__name__)
         raise CallbackRejected(503, "Static callback registrations unavailable", {"Retry-After": "5"}) from None

@@ -3,6 +3,7 @@ callback registrations, cached."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +38,10 @@ class ReceiverSettings:
         connections, :func:`~airflow_edc_callbacks.static_callbacks.lookup_registration`).
     :ivar static_cache_seconds: how long a found registration is reused (a rotated secret's old value is
         accepted that long at most).
+    :ivar static_refresh_seconds: a found registration whose secret does not match a request's is looked up
+        afresh (the secret may just have been rotated) at most once per this many seconds; a request that
+        comes sooner waits for the next lookup (at most this long) and is answered by it. So wrong secrets
+        sent at any rate cost one lookup per name and interval, and a rotated secret is never refused.
     :ivar static_negative_cache_seconds: how long a name no registration was found for is answered 404
         without another lookup (a newly registered name is accepted that long after its registration at
         most). 0: every request looks the name up.
@@ -56,6 +61,7 @@ class ReceiverSettings:
     max_body_bytes: int | None = None
     static_lookup: Callable[[str], StaticCallbackRegistration | None] | None = None
     static_cache_seconds: float = 10.0
+    static_refresh_seconds: float = 1.0
     static_negative_cache_seconds: float = 5.0
     static_negative_cache_size: int = 10_000
     retention: timedelta | None = None
@@ -65,6 +71,12 @@ class ReceiverSettings:
     _static_cache: dict[str, tuple[float, StaticCallbackRegistration]] = field(default_factory=dict)
     _static_missing: dict[str, float] = field(default_factory=dict)
     _static_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _lookup_locks: tuple[threading.Lock, ...] = field(
+        default_factory=lambda: tuple(threading.Lock() for _ in range(64)), repr=False
+    )
+    _refresh_locks: dict[str, asyncio.Lock] = field(default_factory=dict, repr=False)
+    _last_refresh: dict[str, float] = field(default_factory=dict, repr=False)
+    _refresh_loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
 
     def resolve(self) -> ReceiverSettings:
         """Fill every field left ``None`` from ``[edc_callbacks]``; returns ``self``.
@@ -102,9 +114,10 @@ class ReceiverSettings:
         """The static callback registered as ``name``, or ``None``.
 
         Found registrations are reused for ``static_cache_seconds``, names found unregistered for
-        ``static_negative_cache_seconds``; ``fresh`` skips both caches (the route asks again before it
-        refuses a found registration's wrong secret, so a rotated secret is never refused because of the
-        cache). Blocking (a connection lookup): call it from a thread; thread-safe.
+        ``static_negative_cache_seconds``; concurrent requests for a name the caches do not answer wait
+        for one lookup. ``fresh`` skips both caches (see :meth:`refreshed_registration` for the
+        rate-limited way the route asks afresh). Blocking (a connection lookup): call it from a
+        thread; thread-safe.
 
         :raises ValueError: the registration's connection is malformed.
         :raises Exception: whatever the lookup raises (secrets backend or metastore faults).
@@ -113,15 +126,30 @@ class ReceiverSettings:
             check_name(name)
         except ValueError:
             return None
+        if fresh:
+            return self._look_up(name)
+        hit, registration = self._cached(name)
+        if hit:
+            return registration
+        with self._lookup_locks[hash(name) % len(self._lookup_locks)]:  # one lookup of a name at a time
+            hit, registration = self._cached(name)  # found by the lookup this request waited for?
+            return registration if hit else self._look_up(name)
+
+    def _cached(self, name: str) -> tuple[bool, StaticCallbackRegistration | None]:
+        """``(True, registration or None)`` when the caches answer for ``name``, else ``(False, None)``."""
         now = time.monotonic()
-        if not fresh:
-            with self._static_lock:
-                cached = self._static_cache.get(name)
-                if cached is not None and now - cached[0] < self.static_cache_seconds:
-                    return cached[1]
-                missing_since = self._static_missing.get(name)
-                if missing_since is not None and now - missing_since < self.static_negative_cache_seconds:
-                    return None
+        with self._static_lock:
+            cached = self._static_cache.get(name)
+            if cached is not None and now - cached[0] < self.static_cache_seconds:
+                return True, cached[1]
+            missing_since = self._static_missing.get(name)
+            if missing_since is not None and now - missing_since < self.static_negative_cache_seconds:
+                return True, None
+        return False, None
+
+    def _look_up(self, name: str) -> StaticCallbackRegistration | None:
+        """Look ``name`` up (blocking) and cache what was found, or that nothing was."""
+        now = time.monotonic()  # when this lookup started: what it finds is as new as that
         registration = (self.static_lookup or lookup_registration)(name)
         with self._static_lock:
             if registration is None:
@@ -131,6 +159,30 @@ class ReceiverSettings:
                 self._static_missing.pop(name, None)
                 self._static_cache[name] = (now, registration)
         return registration
+
+    async def refreshed_registration(self, name: str, asked: float) -> StaticCallbackRegistration | None:
+        """The static callback ``name`` as found by a lookup that started at or after ``asked`` (a
+        :func:`time.monotonic` value: when the request found the cached registration's secret wrong).
+
+        One lookup per name at a time; a lookup starts at least ``static_refresh_seconds`` after the
+        previous one (the wait is asynchronous: no thread is held), and every request that asked before it
+        started is answered by it.
+
+        :raises Exception: what :meth:`static_registration` raises.
+        """
+        if self._refresh_loop is not asyncio.get_running_loop():  # an asyncio lock serves one loop
+            self._refresh_loop, self._refresh_locks = asyncio.get_running_loop(), {}
+        lock = self._refresh_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            with self._static_lock:
+                cached = self._static_cache.get(name)
+            if cached is not None and cached[0] >= asked:  # looked up since this request asked
+                return cached[1]
+            wait = self._last_refresh.get(name, -float("inf")) + self.static_refresh_seconds - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._last_refresh[name] = time.monotonic()
+            return await asyncio.to_thread(self.static_registration, name, fresh=True)
 
     def _remember_missing(self, name: str, now: float) -> None:
         """Add ``name`` to the negative cache, dropping expired and, beyond its size, the oldest names."""
