@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+_FACT_FIELDS = (("asset_id", "assetId"), ("contract_id", "contractId"), ("transfer_type", "transferType"))
+"""Facts of a transfer read from its stored callbacks' payloads: (fact, payload key)."""
+
 _LOCK_POLL_MAX = 0.5
 """Longest pause, in seconds, between two tries to take a busy EDR refresh lock."""
 
@@ -141,3 +144,30 @@ class StoreLedger:
         if len(endpoints) > 1:
             return None, f"its TransferProcessStarted callbacks name different endpoints ({', '.join(endpoints)})"
         return edrs[-1], ""
+
+    def transfer_facts(self, transfer_process_id: str) -> dict[str, str]:
+        """What the trusted callbacks stored for a transfer say of it (for lineage and asset events):
+        ``asset_id``, ``contract_id`` and ``transfer_type`` (payload ``assetId``, ``contractId``,
+        ``transferType``), those present; the newest event wins. Only trusted events are read (see
+        ``StoredEvent.trusted``); never the payload's ``dataAddress``.
+
+        :returns: the facts found; empty when none is stored or the store cannot be read.
+        """
+        try:
+            store = get_store(waiting=True, migrate=False)
+            bound = store.binding(transfer_process_id)
+            events = [e for e in store.events(process_id=transfer_process_id) if e.trusted(bound)]
+        except StoreUnavailableError as err:
+            log.info("No stored callbacks of transfer process %s for lineage: %s", transfer_process_id, err)
+            return {}
+        facts: dict[str, str] = {}
+        for stored in events:
+            for key, field in (
+                ("asset_id", "assetId"),
+                ("contract_id", "contractId"),
+                ("transfer_type", "transferType"),
+            ):
+                value = stored.payload.get(field)
+                if isinstance(value, str) and value:
+                    facts[key] = value
+        return facts

@@ -42,6 +42,8 @@ with DAG(
         counter_party_address="{{ params.counter_party_address }}",
         transfer_type="HttpData-PUSH",
         data_destination={"type": "HttpData", "baseUrl": SINK_URL},
+        asset_id="demo-asset",  # optional; names the input in OpenLineage from the task's start
+        counter_party_id="provider",  # optional, lineage only
         timeout=timedelta(minutes=10),
         retries=2,  # a retry first looks for the earlier try's transfer, so it never starts a second one
         retry_delay=timedelta(seconds=3),

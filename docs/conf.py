@@ -48,3 +48,5 @@ napoleon_numpy_docstring = True
 html_theme = "furo"
 html_title = f"airflow-edc-callbacks {release}"
 html_static_path: list[str] = []
+# the JSON schema of the OpenLineage run facet, at the site's root (the facet's _schemaURL points there)
+html_extra_path = ["../airflow_edc_callbacks/lineage/lineage-facets.json"]

@@ -35,6 +35,7 @@ needed = [
     "airflow_edc_callbacks/store/migrations/env.py",
     "airflow_edc_callbacks/store/migrations/script.py.mako",
     "airflow_edc_callbacks/store/migrations/versions/0001_initial.py",
+    "airflow_edc_callbacks/lineage/lineage-facets.json",  # the OpenLineage run facet's schema
 ]
 problems = [f"{wheel.name} lacks {n}" for n in needed if n not in in_wheel]
 problems += [f"{sdist.name} lacks {n}" for n in [*needed, "pyproject.toml", "README.md"] if n not in in_sdist]

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable, non_negative_seconds
-from airflow_edc_callbacks.exceptions import EdcNegotiationFailed, EdcNegotiationTimeout
+from airflow_edc_callbacks.exceptions import EdcCallbacksError, EdcNegotiationFailed, EdcNegotiationTimeout
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.ledger import StoreLedger
+from airflow_edc_callbacks.lineage.mixin import EdcLineageMixin
 from airflow_edc_callbacks.models import Outcome
 from airflow_edc_callbacks.operators.callback_address import task_callback_url
 from airflow_edc_callbacks.operators.lifecycle import (
@@ -26,7 +27,7 @@ from airflow_edc_callbacks.operators.lifecycle import (
     terminate_when_killed,
     waiting_on,
 )
-from airflow_edc_callbacks.operators.transfer import correlation_of, defer_after_seconds
+from airflow_edc_callbacks.operators.transfer_step import correlation_of, defer_after_seconds
 from airflow_edc_callbacks.triggers.deferral import arm, connector_url, defer_or_wait, safety_net
 from airflow_edc_callbacks.triggers.kinds import KindName
 from airflow_edc_callbacks.triggers.negotiation import EdcNegotiationTrigger
@@ -139,7 +140,7 @@ class NegotiationStep:
         )
 
 
-class EdcContractNegotiationOperator(BaseOperator):
+class EdcContractNegotiationOperator(EdcLineageMixin, BaseOperator):
     """Negotiate a contract for an asset with the provider, waiting on the negotiation's callbacks.
 
     Requests the provider's catalog through the consumer connector, takes the first offer of
@@ -169,6 +170,9 @@ class EdcContractNegotiationOperator(BaseOperator):
         set).
     :param defer_after: deferrable only: seconds to wait in the worker before deferring (see
         :class:`~airflow_edc_callbacks.operators.EdcTransferOperator`); default ``[edc_callbacks] defer_after``.
+
+    Lineage: OpenLineage facets with the provider's asset as input and the run facet ``edcTransfer``
+    (negotiation id, agreement id, counter-party id, terminal event; the reason of a terminated negotiation).
 
     Returns (XCom): ``contract_negotiation_id``, ``contract_agreement_id`` (the ``contract_id`` of a
     transfer), ``state``, ``asset_id``, ``counter_party_id``, ``source`` and ``timeline``.
@@ -265,9 +269,14 @@ class EdcContractNegotiationOperator(BaseOperator):
         :raises EdcNegotiationFailed: the negotiation was terminated (with the connector's reason).
         :raises EdcNegotiationTimeout: the trigger's time-out passed.
         """
-        return complete_negotiation(
-            self, event, self.edc_conn_id, self._hook, self.asset_id, terminate_on_timeout=self.terminate_on_timeout
-        )
+        self.lineage_note(event)
+        try:
+            return complete_negotiation(
+                self, event, self.edc_conn_id, self._hook, self.asset_id, terminate_on_timeout=self.terminate_on_timeout
+            )
+        except EdcCallbacksError as err:
+            self.lineage_failed(err)
+            raise
 
 
 def parse_offer(offer: Mapping[str, Any] | str | None) -> dict[str, Any] | None:

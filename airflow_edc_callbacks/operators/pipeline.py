@@ -2,7 +2,7 @@
 
 It composes the two steps the single-purpose operators use: a
 :class:`~airflow_edc_callbacks.operators.negotiation.NegotiationStep`, then a
-:class:`~airflow_edc_callbacks.operators.transfer.TransferStep` under the new agreement.
+:class:`~airflow_edc_callbacks.operators.transfer_step.TransferStep` under the new agreement.
 """
 
 from __future__ import annotations
@@ -14,19 +14,22 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable, non_negative_seconds
+from airflow_edc_callbacks.exceptions import EdcCallbacksError
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.ledger import StoreLedger
+from airflow_edc_callbacks.lineage.facets import TransferFacts
+from airflow_edc_callbacks.lineage.mixin import EdcLineageMixin
 from airflow_edc_callbacks.operators.lifecycle import terminate_when_killed
 from airflow_edc_callbacks.operators.negotiation import NegotiationStep, complete_negotiation
 from airflow_edc_callbacks.operators.pull import pull_data, terminate_after_fetch
-from airflow_edc_callbacks.operators.transfer import TransferStep, defer_after_seconds, positive, resume_transfer
+from airflow_edc_callbacks.operators.transfer_step import TransferStep, defer_after_seconds, positive, resume_transfer
 from airflow_edc_callbacks.triggers.kinds import KindName
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class EdcNegotiatedTransferOperator(BaseOperator):
+class EdcNegotiatedTransferOperator(EdcLineageMixin, BaseOperator):
     """Negotiate a contract for an asset, transfer it and, for PULL, fetch its data: one task, two waits.
 
     1. Requests the provider's catalog through the consumer connector and takes the asset's first offer
@@ -71,6 +74,11 @@ class EdcNegotiatedTransferOperator(BaseOperator):
 
     Other parameters as :class:`~airflow_edc_callbacks.operators.transfer.EdcTransferOperator`
     (``timeout`` bounds the transfer's wait).
+
+    Lineage: OpenLineage facets (input the provider's asset, output the PUSH destination or the fetched
+    file, run facet ``edcTransfer`` with the negotiation's and the transfer's ids) and, on success, the
+    transfer's ``extra`` (with ``file``, ``size``, ``sha256`` when data was fetched) on the asset event of
+    each asset in ``outlets`` (see docs/guides/lineage-and-assets.md).
 
     Returns (XCom): the transfer's result (``transfer_process_id``, ``state``, ``source``, ``timeline``...)
     with ``negotiation`` (``contract_negotiation_id``, ``contract_agreement_id``, ``source``,
@@ -227,9 +235,14 @@ class EdcNegotiatedTransferOperator(BaseOperator):
         :raises EdcNegotiationFailed: the negotiation was terminated.
         :raises TaskDeferred: when deferrable, to wait for the transfer.
         """
-        negotiation = complete_negotiation(
-            self, event, self.edc_conn_id, self._hook, self.asset_id, terminate_on_timeout=self.terminate_on_timeout
-        )
+        self.lineage_note(event)
+        try:
+            negotiation = complete_negotiation(
+                self, event, self.edc_conn_id, self._hook, self.asset_id, terminate_on_timeout=self.terminate_on_timeout
+            )
+        except EdcCallbacksError as err:
+            self.lineage_failed(err)
+            raise
         transfer = self._transfer_step()
         hook = self._hook()
         transfer_id = transfer.start(self, context, hook, str(negotiation["contract_agreement_id"]))
@@ -244,6 +257,20 @@ class EdcNegotiatedTransferOperator(BaseOperator):
         :raises EdcTransferTimeout: the transfer's time-out passed.
         :raises EdcDataFetchError: the data request failed.
         """
+        self.lineage_note(negotiation)
+        self.lineage_note(event)
+        try:
+            result = self._transfer_result(event, negotiation)
+        except EdcCallbacksError as err:
+            self.lineage_failed(err)
+            raise
+        data = result.get("data")
+        if data:
+            self.lineage_note(file=data.get("file"), size=data.get("size"), sha256=data.get("sha256"))
+        self.emit_transfer_assets(context, result, data)
+        return result
+
+    def _transfer_result(self, event: dict[str, Any] | None, negotiation: dict[str, Any] | None) -> dict[str, Any]:
         result = resume_transfer(
             self, event, self.edc_conn_id, self._hook, terminate_on_timeout=self.terminate_on_timeout
         )
@@ -262,3 +289,10 @@ class EdcNegotiatedTransferOperator(BaseOperator):
             if self.terminate_after_fetch:
                 result["data"]["terminated"] = terminate_after_fetch(self, hook, result["transfer_process_id"])
         return result
+
+    def lineage_facts(self) -> TransferFacts:
+        """The rendered fields as lineage facts; for a PULL with ``destination``, that file is the output."""
+        facts = super().lineage_facts()
+        if self.destination and isinstance(self.destination, str) and self.transfer_type.upper().endswith("-PULL"):
+            facts = facts.merged(file=self.destination)
+        return facts

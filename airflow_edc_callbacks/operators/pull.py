@@ -8,15 +8,18 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
+from airflow_edc_callbacks.exceptions import EdcCallbacksError
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.ledger import StoreLedger
+from airflow_edc_callbacks.lineage.facets import TransferFacts
+from airflow_edc_callbacks.lineage.mixin import EdcLineageMixin
 from airflow_edc_callbacks.operators.lifecycle import terminate_process
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class EdcPullDataOperator(BaseOperator):
+class EdcPullDataOperator(EdcLineageMixin, BaseOperator):
     """Download the data of a started PULL transfer from the provider's public endpoint.
 
     The EDR (endpoint and token) is read through :meth:`EdcManagementHook.get_edr` inside the task: the
@@ -34,6 +37,14 @@ class EdcPullDataOperator(BaseOperator):
         (default ``False``): a PULL transfer otherwise stays ``STARTED``, its EDR usable, until the
         provider ends it. A transfer already final is fine; a failing terminate is a warning in the log,
         never a failure of the task (see :func:`terminate_after_fetch`).
+    :param counter_party_address: the provider's DSP address, for lineage only (templated; optional): it
+        names the input dataset's namespace (without it the OpenLineage events have no input).
+
+    Lineage: OpenLineage facets (input the provider's asset, output the file written, run facet
+    ``edcTransfer`` with ``size`` and ``sha256``; the asset and contract ids come from the transfer's stored
+    callbacks, no connector request) and, on success, the asset event ``extra`` of each asset in ``outlets``:
+    ``transfer_process_id``, ``asset_id``, ``contract_id``, ``source`` (``None``: the fetch waited for
+    nothing), ``file``, ``size``, ``sha256`` (see docs/guides/lineage-and-assets.md).
 
     Returns (XCom): ``transfer_process_id``, ``url`` (no token), ``file``, ``size`` (bytes), ``sha256``,
     ``content_type``, ``edr_source`` (``connector`` or ``callback``) and, with ``terminate_after_fetch``,
@@ -45,7 +56,14 @@ class EdcPullDataOperator(BaseOperator):
     :raises EdcDataFetchError: the provider's endpoint failed.
     """
 
-    template_fields: Sequence[str] = ("transfer_process_id", "destination", "path", "query_params", "edc_conn_id")
+    template_fields: Sequence[str] = (
+        "transfer_process_id",
+        "destination",
+        "path",
+        "query_params",
+        "edc_conn_id",
+        "counter_party_address",
+    )
     template_fields_renderers = {"query_params": "json"}
     ui_color = "#e1d5e7"
 
@@ -59,6 +77,7 @@ class EdcPullDataOperator(BaseOperator):
         edc_conn_id: str = DEFAULT_CONN_ID,
         request_timeout: float = 60.0,
         terminate_after_fetch: bool = False,
+        counter_party_address: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -69,6 +88,7 @@ class EdcPullDataOperator(BaseOperator):
         self.edc_conn_id = edc_conn_id
         self.request_timeout = request_timeout
         self.terminate_after_fetch = terminate_after_fetch
+        self.counter_party_address = counter_party_address
 
     def _hook(self) -> EdcManagementHook:
         return EdcManagementHook(self.edc_conn_id, ledger=StoreLedger())
@@ -80,18 +100,36 @@ class EdcPullDataOperator(BaseOperator):
                 f"(got {self.transfer_process_id!r}, {self.destination!r})"
             )
         hook = self._hook()
-        result = pull_data(
-            self,
-            hook,
-            self.transfer_process_id,
-            self.destination,
-            path=self.path,
-            query_params=self.query_params,
-            request_timeout=self.request_timeout,
-        )
+        try:
+            result = pull_data(
+                self,
+                hook,
+                self.transfer_process_id,
+                self.destination,
+                path=self.path,
+                query_params=self.query_params,
+                request_timeout=self.request_timeout,
+            )
+        except EdcCallbacksError as err:
+            self.lineage_failed(err)
+            raise
+        self.lineage_note(file=result.get("file"), size=result.get("size"), sha256=result.get("sha256"))
         if self.terminate_after_fetch:
             result["terminated"] = terminate_after_fetch(self, hook, self.transfer_process_id)
+        if self.outlets:
+            facts = self.lineage_facts()
+            ids = {"transfer_process_id": self.transfer_process_id, "asset_id": facts.asset_id}
+            self.emit_transfer_assets(context, {**ids, "contract_id": facts.contract_id}, result)
         return result
+
+    def lineage_facts(self) -> TransferFacts:
+        """The rendered fields (the destination is the output) and what the transfer's stored callbacks say
+        (asset, contract, transfer type; read from the store once per operator object)."""
+        known = self.lineage_known()
+        if "_stored" not in known and isinstance(self.transfer_process_id, str) and self.transfer_process_id:
+            known["_stored"] = StoreLedger().transfer_facts(self.transfer_process_id)
+        facts = super().lineage_facts().merged(**known.get("_stored", {}))
+        return facts.merged(file=self.destination) if isinstance(self.destination, str) else facts
 
 
 def pull_data(

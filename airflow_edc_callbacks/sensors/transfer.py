@@ -11,7 +11,8 @@ from airflow.sdk import BaseSensorOperator
 
 from airflow_edc_callbacks._compat import AirflowSensorTimeout
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID, default_deferrable
-from airflow_edc_callbacks.exceptions import EdcTransferTimeout
+from airflow_edc_callbacks.exceptions import EdcCallbacksError, EdcTransferTimeout
+from airflow_edc_callbacks.lineage.mixin import EdcLineageMixin
 from airflow_edc_callbacks.models import TRANSFER_EVENT_PREFIX, WaitFor
 from airflow_edc_callbacks.triggers.callback import EdcCallbackTrigger
 from airflow_edc_callbacks.triggers.deferral import arm, complete_transfer, defer_or_wait, safety_net
@@ -29,7 +30,7 @@ class EdcTransferSensorTimeout(EdcTransferTimeout, AirflowSensorTimeout):
     module stays free of Airflow imports (the CLI's output would get Airflow's logging set-up)."""
 
 
-class EdcTransferSensor(BaseSensorOperator):
+class EdcTransferSensor(EdcLineageMixin, BaseSensorOperator):
     """Wait until a transfer process started elsewhere (another tool, a plain Management API call) ends.
 
     The connector must deliver its events to the receiver through a static callback (see
@@ -53,6 +54,11 @@ class EdcTransferSensor(BaseSensorOperator):
     :param deferrable: defer to the triggerer while waiting (``True``) or wait in the worker on the same
         event store (``False``); default Airflow's ``[operators] default_deferrable`` (``False`` unless
         set).
+    :param counter_party_address: the provider's DSP address, for lineage only (templated; optional): it
+        names the input dataset's namespace (without it the OpenLineage events have no input).
+
+    Lineage: OpenLineage facets (input the provider's asset, run facet ``edcTransfer``) and, on success, the
+    transfer's ``extra`` on the asset event of each asset in ``outlets``, as the operator's.
 
     Returns the same XCom result as the operator.
 
@@ -60,7 +66,14 @@ class EdcTransferSensor(BaseSensorOperator):
     :raises EdcTransferSensorTimeout: the transfer did not end within ``timeout``.
     """
 
-    template_fields: Sequence[str] = ("transfer_process_id", "asset_id", "contract_id", "wait_for", "edc_conn_id")
+    template_fields: Sequence[str] = (
+        "transfer_process_id",
+        "asset_id",
+        "contract_id",
+        "wait_for",
+        "edc_conn_id",
+        "counter_party_address",
+    )
     ui_color = "#c6e2ff"
 
     def __init__(
@@ -74,6 +87,7 @@ class EdcTransferSensor(BaseSensorOperator):
         edc_conn_id: str = DEFAULT_CONN_ID,
         fallback_check_interval: float | None = None,
         deferrable: bool = default_deferrable(),
+        counter_party_address: str | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("timeout", 24 * 3600)
@@ -86,6 +100,7 @@ class EdcTransferSensor(BaseSensorOperator):
         self.edc_conn_id = edc_conn_id
         self.fallback_check_interval = fallback_check_interval
         self.deferrable = deferrable
+        self.counter_party_address = counter_party_address
 
     def _callback_trigger(self, transfer_process_id: str) -> EdcCallbackTrigger:
         wait_for = WaitFor(self.wait_for)
@@ -163,7 +178,14 @@ class EdcTransferSensor(BaseSensorOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the transfer ended; same result and errors as the operator (a time-out raises
         :class:`EdcTransferSensorTimeout` and terminates nothing)."""
-        return complete_transfer(self, event, self.edc_conn_id, timeout_error=EdcTransferSensorTimeout)
+        self.lineage_note(event)
+        try:
+            result = complete_transfer(self, event, self.edc_conn_id, timeout_error=EdcTransferSensorTimeout)
+        except EdcCallbacksError as err:
+            self.lineage_failed(err)
+            raise
+        self.emit_transfer_assets(context, result)
+        return result
 
     def poke(self, context: Context) -> bool:
         """Not used: the sensor waits on callbacks (deferred, or in the worker), never by poking."""

@@ -35,6 +35,7 @@ from typing import Any
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from airflow_edc_callbacks.exceptions import EdcCallbacksError
+from airflow_edc_callbacks.models import TRANSFER_EVENT_PREFIX
 from airflow_edc_callbacks.store import EventStore, StoredEvent, Subscription
 from airflow_edc_callbacks.triggers.engine import open_store, store_unavailable, subscribe
 
@@ -66,7 +67,10 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
 
     The event payload: ``envelope_id``, ``event_type``, ``process_id``, ``process_type``, ``asset_id``,
     ``contract_id``, ``at`` (epoch milliseconds, connector clock), ``received_at`` (epoch milliseconds),
-    ``routes``. No other payload field (an EDR could be one) leaves the store.
+    ``routes``, and the keys of an operator's asset-event ``extra`` (see
+    :mod:`airflow_edc_callbacks.lineage`): ``transfer_process_id`` (the process id of a ``TransferProcess*``
+    event, else ``None``) and ``source`` (``callback``). No other payload field (an EDR could be one) leaves
+    the store.
     """
 
     def __init__(
@@ -135,6 +139,9 @@ class EdcCallbackEventTrigger(BaseEventTrigger):
             "at": stored.event_at,
             "received_at": stored.received_at,
             "routes": list(stored.routes),
+            # the keys of an operator's asset event extra (airflow_edc_callbacks.lineage), so one DAG reads both
+            "transfer_process_id": stored.process_id if stored.event_type.startswith(TRANSFER_EVENT_PREFIX) else None,
+            "source": "callback",
         }
 
     async def _start(self, store: EventStore) -> int:

@@ -13,6 +13,7 @@ would also stop EDC from calling the dynamic callbacks of the same event.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import secrets
 import shutil
@@ -99,7 +100,15 @@ V4_CONN_ID = "edc_v4"
 V4_API_VERSION = "v4beta"
 """Management API v4 as EDC 0.15.1 serves it (``/v4beta``, the management/v2 context); 0.17+ serve ``/v4``."""
 
+OPENLINEAGE_EVENTS = WORK / "airflow" / "openlineage" / "events"
+"""Where the shared Airflow's OpenLineage file transport writes: one ``events-<time>.json`` file per event."""
+
 AIRFLOW_ENV = {
+    # the OpenLineage provider (test extra) emits each event into a file of its own under Airflow's home
+    "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+        {"type": "file", "log_file_path": str(OPENLINEAGE_EVENTS), "append": False}
+    ),
+    "AIRFLOW__OPENLINEAGE__NAMESPACE": "edc-e2e",
     "AIRFLOW_CONN_EDC_DEFAULT": consumer_connection_json(),
     f"AIRFLOW_CONN_{V4_CONN_ID.upper()}": consumer_connection_json(V4_API_VERSION),
     "AIRFLOW__EDC_CALLBACKS__CALLBACK_BASE_URL": RECEIVER_BASE,
@@ -129,6 +138,7 @@ def airflow_home() -> tuple[Path, dict[str, StaticSettings]]:
     home = WORK / "airflow"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
+    OPENLINEAGE_EVENTS.parent.mkdir(parents=True)
     env = tuned_airflow_env(home, REPO / "dags", AIRFLOW_PORT, AIRFLOW_ENV)
     bin_dir = airflow_bin_dir()  # this interpreter's, or $EDC_E2E_AIRFLOW_VENV's (another Airflow minor)
     subprocess.run([str(bin_dir / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)

@@ -24,6 +24,7 @@ PUBLIC = {
     "airflow_edc_callbacks.triggers": {"EdcCallbackEventTrigger", "EdcCallbackTrigger", "EdcNegotiationTrigger"},
     "airflow_edc_callbacks.hooks": {"CallbackLedger", "EdcConnectionSettings", "EdcManagementHook"},
     "airflow_edc_callbacks.receiver": {"CallbackOutcome", "ReceiverSettings", "create_app", "get_settings"},
+    "airflow_edc_callbacks.lineage": {"edc_asset", "edc_asset_uri", "transfer_extra"},
 }
 """Public package -> its ``__all__``."""
 

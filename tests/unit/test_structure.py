@@ -16,8 +16,14 @@ PACKAGE = REPO / "airflow_edc_callbacks"
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "migrations" not in p.parts)
 MAX_LINES = 400
 
-PUBLIC_AIRFLOW = ("airflow.sdk", "airflow.triggers.base", "airflow.plugins_manager")
-"""What providers may import from Airflow (the Task SDK, the trigger base classes, the plugin base).
+PUBLIC_AIRFLOW = (
+    "airflow.sdk",
+    "airflow.triggers.base",
+    "airflow.plugins_manager",
+    "airflow.providers.openlineage.extractors",
+)
+"""What providers may import from Airflow (the Task SDK, the trigger base classes, the plugin base, and the
+OpenLineage provider's ``OperatorLineage``, its documented interface for operators' lineage methods).
 ``airflow.sdk.execution_time`` and ``airflow.sdk._shared`` are the SDK's internals."""
 SDK_INTERNALS = ("airflow.sdk.execution_time", "airflow.sdk._shared")
 

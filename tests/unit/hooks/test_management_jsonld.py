@@ -20,7 +20,7 @@ from pyld.jsonld import JsonLdError
 
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.models import MANAGEMENT_V2_CONTEXT
-from airflow_edc_callbacks.operators.transfer import CORRELATION_PROPERTY
+from airflow_edc_callbacks.operators.earlier_try import CORRELATION_PROPERTY
 from tests.helpers import EDC_FIXTURES
 from tests.jsonld_check import (
     EDC,

@@ -66,6 +66,7 @@ def test_template_fields_cover_request() -> None:
         "private_properties",
         "wait_for",
         "edc_conn_id",
+        "counter_party_id",  # for lineage only
     }
 
 

@@ -16,6 +16,8 @@ def example_dags() -> DagBag:
 def test_example_dags_import_without_errors(example_dags: DagBag) -> None:
     assert example_dags.import_errors == {}
     assert sorted(example_dags.dag_ids) == [
+        "example_edc_asset_consumer",
+        "example_edc_asset_transfer",
         "example_edc_full_pipeline",
         "example_edc_mapped_transfers",
         "example_edc_provider_asset_transferred",
