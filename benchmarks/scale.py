@@ -342,12 +342,12 @@ def run(args: argparse.Namespace, results_md: Path) -> int:
     try:
         results = scale_benchmark(args, workdir)
     finally:
-        print(f"[scale] logs and files in {workdir}", flush=True)
+        print(f"[scale] logs and files in {workdir} (deleted when every run succeeded)", flush=True)
     section, met = report_section(results, args, time.perf_counter() - started)
     print(section)
     append_section(results_md, section)
     print(f"[scale] appended to {results_md}")
-    if met:
+    if met and all(r.run_state == "success" for r in results):  # else the components' logs tell why
         shutil.rmtree(workdir, ignore_errors=True)
     return 0 if met else 1
 
