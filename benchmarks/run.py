@@ -17,6 +17,10 @@ on port 25440; SQLite is a file in a temporary directory.
    (one state GET per sensor per interval, as a poking sensor does) over the same window.
 4. End to end in ``airflow standalone`` on the real connectors: from the transfer's completion to the
    task's success, callbacks against polling sensor DAGs at 5 s and 30 s (``benchmarks/end_to_end.py``).
+
+``--only scale --transfers N`` runs instead N concurrent mapped transfers on the real connectors in
+Airflow as separate processes, callbacks against polling sensors (``benchmarks/scale.py``), and replaces
+only its own section of ``results.md`` (a full run keeps that section).
 """
 
 from __future__ import annotations
@@ -36,12 +40,14 @@ from typing import Any, cast
 import httpx
 import psutil
 
+from benchmarks import scale
 from benchmarks.common import Latencies
 from benchmarks.end_to_end import EndToEndResult, end_to_end_benchmark
 from benchmarks.load import LoadResult, receiver_variants
 from benchmarks.load import envelope as _envelope
 from benchmarks.load import load as _load
 from benchmarks.load import server as _server
+from benchmarks.scale_report import append_section, saved_section
 from benchmarks.serial import serial_benchmark
 
 HERE = Path(__file__).resolve().parent
@@ -407,9 +413,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--e2e-runs", type=int, default=20, help="DAG runs per end-to-end variant")
     parser.add_argument("--e2e-spacing", type=float, default=3.0, help="seconds between end-to-end DAG runs")
     parser.add_argument("--e2e-longest", type=float, default=25.0, help="longest random transfer, seconds")
+    parser.add_argument(
+        "--only", choices=["scale"], help="run only this benchmark; its section of results.md is replaced"
+    )
+    scale.add_arguments(parser)
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(REPO))
+    if args.only == "scale":
+        return scale.run(args, HERE / "results.md")
     os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="edc-bench-airflow-"))
     os.environ["AIRFLOW__EDC_CALLBACKS__CALLBACK_SIGNING_KEY"] = "benchmark-signing-key"
     from tests.postgres_server import PostgresServer
@@ -441,7 +453,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         pg.destroy()
     end_to_end = end_to_end_benchmark(args.e2e_runs, args.e2e_spacing, args.e2e_longest, workdir / "e2e")
+    results_md = HERE / "results.md"
+    kept = saved_section(results_md.read_text()) if results_md.exists() else None  # the last scale run's
     write_report(receiver, wake, costs, end_to_end, args, time.perf_counter() - started, serial)
+    if kept:
+        append_section(results_md, kept)
     plot(receiver, wake, costs, end_to_end)
     print(f"wrote {HERE / 'results.md'} and {HERE / 'results.png'}")
     return 0

@@ -42,5 +42,22 @@ def test_benchmark_polling_dags_poke_at_5_and_30_seconds() -> None:
     intervals = {}
     for dag_id, dag in bag.dags.items():
         sensor = dag.get_task("wait")
-        intervals[dag_id] = (sensor.poke_interval, sensor.mode)
-    assert intervals == {"bench_edc_polling_5s": (5, "poke"), "bench_edc_polling_30s": (30, "poke")}
+        if hasattr(sensor, "partial_kwargs"):  # a mapped sensor: its settings are the partial() ones
+            intervals[dag_id] = (sensor.partial_kwargs["poke_interval"], sensor.partial_kwargs["mode"])
+        else:
+            intervals[dag_id] = (sensor.poke_interval, sensor.mode)
+    assert intervals == {
+        "bench_edc_polling_5s": (5, "poke"),
+        "bench_edc_polling_30s": (30, "poke"),
+        "bench_edc_polling_mapped": (30, "reschedule"),  # the scale benchmark's baseline (benchmarks/scale.py)
+    }
+
+
+def test_the_scale_benchmark_polls_one_mapped_sensor_per_mapped_transfer() -> None:
+    dag = DagBag(dag_folder=str(REPO / "benchmarks" / "dags")).dags["bench_edc_polling_mapped"]
+    start, wait = dag.get_task("start"), dag.get_task("wait")
+    assert start.upstream_task_ids == {"destinations"}
+    assert wait.upstream_task_ids == {"start"}
+    assert getattr(start, "expand_input", None) is not None
+    assert getattr(wait, "expand_input", None) is not None
+    assert dag.max_active_tasks >= 500  # reschedule pokes of 500 transfers are never held back by the DAG
