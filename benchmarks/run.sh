@@ -4,5 +4,5 @@
 # the end-to-end part), plus matplotlib (the [bench] extra). Uses the ports of the demo and the tests:
 # run it alone.
 source "$(dirname "$0")/../scripts/_env.sh"
-.venv/bin/python -m pip install --quiet -e ".[test,bench]"
+venv_install .venv -e ".[test,bench]"
 exec .venv/bin/python -m benchmarks.run "$@"

@@ -53,9 +53,9 @@ else
 fi
 
 echo "Installing apache-airflow==$VERSION and airflow-edc-callbacks[test] into $VENV (minutes the first time)..." >&2
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
+source "$ROOT/scripts/_install.sh"
 # The constraints pin Airflow's dependencies (and the test tools they list); the rest resolves freely.
-"$VENV/bin/python" -m pip install --quiet "${CONSTRAINTS[@]}" "apache-airflow==$VERSION" -e ".[test]"
+venv_install "$VENV" "${CONSTRAINTS[@]}" "apache-airflow==$VERSION" -e ".[test]"
 "$VENV/bin/python" -c "import airflow, sys; sys.exit(airflow.__version__ != '$VERSION')" \
   || { echo "$VENV does not hold Airflow $VERSION" >&2; exit 1; }
 echo "$WANT" >"$STAMP"

@@ -2,9 +2,8 @@
 # Packaging: build the wheel and the sdist (`python -m build`), check their metadata (`twine check`) and
 # contents (py.typed, the Alembic migrations, the provider and plugin entry points; no tests, .git or
 # .work), install the wheel into a fresh venv with Airflow and check that `airflow providers list` lists
-# the provider with its version. Run by scripts/test.sh; needs .venv (scripts/_env.sh). pip's cache is
-# reused, and the fresh venv is resolved against .venv's versions (a constraints file), so it takes
-# about a minute.
+# the provider with its version. Run by scripts/test.sh; needs .venv (scripts/_env.sh). uv installs it
+# (scripts/_install.sh), resolved against .venv's versions (a constraints file): about half a minute.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -63,8 +62,8 @@ PY
 echo "Package check: installing the wheel with apache-airflow==$AIRFLOW_VERSION into a fresh venv..." >&2
 .venv/bin/python -m pip freeze --exclude-editable | grep -v '^airflow-edc-callbacks' >"$work/constraints.txt"
 "${PYTHON:-python3}" -m venv "$work/venv"
-"$work/venv/bin/python" -m pip install --quiet --no-compile --disable-pip-version-check --constraint "$work/constraints.txt" \
-  "$work"/dist/*.whl "apache-airflow==$AIRFLOW_VERSION"
+source "$ROOT/scripts/_install.sh"
+venv_install "$work/venv" --constraint "$work/constraints.txt" "$work"/dist/*.whl "apache-airflow==$AIRFLOW_VERSION"
 AIRFLOW_HOME="$work/airflow" AIRFLOW__CORE__LOAD_EXAMPLES=False \
   "$work/venv/bin/airflow" providers list -o json >"$work/providers.json" 2>"$work/providers.log" \
   || { cat "$work/providers.log" >&2; exit 1; }
