@@ -52,7 +52,7 @@ else
   CONSTRAINTS=(--constraint "$FALLBACK")
 fi
 
-echo "Installing apache-airflow==$VERSION and airflow-edc-callbacks[test] into $VENV (minutes the first time)..." >&2
+echo "Installing apache-airflow==$VERSION and airflow-edc-callbacks[test] into $VENV (about a minute the first time)..." >&2
 source "$ROOT/scripts/_install.sh"
 # The constraints pin Airflow's dependencies (and the test tools they list); the rest resolves freely.
 venv_install "$VENV" "${CONSTRAINTS[@]}" "apache-airflow==$VERSION" -e ".[test]"
