@@ -3,8 +3,10 @@ callback registrations, cached."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -17,6 +19,7 @@ from airflow_edc_callbacks.config import (
     get_retention,
     get_store_url,
 )
+from airflow_edc_callbacks.receiver.group_commit import WRITERS, GroupCommitter
 from airflow_edc_callbacks.static_callbacks import StaticCallbackRegistration, check_name, lookup_registration
 from airflow_edc_callbacks.store import EventStore, get_store
 from airflow_edc_callbacks.tokens import get_verification_keys
@@ -65,6 +68,9 @@ class ReceiverSettings:
     _static_cache: dict[str, tuple[float, StaticCallbackRegistration]] = field(default_factory=dict)
     _static_missing: dict[str, float] = field(default_factory=dict)
     _static_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _committers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupCommitter] = field(
+        default_factory=weakref.WeakKeyDictionary, repr=False
+    )
 
     def resolve(self) -> ReceiverSettings:
         """Fill every field left ``None`` from ``[edc_callbacks]``; returns ``self``.
@@ -115,13 +121,9 @@ class ReceiverSettings:
             return None
         now = time.monotonic()
         if not fresh:
-            with self._static_lock:
-                cached = self._static_cache.get(name)
-                if cached is not None and now - cached[0] < self.static_cache_seconds:
-                    return cached[1]
-                missing_since = self._static_missing.get(name)
-                if missing_since is not None and now - missing_since < self.static_negative_cache_seconds:
-                    return None
+            hit, registration = self.cached_static_registration(name)
+            if hit:
+                return registration
         registration = (self.static_lookup or lookup_registration)(name)
         with self._static_lock:
             if registration is None:
@@ -131,6 +133,20 @@ class ReceiverSettings:
                 self._static_missing.pop(name, None)
                 self._static_cache[name] = (now, registration)
         return registration
+
+    def cached_static_registration(self, name: str) -> tuple[bool, StaticCallbackRegistration | None]:
+        """``(True, registration or None)`` when :meth:`static_registration` would answer ``name`` from its
+        caches, else ``(False, None)``: no lookup, so the event loop may call it (the route then looks up in
+        a worker thread only on a miss)."""
+        now = time.monotonic()
+        with self._static_lock:
+            cached = self._static_cache.get(name)
+            if cached is not None and now - cached[0] < self.static_cache_seconds:
+                return True, cached[1]
+            missing_since = self._static_missing.get(name)
+            if missing_since is not None and now - missing_since < self.static_negative_cache_seconds:
+                return True, None
+        return False, None
 
     def _remember_missing(self, name: str, now: float) -> None:
         """Add ``name`` to the negative cache, dropping expired and, beyond its size, the oldest names."""
@@ -153,3 +169,13 @@ class ReceiverSettings:
         if self._store is None:
             self._store = get_store(self.store_url)
         return self._store
+
+    def group_committer(self) -> GroupCommitter:
+        """The :class:`~airflow_edc_callbacks.receiver.group_commit.GroupCommitter` of the running event loop
+        (one per loop: its callbacks' events are committed together), created on first use."""
+        loop = asyncio.get_running_loop()
+        committer = self._committers.get(loop)
+        if committer is None:
+            writers = 1 if str(self.store_url).startswith("sqlite") else WRITERS  # SQLite: one write at a time
+            committer = self._committers[loop] = GroupCommitter(lambda: self.store, writers)
+        return committer
