@@ -139,12 +139,10 @@ class EventLog(StoreBase):
                 refused = ValueError(f"the store cannot hold a value of this event: {type(err.orig).__name__}")
             return [refused if i in digests else outcomes[i] or refused for i in range(len(events))]
         except (SQLAlchemyError, StoreUnavailableError) as err:
-            fault = (
-                err
-                if isinstance(err, StoreUnavailableError)
-                else StoreUnavailableError(f"Cannot write to the callback event store: {err}")
-            )
-            fault.__cause__ = err
+            fault = err
+            if not isinstance(err, StoreUnavailableError):
+                fault = StoreUnavailableError(f"Cannot write to the callback event store: {err}")
+                fault.__cause__ = err
             return [fault if i in digests else outcomes[i] or fault for i in range(len(events))]
         return cast("list[RecordOutcome]", outcomes)  # every event has its outcome now
 
