@@ -39,6 +39,19 @@ def test_benchmark_polling_dags_poke_at_5_and_30_seconds() -> None:
     assert bag.import_errors == {}
     intervals = {}
     for dag_id, dag in bag.dags.items():
-        sensor = dag.get_task("wait")
-        intervals[dag_id] = (sensor.poke_interval, sensor.mode)
+        if dag_id.startswith("bench_edc_polling_"):
+            sensor = dag.get_task("wait")
+            intervals[dag_id] = (sensor.poke_interval, sensor.mode)
     assert intervals == {"bench_edc_polling_5s": (5, "poke"), "bench_edc_polling_30s": (30, "poke")}
+
+
+def test_task_duration_dags_defer_at_once_and_after_the_configured_wait() -> None:
+    bag = DagBag(dag_folder=str(REPO / "benchmarks" / "dags"))
+    assert bag.import_errors == {}
+    waits = {
+        dag_id: dag.get_task("push_transfer").defer_after for dag_id, dag in bag.dags.items() if "polling" not in dag_id
+    }
+    assert waits == {
+        "bench_edc_defer_at_once": 0.0,
+        "bench_edc_worker_first": None,
+    }  # None: [edc_callbacks] defer_after
