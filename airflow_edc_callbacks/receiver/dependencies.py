@@ -83,7 +83,9 @@ async def static_caller(name: str, request: Request, cfg: Settings) -> StaticCal
         return _header_matches(request, registration.auth_header, registration.secret)
 
     try:
-        registration = await run_in_threadpool(cfg.static_registration, name)
+        hit, registration = cfg.cached_static_registration(name)  # no thread for what the caches answer
+        if not hit:
+            registration = await run_in_threadpool(cfg.static_registration, name)
         if registration is not None and not authorised(registration):  # maybe rotated: ask again before refusing
             registration = await cfg.refreshed_registration(name, asked=time.monotonic())
     except Exception as err:  # a secrets backend or metastore fault, or a malformed registration

@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import logging
 
-from starlette.concurrency import run_in_threadpool
-
 from airflow_edc_callbacks.exceptions import EventConflictError, ProcessBoundElsewhereError, StoreUnavailableError
 from airflow_edc_callbacks.receiver.body import ReceivedEvent
 from airflow_edc_callbacks.receiver.responses import CallbackOutcome, CallbackRejected
 from airflow_edc_callbacks.receiver.settings import ReceiverSettings
+from airflow_edc_callbacks.store.events import NewEvent
 
 log = logging.getLogger(__name__)
-
-
-def _record(cfg: ReceiverSettings, event: ReceivedEvent, correlation_id: str | None, route: str) -> CallbackOutcome:
-    inserted = cfg.store.record(event.envelope, event.body, correlation_id=correlation_id, route=route)
-    return CallbackOutcome.STORED if inserted else CallbackOutcome.DUPLICATE
 
 
 async def store_event(
     cfg: ReceiverSettings, event: ReceivedEvent, *, correlation_id: str | None, route: str
 ) -> CallbackOutcome:
-    """Commit ``event`` to the store (in a worker thread); returns only once it is durable.
+    """Commit ``event`` to the store; returns only once it is durable.
+
+    Through the app's :class:`~airflow_edc_callbacks.receiver.group_commit.GroupCommitter`: a lone callback is
+    written at once, concurrent ones are committed together (one transaction), each answered after the
+    commit that includes it.
 
     :param correlation_id: the dynamic token's correlation id, ``None`` for a static callback.
     :param route: ``"dynamic"`` or ``"static:<name>"`` (stored with the event).
@@ -34,7 +32,7 @@ async def store_event(
     """
     envelope = event.envelope
     try:
-        outcome = await run_in_threadpool(_record, cfg, event, correlation_id, route)
+        inserted = await cfg.group_committer().record(NewEvent(envelope, event.body, correlation_id, route))
     except StoreUnavailableError as err:
         log.error("Callback %s (%s) not stored: %s", envelope.id, envelope.type, err)
         raise CallbackRejected(503, "Event store unavailable", {"Retry-After": "5"}) from None
@@ -61,7 +59,8 @@ async def store_event(
     except (ValueError, OverflowError, RecursionError) as err:  # the database refused a value
         log.warning("Callback %s (%s) not storable: %s", envelope.id, envelope.type, type(err).__name__)
         raise CallbackRejected(422, "Event envelope has values the store cannot hold") from None
-    log.info(
+    outcome = CallbackOutcome.STORED if inserted else CallbackOutcome.DUPLICATE
+    log.info(  # one line per callback: what an operator looks for first in the api-server log
         "Callback %s %s for %s via %s (%s)",
         envelope.type,
         envelope.id,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -18,6 +19,7 @@ from airflow_edc_callbacks.config import (
     get_retention,
     get_store_url,
 )
+from airflow_edc_callbacks.receiver.group_commit import WRITERS, GroupCommitter
 from airflow_edc_callbacks.static_callbacks import StaticCallbackRegistration, check_name, lookup_registration
 from airflow_edc_callbacks.store import EventStore, get_store
 from airflow_edc_callbacks.tokens import get_verification_keys
@@ -77,6 +79,9 @@ class ReceiverSettings:
     _refresh_locks: dict[str, asyncio.Lock] = field(default_factory=dict, repr=False)
     _last_refresh: dict[str, float] = field(default_factory=dict, repr=False)
     _refresh_loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    _committers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupCommitter] = field(
+        default_factory=weakref.WeakKeyDictionary, repr=False
+    )
 
     def resolve(self) -> ReceiverSettings:
         """Fill every field left ``None`` from ``[edc_callbacks]``; returns ``self``.
@@ -128,15 +133,17 @@ class ReceiverSettings:
             return None
         if fresh:
             return self._look_up(name)
-        hit, registration = self._cached(name)
+        hit, registration = self.cached_static_registration(name)
         if hit:
             return registration
         with self._lookup_locks[hash(name) % len(self._lookup_locks)]:  # one lookup of a name at a time
-            hit, registration = self._cached(name)  # found by the lookup this request waited for?
+            hit, registration = self.cached_static_registration(name)  # found by the lookup this request waited for?
             return registration if hit else self._look_up(name)
 
-    def _cached(self, name: str) -> tuple[bool, StaticCallbackRegistration | None]:
-        """``(True, registration or None)`` when the caches answer for ``name``, else ``(False, None)``."""
+    def cached_static_registration(self, name: str) -> tuple[bool, StaticCallbackRegistration | None]:
+        """``(True, registration or None)`` when :meth:`static_registration` would answer ``name`` from its
+        caches, else ``(False, None)``: no lookup, so the event loop may call it (the route then looks up in
+        a worker thread only on a miss)."""
         now = time.monotonic()
         with self._static_lock:
             cached = self._static_cache.get(name)
@@ -205,3 +212,13 @@ class ReceiverSettings:
         if self._store is None:
             self._store = get_store(self.store_url)
         return self._store
+
+    def group_committer(self) -> GroupCommitter:
+        """The :class:`~airflow_edc_callbacks.receiver.group_commit.GroupCommitter` of the running event loop
+        (one per loop: its callbacks' events are committed together), created on first use."""
+        loop = asyncio.get_running_loop()
+        committer = self._committers.get(loop)
+        if committer is None:
+            writers = 1 if str(self.store_url).startswith("sqlite") else WRITERS  # SQLite: one write at a time
+            committer = self._committers[loop] = GroupCommitter(lambda: self.store, writers)
+        return committer

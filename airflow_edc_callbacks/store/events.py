@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Connection, bindparam, func, or_, select, text, update
 from sqlalchemy.exc import DataError, SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from airflow_edc_callbacks.exceptions import EventConflictError, ProcessBoundElsewhereError, StoreUnavailableError
 from airflow_edc_callbacks.models import EventEnvelope
 from airflow_edc_callbacks.store.base import StoreBase
-from airflow_edc_callbacks.store.bindings import bound_correlation
 from airflow_edc_callbacks.store.stored import StoredEvent, body_sha256
-from airflow_edc_callbacks.store.tables import CallbackEventRow
+from airflow_edc_callbacks.store.tables import CallbackEventRow, ProcessBindingRow
 
 NOTIFY_CHANNEL = "edc_callback_events"
 """PostgreSQL: the channel each new event's ``seq`` is sent on (``pg_notify``) when its insert commits."""
@@ -25,12 +25,42 @@ LOOKBACK_MS = 60_000
 event's insert may still commit. PostgreSQL hands out ``seq`` at the insert, not at the commit, so a lower
 ``seq`` can commit after a higher one was read; whoever reads by ``seq`` (the listener after a
 reconnect, an event trigger's cursor) also re-reads the events received this long before the moment it
-may have missed a commit from. :meth:`EventLog.record` reads the clock once it holds its connection,
-then runs two or three short statements and commits: well within this."""
+may have missed a commit from. :meth:`EventLog.record_many` reads the clock once it holds its connection,
+then runs a few short statements and commits: well within this."""
 
 
 ID_CHUNK = 500
 """At most this many envelope ids in one ``IN`` list (drivers limit a statement's parameters)."""
+
+MAX_GROUP = ID_CHUNK
+"""At most this many events in one :meth:`EventLog.record_many` call."""
+
+_EVENTS = CallbackEventRow.__table__
+_BINDINGS = select(ProcessBindingRow.process_id, ProcessBindingRow.correlation_id).where(
+    ProcessBindingRow.process_id.in_(bindparam("process_ids", expanding=True))
+)
+_NOTIFY = text("SELECT pg_notify(:channel, CAST(seq AS text)) FROM unnest(CAST(:seqs AS bigint[])) AS seq")
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """A callback event to store (see :meth:`EventLog.record_many`).
+
+    :ivar envelope: the validated envelope.
+    :ivar body: the envelope as received (stored verbatim, with the SHA-256 of its canonical JSON).
+    :ivar correlation_id: the correlation id of the callback token it arrived on, ``None`` for a static route.
+    :ivar route: ``dynamic`` or ``static:<name>``.
+    """
+
+    envelope: EventEnvelope
+    body: dict[str, Any]
+    correlation_id: str | None
+    route: str = "dynamic"
+
+
+RecordOutcome = bool | Exception
+"""What became of one event of :meth:`EventLog.record_many`: ``True`` (stored now), ``False`` (a duplicate),
+or the exception :meth:`EventLog.record` raises for it."""
 
 
 class EventLog(StoreBase):
@@ -59,44 +89,140 @@ class EventLog(StoreBase):
         :raises ValueError: the database refused one of its values (it is not stored).
         :raises StoreUnavailableError: the write failed.
         """
-        process_id = envelope.process_id
-        digest = body_sha256(body)
-        values = {
-            "envelope_id": envelope.id,
-            "event_type": envelope.type,
-            "process_id": process_id,
-            "correlation_id": correlation_id,
-            "event_at": envelope.at,
-            "routes": route,
-            "body": body,
-            "body_sha256": digest,
-        }
+        [outcome] = self.record_many([NewEvent(envelope, body, correlation_id, route)])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def record_many(self, events: Sequence[NewEvent]) -> list[RecordOutcome]:
+        """Store events durably in one transaction (a group commit), each as :meth:`record` stores it alone.
+
+        The events are taken in order, as if :meth:`record` stored them one after the other: the first
+        delivery of an envelope id inserts it, a later one in the same call is its duplicate (or conflict).
+        One transaction reads the bindings of their processes, inserts the new events in one
+        ``INSERT ... ON CONFLICT DO NOTHING`` (executemany), compares the duplicates and (PostgreSQL) notifies
+        the listeners; nothing is durable before its commit, and every event's outcome is known only then.
+
+        :param events: at most :data:`MAX_GROUP` events.
+        :returns: one outcome per event, in order: ``True`` (stored now), ``False`` (a duplicate), or the
+            exception :meth:`record` raises for it.
+            :class:`~airflow_edc_callbacks.exceptions.ProcessBoundElsewhereError`,
+            :class:`~airflow_edc_callbacks.exceptions.EventConflictError` and :class:`ValueError` concern that
+            event alone (the others are stored: a value the database refuses rolls the transaction back, and
+            each event is then stored alone); a
+            :class:`~airflow_edc_callbacks.exceptions.StoreUnavailableError` is every event's (but those
+            refused by a :class:`ValueError` before the transaction): the transaction failed, none is stored.
+        :raises ValueError: more than :data:`MAX_GROUP` events.
+        """
+        if len(events) > MAX_GROUP:
+            raise ValueError(f"at most {MAX_GROUP} events in one group, not {len(events)}")
+        outcomes: list[RecordOutcome | None] = [None] * len(events)
+        digests: dict[int, str] = {}
+        for i, event in enumerate(events):
+            try:
+                digests[i] = body_sha256(event.body)
+            except ValueError as err:
+                outcomes[i] = err
         try:
-            with self._sessions.begin() as session:
-                session.connection()  # the pool's wait is over before the clock is read (see LOOKBACK_MS)
-                stmt = self._insert()(CallbackEventRow).values(**values, received_at=int(time.time() * 1000))
-                stmt = stmt.on_conflict_do_nothing(index_elements=["envelope_id"])
-                if correlation_id is not None and process_id is not None:
-                    bound = bound_correlation(session, process_id)
-                    if bound is not None and bound != correlation_id:
-                        raise ProcessBoundElsewhereError(process_id, bound, correlation_id)
-                seq = session.execute(stmt.returning(CallbackEventRow.seq)).scalar_one_or_none()
-                inserted = seq is not None
-                if not inserted:
-                    self._add_route(session, envelope.id, route, digest)
-                elif self.is_postgresql:  # delivered to every listener when this transaction commits
-                    session.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(seq))))
+            if digests:
+                self._record_together(events, digests, outcomes)
             if self.sqlite_file is not None:  # committed, but into the file every reader opens?
                 self.sqlite_file.check()
-        except DataError as err:  # the database refused a value, not a fault of the store
-            raise ValueError(f"the store cannot hold a value of this event: {type(err.orig).__name__}") from None
-        except SQLAlchemyError as err:
-            raise StoreUnavailableError(f"Cannot write to the callback event store: {err}") from err
-        return inserted
+        except (DataError, ValueError, OverflowError, RecursionError) as err:  # a value refused, not a store fault
+            if len(digests) > 1:  # whose? each stored alone: only that event is refused
+                return [
+                    self.record_many([event])[0] if i in digests else outcomes[i] or err
+                    for i, event in enumerate(events)
+                ]
+            refused = err
+            if isinstance(err, DataError):
+                refused = ValueError(f"the store cannot hold a value of this event: {type(err.orig).__name__}")
+            return [refused if i in digests else outcomes[i] or refused for i in range(len(events))]
+        except (SQLAlchemyError, StoreUnavailableError) as err:
+            fault = err
+            if not isinstance(err, StoreUnavailableError):
+                fault = StoreUnavailableError(f"Cannot write to the callback event store: {err}")
+                fault.__cause__ = err
+            return [fault if i in digests else outcomes[i] or fault for i in range(len(events))]
+        return cast("list[RecordOutcome]", outcomes)  # every event has its outcome now
+
+    @functools.cached_property
+    def _insert_events(self) -> Any:
+        """``INSERT ... ON CONFLICT (envelope_id) DO NOTHING RETURNING envelope_id, seq``, built once."""
+        stmt = self._insert()(_EVENTS).on_conflict_do_nothing(index_elements=["envelope_id"])
+        return stmt.returning(_EVENTS.c.envelope_id, _EVENTS.c.seq)
+
+    def _record_together(
+        self, events: Sequence[NewEvent], digests: dict[int, str], outcomes: list[RecordOutcome | None]
+    ) -> None:
+        """One transaction for the events of ``digests`` (index -> body digest); fills their ``outcomes``.
+
+        :raises SQLAlchemyError: a statement or the commit failed (rolled back).
+        """
+        with self.engine.begin() as conn:
+            received_at = int(time.time() * 1000)  # the pool's wait is over before the clock is read (LOOKBACK_MS)
+            bindings = self._bindings(
+                conn, {events[i].envelope.process_id for i in digests if events[i].correlation_id}
+            )
+            rows: list[dict[str, Any]] = []
+            first: dict[str, int] = {}  # envelope id -> the index of its first delivery in this group
+            for i in digests:
+                event = events[i]
+                envelope = event.envelope
+                process_id = envelope.process_id
+                bound = bindings.get(process_id) if process_id is not None else None
+                if (
+                    event.correlation_id is not None
+                    and process_id is not None
+                    and bound not in (None, event.correlation_id)
+                ):
+                    outcomes[i] = ProcessBoundElsewhereError(process_id, str(bound), event.correlation_id)
+                    continue
+                if envelope.id in first:  # a second delivery within this group: compared once the first is in
+                    continue
+                first[envelope.id] = i
+                rows.append(
+                    {
+                        "envelope_id": envelope.id,
+                        "event_type": envelope.type,
+                        "process_id": process_id,
+                        "correlation_id": event.correlation_id,
+                        "event_at": envelope.at,
+                        "received_at": received_at,
+                        "routes": event.route,
+                        "body": event.body,
+                        "body_sha256": digests[i],
+                    }
+                )
+            inserted: dict[str, int] = {}
+            if rows:
+                inserted = {row.envelope_id: row.seq for row in conn.execute(self._insert_events, rows)}
+            for i in digests:
+                envelope_id = events[i].envelope.id
+                if outcomes[i] is not None:
+                    continue
+                if first[envelope_id] == i and envelope_id in inserted:
+                    outcomes[i] = True
+                    continue
+                try:
+                    self._add_route(conn, envelope_id, events[i].route, digests[i])
+                    outcomes[i] = False
+                except EventConflictError as err:
+                    outcomes[i] = err
+            if self.is_postgresql and inserted:  # delivered to every listener when this transaction commits
+                conn.execute(_NOTIFY, {"channel": NOTIFY_CHANNEL, "seqs": sorted(inserted.values())})
 
     @staticmethod
-    def _add_route(session: Session, envelope_id: str, route: str, digest: str) -> None:
-        row = session.execute(
+    def _bindings(conn: Connection, process_ids: set[str | None]) -> dict[str, str]:
+        """The correlation ids these processes are bound to (unbound ones are missing)."""
+        wanted = sorted(p for p in process_ids if p is not None)
+        if not wanted:
+            return {}
+        return {row.process_id: row.correlation_id for row in conn.execute(_BINDINGS, {"process_ids": wanted})}
+
+    @staticmethod
+    def _add_route(conn: Connection, envelope_id: str, route: str, digest: str) -> None:
+        row = conn.execute(
             select(CallbackEventRow.routes, CallbackEventRow.body_sha256, CallbackEventRow.body).where(
                 CallbackEventRow.envelope_id == envelope_id
             )
@@ -109,7 +235,7 @@ class EventLog(StoreBase):
             raise EventConflictError(envelope_id)
         routes = row.routes.split()
         if route not in routes:
-            session.execute(
+            conn.execute(
                 update(CallbackEventRow)
                 .where(CallbackEventRow.envelope_id == envelope_id)
                 .values(routes=" ".join([*routes, route]))

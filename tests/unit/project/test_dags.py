@@ -41,6 +41,8 @@ def test_benchmark_polling_dags_poke_at_5_and_30_seconds() -> None:
     assert bag.import_errors == {}
     intervals = {}
     for dag_id, dag in bag.dags.items():
+        if not dag_id.startswith("bench_edc_polling_"):
+            continue
         sensor = dag.get_task("wait")
         if hasattr(sensor, "partial_kwargs"):  # a mapped sensor: its settings are the partial() ones
             intervals[dag_id] = (sensor.partial_kwargs["poke_interval"], sensor.partial_kwargs["mode"])
@@ -61,3 +63,15 @@ def test_the_scale_benchmark_polls_one_mapped_sensor_per_mapped_transfer() -> No
     assert getattr(start, "expand_input", None) is not None
     assert getattr(wait, "expand_input", None) is not None
     assert dag.max_active_tasks >= 500  # reschedule pokes of 500 transfers are never held back by the DAG
+
+
+def test_task_duration_dags_defer_at_once_and_after_the_configured_wait() -> None:
+    bag = DagBag(dag_folder=str(REPO / "benchmarks" / "dags"))
+    assert bag.import_errors == {}
+    waits = {
+        dag_id: dag.get_task("push_transfer").defer_after for dag_id, dag in bag.dags.items() if "polling" not in dag_id
+    }
+    assert waits == {
+        "bench_edc_defer_at_once": 0.0,
+        "bench_edc_worker_first": None,
+    }  # None: [edc_callbacks] defer_after
