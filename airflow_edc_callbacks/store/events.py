@@ -195,9 +195,12 @@ class EventLog(StoreBase):
                     }
                 )
             inserted: dict[str, int] = {}
+            # rows and routes in envelope id order: two groups that share envelopes lock them in the same
+            # order, so concurrent group commits cannot deadlock (a serial sender has one event per group)
+            rows.sort(key=lambda row: str(row["envelope_id"]))
             if rows:
                 inserted = {row.envelope_id: row.seq for row in conn.execute(self._insert_events, rows)}
-            for i in digests:
+            for i in sorted(digests, key=lambda i: events[i].envelope.id):
                 envelope_id = events[i].envelope.id
                 if outcomes[i] is not None:
                     continue
