@@ -5,8 +5,10 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,12 +29,52 @@ if TYPE_CHECKING:
 SIGNING_KEY = b"test-signing-key-0123456789"
 
 
+def _worker_index() -> int:
+    """0, or the number of this pytest-xdist worker (``gw1`` -> 1): each worker's PostgreSQL has a port of its own."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(worker[2:]) if worker[:2] == "gw" and worker[2:].isdigit() else 0
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     """One real PostgreSQL server (Debian's package, a throwaway cluster) for the session."""
-    server = PostgresServer(int(os.environ.get("EDC_TEST_PG_PORT", "25432"))).start()
+    server = PostgresServer(int(os.environ.get("EDC_TEST_PG_PORT", "25432")) + _worker_index()).start()
     yield server
     server.destroy()
+
+
+@pytest.fixture(scope="session")
+def migrated_airflow_db(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], Path]:
+    """Put a migrated Airflow metastore (SQLite, ``airflow db migrate`` of this venv's Airflow) into an
+    ``AIRFLOW_HOME``: ``migrated_airflow_db(home)`` copies ``airflow.db`` there, with the ``airflow.cfg`` the
+    migration wrote (its paths moved to ``home``; its Fernet key, which every process of the home must
+    share to read the connections another one wrote), and returns ``home``.
+
+    The migration runs once per session, each test gets a copy of its own.
+    """
+    template = tmp_path_factory.mktemp("airflow-metastore")
+    done: list[Path] = []
+
+    def copy_into(home: Path) -> Path:
+        if not done:
+            env = {**os.environ, "AIRFLOW_HOME": str(template)}
+            env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)  # the default: AIRFLOW_HOME/airflow.db
+            migrate = subprocess.run(
+                [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert migrate.returncode == 0, migrate.stderr
+            done.append(template / "airflow.db")
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(done[0], home / "airflow.db")
+        config = (template / "airflow.cfg").read_text()
+        (home / "airflow.cfg").write_text(config.replace(str(template), str(home)))
+        return home
+
+    return copy_into
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -80,21 +122,28 @@ _unit = {"tests": 0, "failed": 0, "seconds": 0.0}
 """The unit tests of this session (for the compatibility results: the unit suite per Airflow version)."""
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    report = yield
-    if "tests/unit/" in item.nodeid:
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    """Whether this process is a pytest-xdist worker (its controller counts and records the session)."""
+    return hasattr(config, "workerinput")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count the unit tests' outcomes; in the controller of an xdist session (its workers' reports reach it
+    here) or in a session without xdist, never in a worker (which has ``PYTEST_XDIST_WORKER`` set)."""
+    if "tests/unit/" in report.nodeid and "PYTEST_XDIST_WORKER" not in os.environ:
         if report.when == "call":
             _unit["tests"] += 1
         _unit["failed"] += int(report.failed)
         _unit["seconds"] += report.duration
-    return report
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Merge this session's compatibility outcomes into the results file (see :mod:`tests.compat.results`)."""
+    """Merge this session's compatibility outcomes into the results file (see :mod:`tests.compat.results`);
+    an xdist worker's session leaves that to the controller."""
     from tests.compat import results
 
+    if _is_xdist_worker(session.config):
+        return
     # the whole unit suite only: a selection (a file, -k, -m, -x stopping early) says nothing about the suite
     config = session.config
     unit_dir = Path(__file__).parent / "unit"

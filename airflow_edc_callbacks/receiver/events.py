@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from starlette.background import BackgroundTask
+
 from airflow_edc_callbacks.exceptions import EventConflictError, ProcessBoundElsewhereError, StoreUnavailableError
 from airflow_edc_callbacks.receiver.body import ReceivedEvent
 from airflow_edc_callbacks.receiver.responses import CallbackOutcome, CallbackRejected
@@ -25,7 +27,7 @@ async def store_event(
     :param correlation_id: the dynamic token's correlation id, ``None`` for a static callback.
     :param route: ``"dynamic"`` or ``"static:<name>"`` (stored with the event).
     :returns: :attr:`CallbackOutcome.STORED`, or :attr:`CallbackOutcome.DUPLICATE` when this envelope id is
-        stored with the same body already.
+        stored with the same body already (logged by the answer, see :func:`log_outcome`).
     :raises CallbackRejected: 503 with ``Retry-After`` (the store cannot be opened or written), 403 (the
         process is bound to another task instance than the token's), 409 (this envelope id is stored with
         another body; the stored one stays), 422 (the database refused a value).
@@ -59,8 +61,16 @@ async def store_event(
     except (ValueError, OverflowError, RecursionError) as err:  # the database refused a value
         log.warning("Callback %s (%s) not storable: %s", envelope.id, envelope.type, type(err).__name__)
         raise CallbackRejected(422, "Event envelope has values the store cannot hold") from None
-    outcome = CallbackOutcome.STORED if inserted else CallbackOutcome.DUPLICATE
-    log.info(  # one line per callback: what an operator looks for first in the api-server log
+    return CallbackOutcome.STORED if inserted else CallbackOutcome.DUPLICATE
+
+
+def log_outcome(event: ReceivedEvent, route: str, outcome: CallbackOutcome) -> BackgroundTask:
+    """The log line of a stored callback (one per callback, at INFO: what an operator looks for first in the
+    api-server log), as a task to run once the answer is sent, off the callback's latency: Airflow's log
+    formatting takes about as long as the rest of the answer."""
+    envelope = event.envelope
+    return BackgroundTask(
+        _log_info,
         "Callback %s %s for %s via %s (%s)",
         envelope.type,
         envelope.id,
@@ -68,4 +78,7 @@ async def store_event(
         route,
         outcome.value,
     )
-    return outcome
+
+
+async def _log_info(message: str, *args: object) -> None:
+    log.info(message, *args)  # a coroutine: Starlette runs it on the event loop, a function in a thread

@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
+from starlette.background import BackgroundTask
 
 from airflow_edc_callbacks import metrics
 
@@ -45,10 +46,13 @@ def error_response(status: int, detail: Any, headers: Mapping[str, str] | None =
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
-def answered(outcome: CallbackOutcome, envelope_id: str) -> JSONResponse:
-    """The 200 answer ``{"status": outcome, "id": envelope_id}``, counted as accepted, duplicate or ignored."""
+def answered(outcome: CallbackOutcome, envelope_id: str, then: BackgroundTask | None = None) -> JSONResponse:
+    """The 200 answer ``{"status": outcome, "id": envelope_id}``, counted as accepted, duplicate or ignored.
+
+    :param then: runs once the answer is sent (the callback's log line).
+    """
     metrics.callback_answered(200, outcome.value)
-    return JSONResponse({"status": outcome.value, "id": envelope_id})
+    return JSONResponse({"status": outcome.value, "id": envelope_id}, background=then)
 
 
 async def answer_rejected(request: Request, exc: Exception) -> JSONResponse:

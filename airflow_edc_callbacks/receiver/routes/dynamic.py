@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from airflow_edc_callbacks.receiver.dependencies import DynamicCaller, Event, Settings
-from airflow_edc_callbacks.receiver.events import store_event
+from airflow_edc_callbacks.receiver.events import log_outcome, store_event
 from airflow_edc_callbacks.receiver.responses import CallbackOutcome, answered
 from airflow_edc_callbacks.receiver.routes.openapi import CALLBACK_OPENAPI
 
@@ -31,4 +31,4 @@ async def receive_callback(correlation_id: DynamicCaller, event: Event, cfg: Set
         log.info("Callback %s (%s) via dynamic is about no process: not stored", envelope.id, envelope.type)
         return answered(CallbackOutcome.IGNORED, envelope.id)
     outcome = await store_event(cfg, event, correlation_id=correlation_id, route="dynamic")
-    return answered(outcome, envelope.id)
+    return answered(outcome, envelope.id, then=log_outcome(event, "dynamic", outcome))

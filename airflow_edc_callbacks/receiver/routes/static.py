@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from airflow_edc_callbacks.receiver.dependencies import Event, Settings, StaticCaller
-from airflow_edc_callbacks.receiver.events import store_event
+from airflow_edc_callbacks.receiver.events import log_outcome, store_event
 from airflow_edc_callbacks.receiver.responses import answered
 from airflow_edc_callbacks.receiver.routes.openapi import STATIC_OPENAPI
 
@@ -22,5 +22,6 @@ router = APIRouter()
 async def receive_static_callback(name: str, registration: StaticCaller, event: Event, cfg: Settings) -> JSONResponse:
     """Store the event sent by the registered static callback ``name``: it reaches waiting tasks by its
     process id; events about no process are stored too, for watchers."""
-    outcome = await store_event(cfg, event, correlation_id=None, route=f"static:{name}")
-    return answered(outcome, event.envelope.id)
+    route = f"static:{name}"
+    outcome = await store_event(cfg, event, correlation_id=None, route=route)
+    return answered(outcome, event.envelope.id, then=log_outcome(event, route, outcome))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -67,15 +68,9 @@ def test_secret_is_not_in_repr() -> None:
 
 
 @pytest.fixture
-def metastore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A real Airflow metastore (SQLite) in a fresh AIRFLOW_HOME, migrated by `airflow db migrate`."""
-    home = tmp_path / "airflow"
-    env = {"AIRFLOW_HOME": str(home), "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db"}
-    airflow_cli = str(Path(sys.executable).parent / "airflow")
-    subprocess.run(
-        [airflow_cli, "db", "migrate"], check=True, capture_output=True, env={**__import__("os").environ, **env}
-    )
-    return home
+def metastore(tmp_path: Path, migrated_airflow_db: Callable[[Path], Path]) -> Path:
+    """A real Airflow metastore (SQLite, migrated by `airflow db migrate`) in a fresh AIRFLOW_HOME."""
+    return migrated_airflow_db(tmp_path / "airflow")
 
 
 def test_register_rotate_list_unregister_in_the_metastore(metastore: Path) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 
@@ -197,6 +198,23 @@ def test_static_route_stores_by_process_id(static_cb1: None, client: TestClient,
     assert response.json() == {"status": "stored", "id": body["id"]}
     [stored] = store.events(process_id="tp-static")
     assert (stored.routes, stored.correlation_id) == (("static:cb1",), None)
+
+
+def test_each_stored_callback_is_logged_once_with_its_outcome(
+    static_cb1: None, client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The line an operator looks for in the api-server log, written after the answer is sent."""
+    body = envelope("TransferProcessCompleted", "tp-logged")
+    with caplog.at_level(logging.INFO, logger="airflow_edc_callbacks.receiver.events"):
+        assert client.post(url("corr-logged"), json=body).json()["status"] == "stored"
+        assert client.post(url("corr-logged"), json=body).json()["status"] == "duplicate"
+        static = client.post("/callbacks/static/cb1", json=body, headers={"X-Static-Auth": STATIC_SECRET})
+        assert static.json()["status"] == "duplicate"
+    assert [r.getMessage() for r in caplog.records if r.name == "airflow_edc_callbacks.receiver.events"] == [
+        f"Callback TransferProcessCompleted {body['id']} for tp-logged via dynamic (stored)",
+        f"Callback TransferProcessCompleted {body['id']} for tp-logged via dynamic (duplicate)",
+        f"Callback TransferProcessCompleted {body['id']} for tp-logged via static:cb1 (duplicate)",
+    ]
 
 
 def test_event_by_both_routes_is_stored_once_with_both_routes(

@@ -248,15 +248,12 @@ def test_serve_keep_alive_timeout(serve: Callable[..., Server]) -> None:
         assert time.monotonic() - started < 4  # uvicorn's default is 5 s
 
 
-def test_api_server_access_log_shows_no_signature(tmp_path: Path) -> None:
+def test_api_server_access_log_shows_no_signature(tmp_path: Path, migrated_airflow_db: Callable[[Path], Path]) -> None:
     """Airflow's own api-server with the plugin: its access lines (HttpAccessLogMiddleware, a structlog
     logger reading the path from the ASGI scope) carry no token signature, and a trailing slash is a 404,
     not a redirect."""
     env = _env(tmp_path)
-    migrate = subprocess.run(
-        [str(BIN / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert migrate.returncode == 0, migrate.stderr
+    migrated_airflow_db(Path(env["AIRFLOW_HOME"]))
     server = Server([str(BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", "0"], env)
     try:
         prefix = "/edc-callbacks/callbacks"

@@ -6,8 +6,8 @@ real browser on a real Airflow, is in tests/e2e/test_timeline_view.py."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -138,7 +138,7 @@ def test_the_plugin_adds_the_tab_to_the_task_instance_page(monkeypatch: pytest.M
 
 
 def test_airflows_api_server_serves_the_page_to_a_logged_in_viewer_and_nothing_to_anyone_else(
-    tmp_path: Path,
+    tmp_path: Path, migrated_airflow_db: Callable[[Path], Path]
 ) -> None:
     """Airflow's own api-server with the plugin and the simple auth manager asking for a login: a viewer (the
     least role that may read task instances) gets the page by bearer token and by the UI's cookie."""
@@ -150,8 +150,7 @@ def test_airflows_api_server_serves_the_page_to_a_logged_in_viewer_and_nothing_t
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "viewer-ada:viewer",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
     }
-    migrate = subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True)
-    assert migrate.returncode == 0, migrate.stderr
+    migrated_airflow_db(Path(env["AIRFLOW_HOME"]))
     store = EventStore(env["AIRFLOW__EDC_CALLBACKS__STORE_URL"])
     try:
         ids = _seed(store)
