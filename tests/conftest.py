@@ -29,10 +29,14 @@ if TYPE_CHECKING:
 SIGNING_KEY = b"test-signing-key-0123456789"
 
 
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+"""The name of this pytest-xdist worker (``gw0``, ``gw1``), or ``None`` in a controller or a session without xdist."""
+
+
 def _worker_index() -> int:
     """0, or the number of this pytest-xdist worker (``gw1`` -> 1): each worker's PostgreSQL has a port of its own."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    return int(worker[2:]) if worker[:2] == "gw" and worker[2:].isdigit() else 0
+    number = (_XDIST_WORKER or "gw0")[2:]
+    return int(number) if number.isdigit() else 0
 
 
 @pytest.fixture(scope="session")
@@ -53,24 +57,21 @@ def migrated_airflow_db(tmp_path_factory: pytest.TempPathFactory) -> Callable[[P
     The migration runs once per session, each test gets a copy of its own.
     """
     template = tmp_path_factory.mktemp("airflow-metastore")
-    done: list[Path] = []
+    env = {**os.environ, "AIRFLOW_HOME": str(template)}
+    env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)  # the default: AIRFLOW_HOME/airflow.db
+    migrate = subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert migrate.returncode == 0, migrate.stderr
+    config = (template / "airflow.cfg").read_text()
 
     def copy_into(home: Path) -> Path:
-        if not done:
-            env = {**os.environ, "AIRFLOW_HOME": str(template)}
-            env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)  # the default: AIRFLOW_HOME/airflow.db
-            migrate = subprocess.run(
-                [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            assert migrate.returncode == 0, migrate.stderr
-            done.append(template / "airflow.db")
         home.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(done[0], home / "airflow.db")
-        config = (template / "airflow.cfg").read_text()
+        shutil.copyfile(template / "airflow.db", home / "airflow.db")
         (home / "airflow.cfg").write_text(config.replace(str(template), str(home)))
         return home
 
@@ -122,15 +123,10 @@ _unit = {"tests": 0, "failed": 0, "seconds": 0.0}
 """The unit tests of this session (for the compatibility results: the unit suite per Airflow version)."""
 
 
-def _is_xdist_worker(config: pytest.Config) -> bool:
-    """Whether this process is a pytest-xdist worker (its controller counts and records the session)."""
-    return hasattr(config, "workerinput")
-
-
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Count the unit tests' outcomes; in the controller of an xdist session (its workers' reports reach it
-    here) or in a session without xdist, never in a worker (which has ``PYTEST_XDIST_WORKER`` set)."""
-    if "tests/unit/" in report.nodeid and "PYTEST_XDIST_WORKER" not in os.environ:
+    here) or in a session without xdist, never in a worker."""
+    if "tests/unit/" in report.nodeid and _XDIST_WORKER is None:
         if report.when == "call":
             _unit["tests"] += 1
         _unit["failed"] += int(report.failed)
@@ -142,7 +138,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     an xdist worker's session leaves that to the controller."""
     from tests.compat import results
 
-    if _is_xdist_worker(session.config):
+    if _XDIST_WORKER is not None:
         return
     # the whole unit suite only: a selection (a file, -k, -m, -x stopping early) says nothing about the suite
     config = session.config
