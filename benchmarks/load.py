@@ -52,6 +52,9 @@ class LoadResult(Latencies):
     seconds: float
     latencies_ms: list[float] = field(repr=False)
     statuses: dict[int, int]
+    vs_bare: float | None = None
+    """The median, over the rounds, of this server's rate over the bare endpoint's in the same round."""
+    rounds: int = 1
 
     @property
     def throughput(self) -> float:

@@ -1,8 +1,9 @@
-"""The FastAPI dependencies of the receiver's routes: its settings, who sent a callback (the dynamic token
-and auth header, or the static registration and its secret) and the validated event.
+"""What the receiver's routes check, in the order they call it: who sent a callback (the dynamic token and
+auth header, or the static registration and its secret), then the validated event.
 
-Tests and embedding applications replace the settings with
-``app.dependency_overrides[get_settings] = lambda: settings.resolve()``.
+Only the settings are a FastAPI dependency (:data:`Settings`); the routes call the checks themselves, since
+resolving each as a dependency of its own costs a callback more than the checks do. Tests and embedding
+applications replace the settings with ``app.dependency_overrides[get_settings] = lambda: settings.resolve()``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _header_matches(request: Request, header: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-async def token_correlation_id(token: str, cfg: Settings) -> str:
+def token_correlation_id(token: str, cfg: ReceiverSettings) -> str:
     """The correlation id a dynamic callback's token (path parameter ``token``) carries.
 
     :raises CallbackRejected: 404, the token's signature does not verify with any of the keys.
@@ -52,13 +53,13 @@ async def token_correlation_id(token: str, cfg: Settings) -> str:
     return correlation_id
 
 
-async def dynamic_caller(
-    correlation_id: Annotated[str, Depends(token_correlation_id)], request: Request, cfg: Settings
-) -> str:
-    """A dynamic callback's correlation id, once its token verified and its auth header (if configured) matched.
+def dynamic_caller(token: str, request: Request, cfg: ReceiverSettings) -> str:
+    """A dynamic callback's correlation id, once its token (path parameter ``token``) verified and its auth
+    header (if configured) matched.
 
     :raises CallbackRejected: 404 (see :func:`token_correlation_id`), 401 (the auth header is missing or wrong).
     """
+    correlation_id = token_correlation_id(token, cfg)
     if cfg.auth is not None:
         header, expected = cfg.auth
         if not _header_matches(request, header, expected):
@@ -66,7 +67,7 @@ async def dynamic_caller(
     return correlation_id
 
 
-async def static_caller(name: str, request: Request, cfg: Settings) -> StaticCallbackRegistration:
+async def static_caller(name: str, request: Request, cfg: ReceiverSettings) -> StaticCallbackRegistration:
     """The static callback registration ``name`` (path parameter), once the request carries its secret.
 
     A found registration whose secret does not match is looked up afresh before the request is refused (the
@@ -98,14 +99,9 @@ async def static_caller(name: str, request: Request, cfg: Settings) -> StaticCal
     return registration
 
 
-async def received_event(request: Request, cfg: Settings) -> ReceivedEvent:
+async def received_event(request: Request, cfg: ReceiverSettings) -> ReceivedEvent:
     """The callback's body as a validated event, within ``cfg``'s size and time limits.
 
     :raises CallbackRejected: 415, 413, 408, 400 or 422 (see :func:`~airflow_edc_callbacks.receiver.body.read_event`).
     """
     return await read_event(request, cfg.max_body_bytes or 0, float(cfg.body_timeout or 0))
-
-
-DynamicCaller = Annotated[str, Depends(dynamic_caller)]
-StaticCaller = Annotated[StaticCallbackRegistration, Depends(static_caller)]
-Event = Annotated[ReceivedEvent, Depends(received_event)]

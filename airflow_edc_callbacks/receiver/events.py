@@ -27,7 +27,7 @@ async def store_event(
     :param correlation_id: the dynamic token's correlation id, ``None`` for a static callback.
     :param route: ``"dynamic"`` or ``"static:<name>"`` (stored with the event).
     :returns: :attr:`CallbackOutcome.STORED`, or :attr:`CallbackOutcome.DUPLICATE` when this envelope id is
-        stored with the same body already (logged by the answer, see :func:`log_outcome`).
+        stored with the same body already (logged at DEBUG after the answer, see :func:`log_outcome`).
     :raises CallbackRejected: 503 with ``Retry-After`` (the store cannot be opened or written), 403 (the
         process is bound to another task instance than the token's), 409 (this envelope id is stored with
         another body; the stored one stays), 422 (the database refused a value).
@@ -64,13 +64,19 @@ async def store_event(
     return CallbackOutcome.STORED if inserted else CallbackOutcome.DUPLICATE
 
 
-def log_outcome(event: ReceivedEvent, route: str, outcome: CallbackOutcome) -> BackgroundTask:
-    """The log line of a stored callback (one per callback, at INFO: what an operator looks for first in the
-    api-server log), as a task to run once the answer is sent, off the callback's latency: Airflow's log
-    formatting takes about as long as the rest of the answer."""
+def log_outcome(event: ReceivedEvent, route: str, outcome: CallbackOutcome) -> BackgroundTask | None:
+    """The DEBUG line of a stored callback (one per callback), as a task to run once the answer is sent, off the
+    callback's latency; ``None`` when DEBUG is off for this logger.
+
+    DEBUG, not INFO: Airflow's log formatting of one line costs about as much CPU as the rest of the answer,
+    and what it would say is already in the api-server's access log (each POST and its status), the waiting
+    task's log (each callback it took) and the store (``airflow-edc-callbacks timeline``).
+    """
+    if not log.isEnabledFor(logging.DEBUG):
+        return None
     envelope = event.envelope
     return BackgroundTask(
-        _log_info,
+        _log_debug,
         "Callback %s %s for %s via %s (%s)",
         envelope.type,
         envelope.id,
@@ -80,5 +86,5 @@ def log_outcome(event: ReceivedEvent, route: str, outcome: CallbackOutcome) -> B
     )
 
 
-async def _log_info(message: str, *args: object) -> None:
-    log.info(message, *args)  # a coroutine: Starlette runs it on the event loop, a function in a thread
+async def _log_debug(message: str, *args: object) -> None:
+    log.debug(message, *args)  # a coroutine: Starlette runs it on the event loop, a function in a thread

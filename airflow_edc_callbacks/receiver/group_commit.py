@@ -23,8 +23,12 @@ from airflow_edc_callbacks.store.events import MAX_GROUP, NewEvent, RecordOutcom
 
 log = logging.getLogger(__name__)
 
-WRITERS = 4
-"""Transactions a :class:`GroupCommitter` of a PostgreSQL store runs at once (within the store's pool of 5)."""
+WRITERS = 1
+"""Transactions a :class:`GroupCommitter` runs at once, on either store. SQLite writes one transaction at a time
+whatever the number; on PostgreSQL, measured with 32 concurrent clients on 2 cores (``benchmarks/load.py``),
+one writer answered 0.61x the bare endpoint's rate against 0.52x with four and 0.53x with two: the
+transactions' Python work shares the interpreter lock with the event loop, so more of them at once only
+add contention, while one writer takes more events into each commit."""
 
 
 class GroupCommitter:
@@ -35,9 +39,9 @@ class GroupCommitter:
     :data:`~airflow_edc_callbacks.store.events.MAX_GROUP`) into its next transaction.
 
     :param store: opens (or returns) the event store; called in a worker thread for each group.
-    :param writers: transactions at once. On PostgreSQL more than one lets a slow commit (a connection that
-        stalls, a lock another session holds) hold back only its own group; SQLite writes one transaction at a
-        time whatever the number (a second waits for the file's lock), so one writer serves it best.
+    :param writers: transactions at once (default :data:`WRITERS`). More than one lets a slow commit on
+        PostgreSQL (a connection that stalls, a lock another session holds) hold back only its own group, at the
+        cost of throughput; SQLite writes one transaction at a time whatever the number.
     :ivar writers: transactions at once.
     """
 

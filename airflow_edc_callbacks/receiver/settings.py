@@ -219,6 +219,5 @@ class ReceiverSettings:
         loop = asyncio.get_running_loop()
         committer = self._committers.get(loop)
         if committer is None:
-            writers = 1 if str(self.store_url).startswith("sqlite") else WRITERS  # SQLite: one write at a time
-            committer = self._committers[loop] = GroupCommitter(lambda: self.store, writers)
+            committer = self._committers[loop] = GroupCommitter(lambda: self.store, WRITERS)
         return committer

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, func, or_, select, text, update
+from sqlalchemy import Connection, Text, bindparam, func, or_, select, update
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from airflow_edc_callbacks.exceptions import EventConflictError, ProcessBoundElsewhereError, StoreUnavailableError
@@ -39,7 +39,6 @@ _EVENTS = CallbackEventRow.__table__
 _BINDINGS = select(ProcessBindingRow.process_id, ProcessBindingRow.correlation_id).where(
     ProcessBindingRow.process_id.in_(bindparam("process_ids", expanding=True))
 )
-_NOTIFY = text("SELECT pg_notify(:channel, CAST(seq AS text)) FROM unnest(CAST(:seqs AS bigint[])) AS seq")
 
 
 @dataclass(frozen=True)
@@ -100,8 +99,8 @@ class EventLog(StoreBase):
         The events are taken in order, as if :meth:`record` stored them one after the other: the first
         delivery of an envelope id inserts it, a later one in the same call is its duplicate (or conflict).
         One transaction reads the bindings of their processes, inserts the new events in one
-        ``INSERT ... ON CONFLICT DO NOTHING`` (executemany), compares the duplicates and (PostgreSQL) notifies
-        the listeners; nothing is durable before its commit, and every event's outcome is known only then.
+        ``INSERT ... ON CONFLICT DO NOTHING`` (executemany; on PostgreSQL it notifies the listeners too) and
+        compares the duplicates; nothing is durable before its commit, and every event's outcome is known only then.
 
         :param events: at most :data:`MAX_GROUP` events.
         :returns: one outcome per event, in order: ``True`` (stored now), ``False`` (a duplicate), or the
@@ -148,9 +147,17 @@ class EventLog(StoreBase):
 
     @functools.cached_property
     def _insert_events(self) -> Any:
-        """``INSERT ... ON CONFLICT (envelope_id) DO NOTHING RETURNING envelope_id, seq``, built once."""
+        """``INSERT ... ON CONFLICT (envelope_id) DO NOTHING RETURNING envelope_id, seq``, built once.
+
+        On PostgreSQL each inserted row also sends its ``seq`` on :data:`NOTIFY_CHANNEL` (``pg_notify`` in the
+        ``RETURNING`` list, evaluated for inserted rows only): delivered to every listener when the transaction
+        commits, with no statement of its own.
+        """
         stmt = self._insert()(_EVENTS).on_conflict_do_nothing(index_elements=["envelope_id"])
-        return stmt.returning(_EVENTS.c.envelope_id, _EVENTS.c.seq)
+        returned: list[Any] = [_EVENTS.c.envelope_id, _EVENTS.c.seq]
+        if self.is_postgresql:
+            returned.append(func.pg_notify(NOTIFY_CHANNEL, _EVENTS.c.seq.cast(Text)))
+        return stmt.returning(*returned)
 
     def _record_together(
         self, events: Sequence[NewEvent], digests: dict[int, str], outcomes: list[RecordOutcome | None]
@@ -212,8 +219,6 @@ class EventLog(StoreBase):
                     outcomes[i] = False
                 except EventConflictError as err:
                     outcomes[i] = err
-            if self.is_postgresql and inserted:  # delivered to every listener when this transaction commits
-                conn.execute(_NOTIFY, {"channel": NOTIFY_CHANNEL, "seqs": sorted(inserted.values())})
 
     @staticmethod
     def _bindings(conn: Connection, process_ids: set[str | None]) -> dict[str, str]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from airflow_edc_callbacks.receiver.dependencies import DynamicCaller, Event, Settings
+from airflow_edc_callbacks.receiver.dependencies import Settings, dynamic_caller, received_event
 from airflow_edc_callbacks.receiver.events import log_outcome, store_event
 from airflow_edc_callbacks.receiver.responses import CallbackOutcome, answered
 from airflow_edc_callbacks.receiver.routes.openapi import CALLBACK_OPENAPI
@@ -23,9 +23,12 @@ router = APIRouter()
     openapi_extra=CALLBACK_OPENAPI,
     responses={200: {"content": {"application/json": {}}}},
 )
-async def receive_callback(correlation_id: DynamicCaller, event: Event, cfg: Settings) -> JSONResponse:
+async def receive_callback(token: str, request: Request, cfg: Settings) -> JSONResponse:
     """Store the event for the task the token names; an event about no process is answered ``ignored``
     (a dynamic callback address is registered for transfer or negotiation events only)."""
+    # who sent it before what was sent: the token and auth header (404, 401), then the body
+    correlation_id = dynamic_caller(token, request, cfg)
+    event = await received_event(request, cfg)
     envelope = event.envelope
     if envelope.process_id is None:
         log.info("Callback %s (%s) via dynamic is about no process: not stored", envelope.id, envelope.type)

@@ -203,9 +203,9 @@ def test_static_route_stores_by_process_id(static_cb1: None, client: TestClient,
 def test_each_stored_callback_is_logged_once_with_its_outcome(
     static_cb1: None, client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The line an operator looks for in the api-server log, written after the answer is sent."""
+    """The line an operator turns on with DEBUG, written after the answer is sent; nothing at INFO."""
     body = envelope("TransferProcessCompleted", "tp-logged")
-    with caplog.at_level(logging.INFO, logger="airflow_edc_callbacks.receiver.events"):
+    with caplog.at_level(logging.DEBUG, logger="airflow_edc_callbacks.receiver.events"):
         assert client.post(url("corr-logged"), json=body).json()["status"] == "stored"
         assert client.post(url("corr-logged"), json=body).json()["status"] == "duplicate"
         static = client.post("/callbacks/static/cb1", json=body, headers={"X-Static-Auth": STATIC_SECRET})
@@ -215,6 +215,12 @@ def test_each_stored_callback_is_logged_once_with_its_outcome(
         f"Callback TransferProcessCompleted {body['id']} for tp-logged via dynamic (duplicate)",
         f"Callback TransferProcessCompleted {body['id']} for tp-logged via static:cb1 (duplicate)",
     ]
+    assert {r.levelno for r in caplog.records if r.name == "airflow_edc_callbacks.receiver.events"} == {logging.DEBUG}
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="airflow_edc_callbacks.receiver.events"):
+        again = envelope("TransferProcessCompleted", "tp-logged")
+        assert client.post(url("corr-logged"), json=again).json()["status"] == "stored"
+    assert [r.getMessage() for r in caplog.records if r.name == "airflow_edc_callbacks.receiver.events"] == []
 
 
 def test_event_by_both_routes_is_stored_once_with_both_routes(

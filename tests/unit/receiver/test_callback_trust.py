@@ -441,7 +441,14 @@ class HeldCommit:
 
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
 async def test_a_watcher_loses_no_event_that_commits_after_a_later_one(receiver: TestClient) -> None:
-    """On PostgreSQL a seq is taken at INSERT and seen at COMMIT: seq n+1 can commit before seq n."""
+    """On PostgreSQL a seq is taken at INSERT and seen at COMMIT: seq n+1 can commit before seq n. Two
+    api-server workers on one store (each commits one group at a time): the first one's commit is held back
+    while the other's commits."""
+    with TestClient(receiver.app) as other_worker:  # its own event loop, so its own group committer
+        await _watch_out_of_order_commits(receiver, other_worker)
+
+
+async def _watch_out_of_order_commits(receiver: TestClient, other_worker: TestClient) -> None:
     assert post_static(receiver, envelope("TransferProcessInitiated", "warm-up")).status_code == 200
     name = "out-of-order"
     runs = EdcCallbackEventTrigger(event_types=["TransferProcessCompleted"], name=name).run()
@@ -451,7 +458,7 @@ async def test_a_watcher_loses_no_event_that_commits_after_a_later_one(receiver:
     slow = asyncio.ensure_future(asyncio.to_thread(post_static, receiver, envelope("TransferProcessCompleted", "tp-1")))
     assert await asyncio.to_thread(held.reached.wait, 10)  # tp-1 inserted (seq n), not committed
     fast = envelope("TransferProcessCompleted", "tp-2")
-    assert (await asyncio.to_thread(post_static, receiver, fast)).status_code == 200  # seq n+1, committed
+    assert (await asyncio.to_thread(post_static, other_worker, fast)).status_code == 200  # seq n+1, committed
     assert (await asyncio.wait_for(first, 10)).payload["process_id"] == "tp-2"
     second = asyncio.ensure_future(runs.__anext__())
     held.release.set()
@@ -468,7 +475,7 @@ async def test_a_watcher_loses_no_event_that_commits_after_a_later_one(receiver:
     try:
         assert await asyncio.to_thread(held.reached.wait, 10)
         assert (
-            await asyncio.to_thread(post_static, receiver, envelope("TransferProcessCompleted", "tp-4"))
+            await asyncio.to_thread(post_static, other_worker, envelope("TransferProcessCompleted", "tp-4"))
         ).status_code == 200
         assert (await asyncio.wait_for(first, 10)).payload["process_id"] == "tp-4"  # its cursor is past tp-3
     finally:
