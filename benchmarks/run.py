@@ -81,8 +81,8 @@ def receiver_benchmark(
     results = []
     for label, _ in variants:
         ordered = sorted(runs[label], key=lambda r: r.throughput)
-        row = ordered[len(ordered) // 2]
-        row.vs_bare = statistics.median(r.throughput / b.throughput for r, b in zip(runs[label], bare, strict=True))
+        row = ordered[(len(ordered) - 1) // 2]  # the lower median, as statistics.median_low
+        row.vs_bare = statistics.median_low(r.throughput / b.throughput for r, b in zip(runs[label], bare, strict=True))
         row.rounds = rounds
         results.append(row)
     return results
@@ -460,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     scale.add_arguments(parser)
     parser.add_argument("--duration-runs", type=int, default=20, help="DAG runs per task-duration variant")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     sys.path.insert(0, str(REPO))
     if args.only == "scale":

@@ -34,6 +34,21 @@ _ACCEPTED_DRIVERS = ("sqlite", "postgresql+psycopg")
 MAX_OVERFLOW = 8
 """Connections a pooled store opens beyond ``pool_size`` under load (closed again when returned)."""
 
+PG_CONNECT_DEFAULTS: dict[str, int] = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+"""libpq parameters of every PostgreSQL store connection, unless the store URL's query sets them (seconds;
+``tcp_user_timeout`` in milliseconds). A database that stops answering (a host gone, a network that drops
+packets) fails a connection attempt within 10 s, a statement or commit in flight within about 30 s and an
+idle connection (the listener's) within about a minute, instead of the kernel's TCP time-outs of about
+15 minutes: the receiver's writer, which commits one group at a time, answers the waiting callbacks 503
+instead of holding them, and the listener reconnects."""
+
 
 def parse_store_url(url: str) -> URL:
     """Parse an event store URL and refuse every form but :data:`ACCEPTED_URL_FORMS`.
@@ -96,6 +111,8 @@ class StoreEngine:
             pooling = {"poolclass": NullPool}
         else:
             pooling = {"pool_size": pool_size, "max_overflow": MAX_OVERFLOW, "pool_pre_ping": not self.is_sqlite}
+        if not self.is_sqlite:
+            pooling["connect_args"] = {k: v for k, v in PG_CONNECT_DEFAULTS.items() if k not in parsed.query}
         self.engine: Engine = create_engine(parsed, hide_parameters=True, **pooling)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)

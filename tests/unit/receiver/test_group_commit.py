@@ -17,6 +17,8 @@ from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 from airflow_edc_callbacks.receiver import ReceiverSettings, create_app
+from airflow_edc_callbacks.receiver import settings as receiver_settings
+from airflow_edc_callbacks.receiver.group_commit import WRITERS
 from airflow_edc_callbacks.store import EventStore
 from airflow_edc_callbacks.tokens import make_token
 from tests.conftest import SIGNING_KEY
@@ -45,9 +47,18 @@ class Commits:
 
 
 @pytest.fixture
-async def receiver(store_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+def writers() -> int:
+    """Transactions the receiver runs at once: its default, or what a test is parametrized with."""
+    return WRITERS
+
+
+@pytest.fixture
+async def receiver(
+    store_url: str, writers: int, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
     """The receiver app in this test's event loop (so its callbacks run concurrently), and its settings."""
     monkeypatch.setenv("AIRFLOW_CONN_EDC_STATIC_CALLBACK_PROV", json.dumps(STATIC))
+    monkeypatch.setattr(receiver_settings, "WRITERS", writers)
     settings = ReceiverSettings(store_url=store_url, signing_key=SIGNING_KEY, auth=None, auth_from_config=False)
     await asyncio.to_thread(lambda: settings.store)  # opened (and migrated) before commits are watched
     transport = httpx.ASGITransport(app=create_app(settings))
@@ -77,6 +88,12 @@ async def queued(post: asyncio.Future[Any], committer: Any, count: int) -> async
     return post
 
 
+WRITER_COUNTS = pytest.mark.parametrize(
+    ("store_url", "writers"), [("sqlite", WRITERS), ("postgresql", WRITERS), ("postgresql", 2)], indirect=["store_url"]
+)
+"""The receiver's writers on both stores, and two on PostgreSQL (SQLite writes one transaction at a time)."""
+
+
 def dynamic(client: httpx.AsyncClient, body: dict[str, Any], correlation: str = "task-a") -> asyncio.Future[Any]:
     return asyncio.ensure_future(client.post(f"/callbacks/{make_token(SIGNING_KEY, correlation)}", json=body))
 
@@ -87,6 +104,7 @@ def static(client: httpx.AsyncClient, body: dict[str, Any]) -> asyncio.Future[An
     )
 
 
+@WRITER_COUNTS
 async def test_concurrent_callbacks_share_commits_and_none_is_answered_before_its_commit(
     receiver: tuple[httpx.AsyncClient, Any], store_url: str
 ) -> None:
@@ -110,6 +128,7 @@ async def test_concurrent_callbacks_share_commits_and_none_is_answered_before_it
         fresh.dispose()
 
 
+@WRITER_COUNTS
 async def test_a_failed_group_commit_is_a_503_for_each_of_its_callbacks_and_stores_none(
     receiver: tuple[httpx.AsyncClient, Any], store_url: str
 ) -> None:

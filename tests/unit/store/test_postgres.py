@@ -273,3 +273,24 @@ async def test_watcher_fires_both_events_when_a_lower_seq_commits_after_a_higher
             select(TriggerFiredRow.process_id).where(TriggerFiredRow.name == "w").order_by(TriggerFiredRow.seq)
         ).scalars()
         assert list(claimed) == ["tp-low", "tp-high"]
+
+
+def test_connections_give_up_on_a_database_that_stops_answering(pg_url: str) -> None:
+    """Every store connection carries libpq's connection, keep-alive and TCP user time-outs (the kernel's own
+    would hold a stalled commit, and with it the receiver's single writer, for about 15 minutes); a value the
+    store URL sets wins."""
+    store = EventStore(pg_url)
+    tuned = EventStore(f"{pg_url}?connect_timeout=3&tcp_user_timeout=5000")
+    try:
+        for each, connect_timeout, user_timeout in ((store, "10", "30000"), (tuned, "3", "5000")):
+            with each.engine.connect() as connection:
+                driver = connection.connection.driver_connection
+                assert driver is not None
+                parameters = driver.info.get_parameters()
+            assert parameters["connect_timeout"] == connect_timeout
+            assert parameters["tcp_user_timeout"] == user_timeout
+            assert (parameters["keepalives"], parameters["keepalives_idle"]) == ("1", "30")
+            assert (parameters["keepalives_interval"], parameters["keepalives_count"]) == ("10", "3")
+    finally:
+        store.dispose()
+        tuned.dispose()
