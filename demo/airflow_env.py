@@ -49,6 +49,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -478,11 +479,28 @@ class AirflowRestApi:
         return dag
 
     def trigger_dag(self, dag_id: str, conf: dict[str, Any] | None = None, run_id: str | None = None) -> str:
-        """``POST /api/v2/dags/{dag_id}/dagRuns`` (``logical_date: null``); returns the ``dag_run_id``."""
-        body: dict[str, Any] = {"logical_date": None, "conf": conf or {}}
-        if run_id:
-            body["dag_run_id"] = run_id
-        run_id_: str = self.api("POST", f"/dags/{dag_id}/dagRuns", json=body)["dag_run_id"]
+        """``POST /api/v2/dags/{dag_id}/dagRuns`` (``logical_date: null``); returns the ``dag_run_id``.
+
+        The run id is chosen here (``manual__<uuid>`` unless given), so that a 5xx (``airflow standalone``'s
+        SQLite metastore answers "Database error" when it stays locked under load) can be retried, up to
+        three times in 30 s: a retry that finds the run created (409) takes it.
+        """
+        run_id = run_id or f"manual__{uuid.uuid4()}"
+        body: dict[str, Any] = {"logical_date": None, "conf": conf or {}, "dag_run_id": run_id}
+        path = f"/dags/{dag_id}/dagRuns"
+        deadline = time.monotonic() + 30
+        for attempt in range(4):
+            r = self.request("POST", "/api/v2" + path, json=body)
+            if r.status_code == 409 and attempt > 0:  # an earlier attempt's run was committed after all
+                return run_id
+            if r.status_code < 500 or attempt == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(2.0 * (attempt + 1))  # back-off before a retry
+        if r.is_error:
+            raise httpx.HTTPStatusError(
+                f"POST /api/v2{path} -> {r.status_code}: {r.text[:2000]}", request=r.request, response=r
+            )
+        run_id_: str = r.json()["dag_run_id"]
         return run_id_
 
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
