@@ -53,7 +53,12 @@ from benchmarks.load import load as _load
 from benchmarks.load import server as _server
 from benchmarks.scale_report import append_section, saved_section
 from benchmarks.serial import serial_benchmark
-from benchmarks.task_duration import DurationResult, report_lines, task_duration_benchmark
+from benchmarks.task_duration import (
+    PROVIDER_ITERATION_WAIT_MS,
+    DurationResult,
+    report_lines,
+    task_duration_benchmark,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -396,7 +401,8 @@ def write_report(
             "`airflow standalone` with Airflow's own scheduler and worker timings (`[workers] min_heartbeat_interval`",
             "5 s, scheduler idle sleep 1 s). The task's duration is Airflow's (`end_date - start_date`); the",
             "transfer's own time is from its `TransferProcessInitiated` to its `TransferProcessCompleted` event",
-            "on the connector's clock (the demo provider's transfer state machine idles 1 s between iterations).",
+            "on the connector's clock (the provider's transfer state machine idles "
+            f"{PROVIDER_ITERATION_WAIT_MS} ms between iterations here, the demo's 1000 ms).",
             "",
         ]
     lines += [
