@@ -91,6 +91,16 @@ OPTIONS: dict[str, ConfigOption] = {
         "float",
         "600",
     ),
+    "stall_timeout": ConfigOption(
+        "Seconds a waited-for transfer or negotiation may stay in the same non-terminal state (SUSPENDED "
+        "excepted) before the wait gives up like at the task's timeout: one state check first (a callback "
+        "may have been lost), then the operator terminates the process (terminate_on_timeout) and the task "
+        "fails with EdcTransferTimeout or EdcNegotiationTimeout naming the state; a retry starts a new "
+        "process. For a counter-party that stops without a word (a provider data plane that never ends a "
+        "PUSH). 0 (the default): never; set it above the longest time a transfer of yours stays STARTED.",
+        "float",
+        "0",
+    ),
     "retention": ConfigOption(
         "How long stored callback events are kept (e.g. 7d, 12h); the events of waiting triggers are kept longer.",
         "string",
@@ -230,6 +240,16 @@ def get_stall_warning_after() -> float:
     state before its trigger logs a warning naming the state and its usual cause (default 600)."""
     value = _conf_get("stall_warning_after")
     return float(value or _default("stall_warning_after"))
+
+
+def get_stall_timeout() -> float:
+    """``[edc_callbacks] stall_timeout``: seconds a waited-for process may stay in one non-terminal state
+    (``SUSPENDED`` excepted) before its wait ends as a time-out; 0 (the default): never.
+
+    :raises ValueError: the configured value is not a number of seconds >= 0.
+    """
+    value = _conf_get("stall_timeout") or _default("stall_timeout")
+    return non_negative_seconds("[edc_callbacks] stall_timeout", value)
 
 
 def get_worker_exit_seconds() -> float:

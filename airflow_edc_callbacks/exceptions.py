@@ -101,22 +101,32 @@ class EdcProcessTimeout(EdcCallbacksError):
         ``UNKNOWN`` when neither answered.
     :param waited_seconds: how long the task waited.
     :param terminated: what became of the process: e.g. ``"terminated on the connector"``, or ``None``.
+    :param reason: why the wait ended before the task's ``timeout``, e.g. ``"no change from STARTED for
+        600 s ([edc_callbacks] stall_timeout 600 s)"``; ``None`` at the task's ``timeout``.
     """
 
     LABEL = "process"
 
     def __init__(
-        self, process_id: str, connector_url: str, state: str, waited_seconds: float, terminated: str | None = None
+        self,
+        process_id: str,
+        connector_url: str,
+        state: str,
+        waited_seconds: float,
+        terminated: str | None = None,
+        reason: str | None = None,
     ) -> None:
         self.process_id = process_id
         self.connector_url = connector_url
         self.state = state
         self.waited_seconds = waited_seconds
         self.terminated = terminated
+        self.reason = reason
+        why = f": {reason}" if reason else ""
         after = f"; {terminated}" if terminated else ""
         super().__init__(
             f"EDC {self.LABEL} {process_id} on {connector_url} timed out after {waited_seconds:.0f} s "
-            f"in state {state}{after}"
+            f"in state {state}{why}{after}"
         )
 
 

@@ -59,6 +59,13 @@ class StoreLedger:
         """
         return _in_store(lambda store: store.mark_taken(process_id, correlation_id))
 
+    def bound(self, process_id: str, correlation_id: str) -> bool:
+        """Whether ``process_id`` is bound to ``correlation_id`` (``EventStore.binding``), taken or not.
+
+        :raises StoreUnavailableError: the store cannot be read.
+        """
+        return _in_store(lambda store: store.binding(process_id)) == correlation_id
+
     def untaken(self, process_id: str, correlation_id: str) -> bool:
         """Whether no try took ``process_id``'s result (``EventStore.untaken``; an unknown process counts
         as taken).

@@ -18,6 +18,8 @@ Names (Airflow adds its ``statsd_prefix``/``otel_prefix``, e.g. ``airflow.``):
 ``edc_callbacks.trigger.wakeup_latency``                   timer    ms from the receiver storing an event to the
                                                                     waiting trigger deciding on it
 ``edc_callbacks.trigger.state_check``                      counter  a trigger asked the connector (fallback)
+``edc_callbacks.trigger.stall_warning``                    counter  a process stayed past stall_warning_after
+``edc_callbacks.trigger.stall_timeout``                    counter  a wait ended on stall_timeout
 ``edc_callbacks.store.purged``                             counter  events deleted by retention
 =========================================================  =======  =============================================
 

@@ -54,7 +54,8 @@ def facts_from_event(event: Mapping[str, Any] | None) -> dict[str, Any]:
     if status == "failed":
         known["failure_reason"] = event.get("reason") or f"ended {state or 'TERMINATED'} without a reason"
     elif status == "timeout":
-        known["failure_reason"] = f"timed out after {event.get('waited_seconds') or 0:.0f} s in state {state}"
+        why = f": {event['reason']}" if isinstance(event.get("reason"), str) and event["reason"] else ""
+        known["failure_reason"] = f"timed out after {event.get('waited_seconds') or 0:.0f} s in state {state}{why}"
     return {k: v for k, v in known.items() if isinstance(v, (str, int)) and v != ""}
 
 

@@ -5,7 +5,10 @@ or when it COMPLETED but no try took its result: Airflow 3.3 can fail a try afte
 worker's exit report after ``defer()`` reaching the scheduler after the resumed task was queued,
 "task state changed externally", apache/airflow#66374), so the transfer finished and only the task's
 bookkeeping was lost. A try that succeeds marks the result taken in the event store
-(``edc_process_binding.taken_at``), so a user's clear of a successful task starts a new transfer.
+(``edc_process_binding.taken_at``), so a user's clear of a successful task starts a new transfer. A
+retry (no clear since the first try) takes a COMPLETED transfer's result even when an earlier try took
+it: Airflow failed that try after all (in the same race, the scheduler can fail a try whose resume
+already ran: its success report is refused, "Task Instance not found").
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ def _state(process: dict[str, Any]) -> str:
     return str(jsonld_get(process, "state", "")).upper()
 
 
-def find_earlier_transfer(log: TaskLog, hook: EdcManagementHook, correlation_id: str, wait_for: WaitFor) -> str | None:
+def find_earlier_transfer(
+    log: TaskLog, hook: EdcManagementHook, correlation_id: str, wait_for: WaitFor, *, cleared: bool = True
+) -> str | None:
     """The transfer process an earlier try of the task instance ``correlation_id`` started that this try
     should wait for, or ``None`` (start a new one).
 
@@ -36,7 +41,9 @@ def find_earlier_transfer(log: TaskLog, hook: EdcManagementHook, correlation_id:
     ``TERMINATING`` one does not count: e.g. the earlier try's ``on_kill`` after a user cleared the task);
     else, when the task waits for ``COMPLETED`` (a PUSH; a PULL's result is its EDR, revoked at the end),
     the latest ``COMPLETED`` one whose result no try took (see :func:`mark_taken`; a store that cannot be
-    read counts as taken). Terminated transfers are never waited for.
+    read counts as taken), or, when the task instance was not ``cleared`` since its first try, whose
+    result only tries that Airflow failed took (see :func:`was_cleared`). Terminated transfers are never
+    waited for.
 
     :raises EdcApiError: the connector refused the query.
     :raises EdcTransportError: the connector could not be reached.
@@ -62,7 +69,10 @@ def find_earlier_transfer(log: TaskLog, hook: EdcManagementHook, correlation_id:
     for process in latest_first([p for p in processes if _state(p) == "COMPLETED"]):
         process_id = str(jsonld_get(process, "@id"))
         try:
-            untaken = StoreLedger().untaken(process_id, correlation_id)
+            ledger = StoreLedger()
+            untaken = ledger.untaken(process_id, correlation_id) or (
+                not cleared and ledger.bound(process_id, correlation_id)
+            )
         except StoreUnavailableError as err:
             log.warning("Cannot tell whether a try took transfer process %s (starting a new one): %s", process_id, err)
             return None
@@ -74,6 +84,15 @@ def find_earlier_transfer(log: TaskLog, hook: EdcManagementHook, correlation_id:
             )
             return process_id
     return None
+
+
+def was_cleared(max_tries: object, retries: int) -> bool:
+    """Whether a try's task instance was cleared since its first try, from the task instance's ``max_tries``
+    and the task's ``retries``: Airflow sets ``max_tries`` to ``retries`` when it creates the task instance
+    and raises it to ``try_number + retries`` on a clear (``airflow.models.taskinstance``); a retry keeps
+    it. Every try before this one failed unless it was cleared. Unknown ``max_tries``: cleared (a
+    result taken stays taken)."""
+    return not isinstance(max_tries, int) or max_tries > retries
 
 
 def mark_taken(log: TaskLog, process_id: str, correlation_id: str) -> None:

@@ -118,4 +118,6 @@ def terminate_at_timeout(task: BaseOperator, hook: EdcManagementHook, kind: Kind
     """
     state = result.state or "UNKNOWN"
     reason = f"Airflow task {task.task_id} timed out after {result.waited_seconds or 0.0:.0f} s in state {state}"
+    if result.reason:  # a stall time-out says so
+        reason = f"{reason}: {result.reason}"
     return terminate_process(task.log, hook, kind, result.process_id, reason).detail

@@ -323,7 +323,12 @@ def complete_negotiation(
     if result.status is Outcome.TIMEOUT:
         outcome = terminate_at_timeout(task, hook(), "negotiation", result) if terminate_on_timeout else None
         raise EdcNegotiationTimeout(
-            negotiation_id, connector_url(edc_conn_id), result.state or "UNKNOWN", result.waited_seconds or 0.0, outcome
+            negotiation_id,
+            connector_url(edc_conn_id),
+            result.state or "UNKNOWN",
+            result.waited_seconds or 0.0,
+            outcome,
+            result.reason,
         )
     if result.status is Outcome.FAILED:
         raise EdcNegotiationFailed(negotiation_id, connector_url(edc_conn_id), result.reason)

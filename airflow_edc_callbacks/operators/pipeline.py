@@ -22,7 +22,13 @@ from airflow_edc_callbacks.lineage.mixin import EdcLineageMixin
 from airflow_edc_callbacks.operators.lifecycle import terminate_when_killed
 from airflow_edc_callbacks.operators.negotiation import NegotiationStep, complete_negotiation
 from airflow_edc_callbacks.operators.pull import pull_data, terminate_after_fetch
-from airflow_edc_callbacks.operators.transfer_step import TransferStep, defer_after_seconds, positive, resume_transfer
+from airflow_edc_callbacks.operators.transfer_step import (
+    TransferStep,
+    defer_after_seconds,
+    positive,
+    resume_transfer,
+    stall_timeout_seconds,
+)
 from airflow_edc_callbacks.triggers.kinds import KindName
 
 if TYPE_CHECKING:
@@ -73,7 +79,8 @@ class EdcNegotiatedTransferOperator(EdcLineageMixin, BaseOperator):
         ``0`` defers at once; default ``[edc_callbacks] defer_after``.
 
     Other parameters as :class:`~airflow_edc_callbacks.operators.transfer.EdcTransferOperator`
-    (``timeout`` bounds the transfer's wait).
+    (``timeout`` and ``stall_timeout`` bound the transfer's wait; the negotiation's wait takes
+    ``[edc_callbacks] stall_timeout``).
 
     Lineage: OpenLineage facets (input the provider's asset, output the PUSH destination or the fetched
     file, run facet ``edcTransfer`` with the negotiation's and the transfer's ids) and, on success, the
@@ -135,6 +142,7 @@ class EdcNegotiatedTransferOperator(EdcLineageMixin, BaseOperator):
         timeout: timedelta | float = timedelta(hours=24),
         negotiation_timeout: timedelta | float = timedelta(hours=1),
         fallback_check_interval: float | None = None,
+        stall_timeout: timedelta | float | None = None,
         deferrable: bool = default_deferrable(),
         reattach: bool = True,
         terminate_on_timeout: bool = True,
@@ -165,6 +173,7 @@ class EdcNegotiatedTransferOperator(EdcLineageMixin, BaseOperator):
             else timedelta(seconds=negotiation_timeout)
         )
         self.fallback_check_interval = fallback_check_interval
+        self.stall_timeout = stall_timeout_seconds(stall_timeout)
         self.deferrable = deferrable
         self.reattach = reattach
         self.terminate_on_timeout = terminate_on_timeout

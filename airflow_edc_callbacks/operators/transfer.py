@@ -19,7 +19,7 @@ from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.ledger import StoreLedger
 from airflow_edc_callbacks.lineage.mixin import EdcLineageMixin
 from airflow_edc_callbacks.operators.lifecycle import terminate_when_killed
-from airflow_edc_callbacks.operators.transfer_step import TransferStep, resume_transfer
+from airflow_edc_callbacks.operators.transfer_step import TransferStep, resume_transfer, stall_timeout_seconds
 from airflow_edc_callbacks.triggers.kinds import KindName
 
 if TYPE_CHECKING:
@@ -70,6 +70,10 @@ class EdcTransferOperator(EdcLineageMixin, BaseOperator):
         triggerer); Airflow 3.1 / 3.2 leave the transfer running. In the worker: the operator's ``on_kill``.
     :param fallback_check_interval: seconds without a callback before asking the connector for the state
         (then again after 2x, 4x... the interval, at most 1 h); default ``[edc_callbacks] fallback_check_interval``.
+    :param stall_timeout: seconds (or timedelta) the transfer may stay in one non-terminal state
+        (``SUSPENDED`` excepted) before the wait ends like at ``timeout``, after one state check: for a
+        provider that stops without a word (e.g. a data plane that never finishes a PUSH); the error adds
+        "no change from STARTED for 241 s". ``0``: never; default ``[edc_callbacks] stall_timeout`` (0).
     :param deferrable: defer to the triggerer while waiting (``True``) or wait in the worker on the same
         event store (``False``); default Airflow's ``[operators] default_deferrable`` (``False`` unless
         set).
@@ -124,6 +128,7 @@ class EdcTransferOperator(EdcLineageMixin, BaseOperator):
         edc_conn_id: str = DEFAULT_CONN_ID,
         timeout: timedelta | float = timedelta(hours=24),
         fallback_check_interval: float | None = None,
+        stall_timeout: timedelta | float | None = None,
         deferrable: bool = default_deferrable(),
         reattach: bool = True,
         terminate_on_timeout: bool = True,
@@ -144,6 +149,7 @@ class EdcTransferOperator(EdcLineageMixin, BaseOperator):
         self.edc_conn_id = edc_conn_id
         self.timeout = timeout if isinstance(timeout, timedelta) else timedelta(seconds=timeout)
         self.fallback_check_interval = fallback_check_interval
+        self.stall_timeout = stall_timeout_seconds(stall_timeout)
         self.deferrable = deferrable
         self.reattach = reattach
         self.terminate_on_timeout = terminate_on_timeout

@@ -22,7 +22,12 @@ from airflow_edc_callbacks.config import (
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.models import WaitFor, resolve_wait_for
 from airflow_edc_callbacks.operators.callback_address import task_callback_url
-from airflow_edc_callbacks.operators.earlier_try import CORRELATION_PROPERTY, find_earlier_transfer, mark_taken
+from airflow_edc_callbacks.operators.earlier_try import (
+    CORRELATION_PROPERTY,
+    find_earlier_transfer,
+    mark_taken,
+    was_cleared,
+)
 from airflow_edc_callbacks.operators.lifecycle import (
     terminate_at_timeout,
     waiting_on,
@@ -50,6 +55,17 @@ def positive(name: str, value: timedelta) -> timedelta:
     if value.total_seconds() <= 0:
         raise ValueError(f"{name} must be positive, got {value}")
     return value
+
+
+def stall_timeout_seconds(value: timedelta | float | None) -> float | None:
+    """An operator's ``stall_timeout``: seconds >= 0 (0: never), or ``None`` for
+    ``[edc_callbacks] stall_timeout`` (read in the triggerer, or the worker that waits).
+
+    :raises ValueError: negative, or not a number.
+    """
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    return None if value is None else non_negative_seconds("stall_timeout", value)
 
 
 def defer_after_seconds(value: float | None) -> float:
@@ -82,6 +98,7 @@ class TransferStep:
     asset_id: str | None = None
     private_properties: Mapping[str, Any] | None = None
     fallback_check_interval: float | None = None
+    stall_timeout: float | None = None
     reattach: bool = True
     defer_after: float = 0.0
 
@@ -93,7 +110,7 @@ class TransferStep:
         """The step from an operator's rendered fields (``counter_party_address``, ``transfer_type``,
         ``wait_for``, ``edc_conn_id``, ``timeout``, ``deferrable``, ``terminate_on_kill``,
         ``data_destination``, ``protocol``, ``private_properties``, ``fallback_check_interval``,
-        ``reattach``, ``defer_after``) and the ``assetId`` its request carries.
+        ``stall_timeout``, ``reattach``, ``defer_after``) and the ``assetId`` its request carries.
 
         :raises ValueError: ``wait_for``, ``timeout`` or ``defer_after`` is not valid.
         """
@@ -110,6 +127,7 @@ class TransferStep:
             asset_id=asset_id,
             private_properties=task.private_properties,
             fallback_check_interval=task.fallback_check_interval,
+            stall_timeout=task.stall_timeout,
             reattach=task.reattach,
             defer_after=defer_after_seconds(task.defer_after),
         )
@@ -118,13 +136,14 @@ class TransferStep:
         """The transfer process an earlier try of this task instance started that this try waits for.
 
         ``None`` on the first try or with ``reattach=False``. Otherwise the latest still running transfer,
-        else the latest COMPLETED one whose result no try took (see
+        else the latest COMPLETED one whose result no try took, or on a retry no try Airflow let succeed (see
         :func:`~airflow_edc_callbacks.operators.earlier_try.find_earlier_transfer`).
         """
         ti = context["ti"]
         if not self.reattach or (getattr(ti, "try_number", 1) or 1) <= 1:
             return None
-        return find_earlier_transfer(task.log, hook, correlation_of(context), self.wait_for)
+        cleared = was_cleared(getattr(ti, "max_tries", None), task.retries or 0)
+        return find_earlier_transfer(task.log, hook, correlation_of(context), self.wait_for, cleared=cleared)
 
     def start(self, task: BaseOperator, context: Context, hook: EdcManagementHook, contract_id: str) -> str:
         """Start the transfer under ``contract_id`` with a callback address for this task instance.
@@ -176,6 +195,7 @@ class TransferStep:
             wait_for=self.wait_for.value,
             conn_id=self.edc_conn_id,
             fallback_check_interval=self.fallback_check_interval,
+            stall_timeout=self.stall_timeout,
         )
         arm(trigger, self.timeout, terminate_on_kill=self.terminate_on_kill)
         trigger.hook = hook  # in the worker: the task's own hook

@@ -17,7 +17,8 @@ provider's finalization fails, MinimumViableDataspace#200):
 - at ``deadline`` the trigger yields a ``timeout`` event naming the last state (of the last callback,
   or of one state check then) and how long it waited; the task raises a typed error;
 - a process that stays in one non-terminal state longer than ``[edc_callbacks] stall_warning_after``
-  gets one warning naming the state and its usual cause;
+  gets one warning naming the state and its usual cause; longer than ``stall_timeout``, one state check,
+  then a ``timeout`` event whose ``reason`` says it stalled;
 - :meth:`EdcCallbackTrigger.on_kill` (Airflow 3.3 calls it when a user marks the deferred task failed
   or success, or clears it) terminates the process when ``terminate_on_kill`` is set, unless the task
   instance is still deferred (the trigger moved to another triggerer, apache/airflow PR #73454).
@@ -30,11 +31,19 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_edc_callbacks.config import DEFAULT_CONN_ID
+from airflow_edc_callbacks.config import DEFAULT_CONN_ID, non_negative_seconds
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.models import WaitFor
 from airflow_edc_callbacks.triggers.kinds import transfer_kind
 from airflow_edc_callbacks.triggers.shell import kill_unless_fired, run_until_final
+
+
+def stall_seconds(seconds: float | None) -> float | None:
+    """A trigger's ``stall_timeout``: seconds >= 0 (0: never), or ``None`` (the config's).
+
+    :raises ValueError: negative, or not a number.
+    """
+    return None if seconds is None else non_negative_seconds("stall_timeout", seconds)
 
 
 def check_interval(seconds: float | None) -> float | None:
@@ -70,6 +79,9 @@ class EdcCallbackTrigger(BaseTrigger):
         from it); ``None``: when this trigger started.
     :param terminate_on_kill: on a user's kill (:meth:`on_kill`), terminate the process on the connector
         (operators that started it set it; a sensor's trigger never does).
+    :param stall_timeout: seconds the transfer may stay in one non-terminal state (``SUSPENDED`` excepted)
+        before the wait ends with a ``timeout`` event whose ``reason`` says it stalled (after one state
+        check); 0: never; ``None``: ``[edc_callbacks] stall_timeout``.
 
     The event payload is a :class:`~airflow_edc_callbacks.triggers.results.TransferResult`: ``status``
     (``success`` | ``failed`` | ``timeout``), ``transfer_process_id``, ``state`` (``STARTED``,
@@ -92,6 +104,7 @@ class EdcCallbackTrigger(BaseTrigger):
         deadline: float | None = None,
         waiting_since: float | None = None,
         terminate_on_kill: bool = False,
+        stall_timeout: float | None = None,
     ) -> None:
         super().__init__()
         if not transfer_process_id:
@@ -106,6 +119,7 @@ class EdcCallbackTrigger(BaseTrigger):
         self.deadline = deadline
         self.waiting_since = waiting_since
         self.terminate_on_kill = terminate_on_kill
+        self.stall_timeout = stall_seconds(stall_timeout)
         self.hook: EdcManagementHook | None = None
         self._fired = False  # the trigger yielded its event (on_kill then changes nothing)
 
@@ -122,6 +136,7 @@ class EdcCallbackTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "waiting_since": self.waiting_since,
                 "terminate_on_kill": self.terminate_on_kill,
+                "stall_timeout": self.stall_timeout,
             },
         )
 

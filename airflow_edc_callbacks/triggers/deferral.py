@@ -153,7 +153,12 @@ def complete_transfer(
     if result.status is Outcome.TIMEOUT:
         outcome = before_timeout(result) if before_timeout is not None else None
         raise timeout_error(
-            transfer_id, connector_url(edc_conn_id), result.state or "UNKNOWN", result.waited_seconds or 0.0, outcome
+            transfer_id,
+            connector_url(edc_conn_id),
+            result.state or "UNKNOWN",
+            result.waited_seconds or 0.0,
+            outcome,
+            result.reason,
         )
     if result.source is Source.STATE_CHECK:
         task.log.warning(

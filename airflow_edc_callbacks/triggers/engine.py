@@ -3,10 +3,11 @@
 - :func:`open_store`, :func:`subscribe` and :func:`store_unavailable`: connect to the event store and
   the process-wide listener, and retry after an outage (also the skeleton of
   :class:`~airflow_edc_callbacks.triggers.events.EdcCallbackEventTrigger`);
-- :class:`Hold`: the hold on the process's events that retention honours, with its shielded release;
+- :class:`~airflow_edc_callbacks.triggers.hold.Hold`: the hold on the process's events that retention
+  honours, with its shielded release;
 - :meth:`Waiter.subscribed`: subscribe-and-hold as an async context manager (store first, then wait);
 - :class:`Backoff`: the state checks after silence, at 1, 2, 4... times the interval;
-- :meth:`Waiter.result`: the wait itself up to the deadline, then :func:`hold_early_event`.
+- :meth:`Waiter.result`: the wait itself up to the deadline (or ``stall_timeout``), then :func:`hold_early_event`.
 
 The process kind (:class:`~airflow_edc_callbacks.triggers.kinds.ProcessKind`) says what the events and
 states mean; :class:`~airflow_edc_callbacks.triggers.tracking.ProcessTracker` keeps what is known.
@@ -18,16 +19,16 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from airflow_edc_callbacks import metrics
-from airflow_edc_callbacks.config import get_fallback_check_interval, get_stall_warning_after
+from airflow_edc_callbacks.config import get_fallback_check_interval, get_stall_timeout, get_stall_warning_after
 from airflow_edc_callbacks.exceptions import EdcCallbacksError
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.models import Outcome, Source, jsonld_get
 from airflow_edc_callbacks.store import EventStore, StoredEvent, Subscription, get_listener, get_store
+from airflow_edc_callbacks.triggers.hold import Hold
 from airflow_edc_callbacks.triggers.kinds import ProcessKind
 from airflow_edc_callbacks.triggers.results import WaitResult
 from airflow_edc_callbacks.triggers.tracking import Finding, ProcessTracker
@@ -71,50 +72,6 @@ async def store_unavailable(log: Log, err: Exception, subscription: Subscription
     if subscription is not None:
         subscription.close()
     await asyncio.sleep(STORE_RETRY_SECONDS)
-
-
-# -- the hold ---------------------------------------------------------------------------------------
-class Hold:
-    """A waiter's hold on its process's events: retention keeps held events (renewed every hour).
-
-    A hold write runs on even if the waiter is cancelled meanwhile; :meth:`release` waits for it first,
-    so a release never lands before the hold it releases.
-    """
-
-    def __init__(self, process_id: str, correlation_id: str | None, log: Log) -> None:
-        self.holder = uuid.uuid4().hex
-        self.process_id = process_id
-        self.correlation_id = correlation_id
-        self.log = log
-        self._store: EventStore | None = None
-        self._write: asyncio.Future[str | None] | None = None  # the latest hold write
-
-    async def renew(self, store: EventStore, *, bind: bool = False) -> str | None:
-        """Write the hold; with ``bind`` (when the wait starts) also bind the process to the correlation id,
-        or for a waiter without one (a sensor) read the binding, in the same write.
-
-        :returns: the correlation id the process is bound to, or ``None`` (unbound, or the write failed:
-            retention keeps events for days, a missed renewal is harmless and only logged).
-        """
-        self._store = store
-        write = asyncio.to_thread(
-            store.hold, self.holder, process_id=self.process_id, correlation_id=self.correlation_id, bind=bind
-        )
-        self._write = asyncio.ensure_future(write)
-        try:
-            return await asyncio.shield(self._write)
-        except EdcCallbacksError as err:
-            self.log.warning("Could not record this trigger's hold on its events: %s", err)
-            return None
-
-    async def release(self) -> None:
-        """Release the hold, shielded from a cancel; never raises (a hold left behind expires after the
-        retention period)."""
-        if self._store is None or self._write is None:
-            return
-        with contextlib.suppress(Exception):
-            await asyncio.shield(self._write)
-            await asyncio.shield(asyncio.to_thread(self._store.release, self.holder))
 
 
 # -- small pieces of the wait ---------------------------------------------------------------------
@@ -172,6 +129,8 @@ class Waiter:
     :param deadline: epoch seconds at which the wait ends with a time-out; ``None``: none.
     :param waiting_since: epoch seconds the wait (a time-out's) is counted from; ``None``: now.
     :param not_before: epoch seconds before which the result is held back (:func:`hold_early_event`).
+    :param stall_timeout: seconds in one state that end the wait (see :meth:`_at_stall`); 0: never;
+        ``None``: ``[edc_callbacks] stall_timeout``.
     """
 
     def __init__(
@@ -186,6 +145,7 @@ class Waiter:
         deadline: float | None,
         waiting_since: float | None,
         not_before: float | None,
+        stall_timeout: float | None = None,
     ) -> None:
         self.kind = kind
         self.process_id = process_id
@@ -203,6 +163,7 @@ class Waiter:
         self._found: Finding | None = None  # what the first read of the store found
         self._interval = 0.0
         self._stall_after = 0.0
+        self._stall_timeout = stall_timeout
         self._started = 0.0
 
     @contextlib.asynccontextmanager
@@ -213,6 +174,8 @@ class Waiter:
         interval = self.fallback_check_interval
         self._interval = interval if interval is not None else await asyncio.to_thread(get_fallback_check_interval)
         self._stall_after = await asyncio.to_thread(get_stall_warning_after)
+        if self._stall_timeout is None:
+            self._stall_timeout = await asyncio.to_thread(get_stall_timeout)
         self._started = self.waiting_since or time.time()
         self.log.info(
             "Waiting for %s %s to be %s (callbacks; state check after %.0f s of silence%s)",
@@ -260,6 +223,10 @@ class Waiter:
             if self.deadline is not None and time.time() >= self.deadline:
                 found = await self._at_deadline(subscription)
                 break
+            stalled_at = tracker.stall_deadline(self._stall_timeout or 0.0)
+            if stalled_at is not None and time.time() >= stalled_at:
+                found = await self._at_stall()
+                continue  # None: the state check found a state the callbacks missed
             stall_at = (tracker.state_since or self._started) + self._stall_after
             if not probed and tracker.last_state is None and time.time() >= stall_at:
                 probed = True
@@ -286,6 +253,8 @@ class Waiter:
                 wake.append(self.deadline - time.time())
             if time.time() < stall_at:  # as computed above: no state check since
                 wake.append(stall_at - time.time())
+            if stalled_at is not None:
+                wake.append(stalled_at - time.time())
             events = await subscription.wait(max(min(wake), 0.0))
             try:
                 events = await self._with_binding(events)
@@ -359,6 +328,17 @@ class Waiter:
             source.value if source else "nowhere: no callback came and the state check failed",
         )
         return self.tracker.timed_out(state, source, waited)
+
+    async def _at_stall(self) -> Finding | None:
+        """Past ``[edc_callbacks] stall_timeout`` in one state: one state check (callbacks may have been lost)
+        ends the wait with its result, or lets it go on when it tells another state; else a stall time-out."""
+        before = (self.tracker.last_state, self.tracker.state_since)
+        metrics.incr("trigger.state_check")
+        with contextlib.suppress(EdcCallbacksError):  # a failed check: stalled as far as anyone can tell
+            found = await self._state_check()
+            if found is not None or (self.tracker.last_state, self.tracker.state_since) != before:
+                return found
+        return self.tracker.stalled(self._stall_timeout or 0.0, time.time() - self._started)
 
     async def _finish(self, found: Finding) -> WaitResult:
         """The typed result; for a kind whose failure callback has no reason, ``errorDetail`` read once."""

@@ -20,7 +20,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_edc_callbacks.config import DEFAULT_CONN_ID
 from airflow_edc_callbacks.hooks.edc import EdcManagementHook
-from airflow_edc_callbacks.triggers.callback import check_interval
+from airflow_edc_callbacks.triggers.callback import check_interval, stall_seconds
 from airflow_edc_callbacks.triggers.kinds import NEGOTIATION
 from airflow_edc_callbacks.triggers.shell import kill_unless_fired, run_until_final
 
@@ -57,6 +57,7 @@ class EdcNegotiationTrigger(BaseTrigger):
         deadline: float | None = None,
         waiting_since: float | None = None,
         terminate_on_kill: bool = False,
+        stall_timeout: float | None = None,
     ) -> None:
         super().__init__()
         if not contract_negotiation_id:
@@ -69,6 +70,7 @@ class EdcNegotiationTrigger(BaseTrigger):
         self.deadline = deadline
         self.waiting_since = waiting_since
         self.terminate_on_kill = terminate_on_kill
+        self.stall_timeout = stall_seconds(stall_timeout)
         self.hook: EdcManagementHook | None = None
         self._fired = False  # the trigger yielded its event (on_kill then changes nothing)
 
@@ -84,6 +86,7 @@ class EdcNegotiationTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "waiting_since": self.waiting_since,
                 "terminate_on_kill": self.terminate_on_kill,
+                "stall_timeout": self.stall_timeout,
             },
         )
 

@@ -21,6 +21,7 @@ class ProcessTrigger(Protocol):
     correlation_id: str | None
     conn_id: str
     fallback_check_interval: float | None
+    stall_timeout: float | None
     deadline: float | None
     waiting_since: float | None
     not_before: float | None
@@ -47,6 +48,7 @@ async def run_until_final(trigger: ProcessTrigger, process_id: str) -> AsyncIter
         deadline=trigger.deadline,
         waiting_since=trigger.waiting_since,
         not_before=trigger.not_before,
+        stall_timeout=trigger.stall_timeout,
     )
     async with waiter.subscribed():
         if trigger.terminate_on_kill:

@@ -12,7 +12,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from airflow_edc_callbacks import metrics
-from airflow_edc_callbacks.models import FINAL_PROCESS_STATES, Outcome, Source, iso_from_epoch_ms, jsonld_get
+from airflow_edc_callbacks.models import (
+    FINAL_PROCESS_STATES,
+    SUSPENSION_TRANSFER_STATES,
+    Outcome,
+    Source,
+    iso_from_epoch_ms,
+    jsonld_get,
+)
 from airflow_edc_callbacks.store import StoredEvent
 from airflow_edc_callbacks.triggers.kinds import ProcessKind
 from airflow_edc_callbacks.triggers.results import TimelineEntry
@@ -214,6 +221,35 @@ class ProcessTracker:
             stall_after,
             self.kind.stall_cause(state),
         )
+
+    def stall_deadline(self, stall_timeout: float) -> float | None:
+        """Epoch seconds at which the process has stayed ``stall_timeout`` seconds in its current state;
+        ``None`` when that cannot end the wait: no time-out (0), no state known, a final state, or a
+        suspension (someone suspended the transfer on purpose)."""
+        state, since = self.last_state, self.state_since
+        if stall_timeout <= 0 or state is None or since is None:
+            return None
+        if state in FINAL_PROCESS_STATES or state in SUSPENSION_TRANSFER_STATES:
+            return None
+        return since + stall_timeout
+
+    def stalled(self, stall_timeout: float, waited: float) -> Finding:
+        """The time-out's finding when the process stayed in its state longer than ``stall_timeout``
+        seconds (``reason`` says so); ``waited``: seconds the task waited."""
+        state = self.last_state or "UNKNOWN"
+        stalled = time.time() - (self.state_since or time.time())
+        metrics.incr("trigger.stall_timeout")
+        self.log.error(
+            "%s %s has been %s for %.0f s (more than stall_timeout %g s); giving up the wait; usual cause: %s",
+            self.kind.label.capitalize(),
+            self.process_id,
+            state,
+            stalled,
+            stall_timeout,
+            self.kind.stall_cause(state),
+        )
+        reason = f"no change from {state} for {stalled:.0f} s ([edc_callbacks] stall_timeout {stall_timeout:g} s)"
+        return {**self.timed_out(self.last_state, self.state_source, waited), "reason": reason}
 
     def timed_out(self, state: str | None, source: Source | None, waited: float) -> Finding:
         """The time-out's finding: the last state known (or ``UNKNOWN``), where it came from, the wait."""

@@ -1,5 +1,6 @@
 """Transfer lifecycle as users meet it, on `airflow standalone` and the real consumer connector: a transfer
-whose provider never answers times out naming it and is terminated; a deferred transfer task marked failed
+whose provider never answers times out naming it and is terminated; a transfer that stays STARTED past the
+task's stall time-out fails the task early and is terminated; a deferred transfer task marked failed
 by a user terminates its transfer (Airflow 3.3 calls the trigger's ``on_kill``)."""
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ TIMEOUT_DAG = "example_edc_transfer_timeout"
 TIMEOUT_TASK = "transfer_with_timeout"
 PUSH_DAG = "example_edc_push_transfer"
 PUSH_TASK = "push_transfer"
+STALL_DAG = "example_edc_transfer_stall"
+STALL_TASK = "transfer_with_stall_timeout"
+STALL_TIMEOUT = 30
+"""The stall example's ``stall_timeout``: its transfer of the slow asset stays STARTED longer."""
 SLOW_SOURCE_SECONDS = 180
 """The PUSH test's source answers after this long: its transfer stays STARTED while the test acts."""
 
@@ -107,6 +112,49 @@ def test_a_transfer_whose_provider_never_answers_times_out_naming_it_and_is_term
     assert wait_until(lambda: edc_env.consumer_state(transfer_id) == "TERMINATED", 30, "the transfer's TERMINATED")
     assert any(path.endswith("/termination") for _, path in silent_provider.requests)
     print(f"\ntime-out: the task failed {took:.1f} s after it started (timeout 60 s)")
+
+
+def test_a_transfer_that_stays_started_past_its_stall_timeout_fails_early_and_is_terminated(
+    edc_env: EdcEnvironment, airflow: AirflowStandalone
+) -> None:
+    """Real connectors: the provider's source answers after 180 s, so the PUSH stays STARTED and no callback
+    comes, as with a provider data plane that never finishes. The task's 30 s ``stall_timeout`` ends the wait
+    (its ``timeout`` is 6 h) after one state check, names the transfer and its state, and terminates it."""
+    airflow.wait_for_dag(STALL_DAG)
+    conf = {
+        "contract_id": edc_env.slow_agreement(SLOW_SOURCE_SECONDS),
+        "counter_party_address": edc_env.connectors.provider_dsp_address,
+        "sink_base_url": f"{edc_env.data_server.url}/sink",
+    }
+    for _ in range(ATTEMPTS):  # EDC 0.15.1 may terminate a transfer by itself (see ATTEMPTS): start another
+        run_id = airflow.trigger_dag(STALL_DAG, conf=conf)
+        seen = watch_states(airflow, STALL_DAG, run_id, STALL_TASK, timeout=180)
+        log = airflow.task_log(STALL_DAG, run_id, STALL_TASK, try_number=1)
+        if "ended TERMINATED" not in log:
+            break
+    states = [s for s, _ in seen]
+    assert states[-1] == "failed", seen
+    began = next(t for s, t in seen if s in ("running", "deferred"))
+    took = seen[-1][1] - began
+    assert took < 120, f"the task failed {took:.1f} s after it started (stall_timeout 30 s): {seen}"
+
+    match = _STARTED.search(log)
+    assert match, log[-3000:]
+    transfer_id = match.group(1)
+    pattern = (
+        rf"EDC transfer process {transfer_id} on {re.escape(edc_env.proxied_management_url)} "
+        rf"timed out after \d+ s in state STARTED: no change from STARTED for (\d+) s "
+        rf"\(\[edc_callbacks\] stall_timeout {STALL_TIMEOUT} s\); terminate requested on the connector"
+    )
+    found = re.search(pattern, log)
+    assert found, log[-4000:]
+    assert STALL_TIMEOUT <= int(found.group(1)) < 90
+    # one state check before giving up (the GET of the transfer), one terminate, and the transfer ended
+    gets = [r for r in edc_env.proxy.requests_for(transfer_id) if r[1] == "GET"]
+    assert len(gets) == 1, gets
+    assert len(terminate_calls(edc_env, transfer_id)) == 1
+    assert wait_until(lambda: edc_env.consumer_state(transfer_id) == "TERMINATED", 30, "the transfer's TERMINATED")
+    print(f"\nstall: the task failed {took:.1f} s after it started (stall_timeout {STALL_TIMEOUT} s)")
 
 
 def _deferred_started_transfer(env: EdcEnvironment, af: AirflowStandalone, run_id: str, deadline_s: float) -> str:

@@ -31,6 +31,8 @@ DAG_ID = "example_edc_mapped_transfers"
 TRANSFERS = 50
 SOURCE_DELAY = 20
 """Seconds the provider's source takes to answer: transfers keep running while the triggerer is killed."""
+STALL_TIMEOUT = 240
+"""``[edc_callbacks] stall_timeout``: seconds a transfer may stay in one state before its task gives it up."""
 
 
 @dataclass
@@ -58,6 +60,10 @@ def cluster(edc_env: EdcEnvironment, postgres: PostgresServer) -> Iterator[Clust
         "AIRFLOW__EDC_CALLBACKS__CALLBACK_SIGNING_KEY": "cluster-test-signing-key-0123456789",
         "AIRFLOW__EDC_CALLBACKS__FALLBACK_CHECK_INTERVAL": "900",  # any state request would be a poll
         "AIRFLOW__EDC_CALLBACKS__DEFER_AFTER": "0",  # the test is about the deferred tasks' triggers
+        # EDC 0.15.1's provider now and then never finishes a PUSH under this load (1 in 50 to 100 transfers
+        # stays STARTED for good, nothing in its log): the task gives up on it, terminates it, and its retry
+        # starts a new transfer. Healthy transfers here stay STARTED for 20 to about 100 s.
+        "AIRFLOW__EDC_CALLBACKS__STALL_TIMEOUT": str(STALL_TIMEOUT),
     }
     airflow = AirflowCluster(
         home,
@@ -78,6 +84,8 @@ def cluster(edc_env: EdcEnvironment, postgres: PostgresServer) -> Iterator[Clust
 
 
 _STARTED = re.compile(r"Started transfer process ([0-9a-f-]{36})")
+_REFUSED = re.compile(r"Task Instance not found|Failed to report terminal task state")
+"""What a try's log says when the api-server refused it because the scheduler had failed it already."""
 
 
 def _try_log(af: AirflowCluster, run_id: str, map_index: int, try_number: int) -> str:
@@ -164,18 +172,31 @@ def test_fifty_transfers_survive_a_killed_triggerer_with_callbacks_spread_over_t
     # Each task resumed once: one "is COMPLETED" line in all its tries' logs, also the orphaned ones, and no
     # transfer doubled. A try before it may only have failed
     # - on EDC 0.15.1's own termination of a transfer (see ATTEMPTS): the retry starts a new transfer;
+    # - on the stall time-out (see STALL_TIMEOUT): its transfer was terminated, the retry starts a new one;
     # - by Airflow after its trigger fired (the scheduler handled the worker's exit report after defer() only
     #   once the resumed task was queued: "task state changed externally", apache/airflow#66374, seen on a
-    #   loaded machine): its transfer COMPLETED, and the retry takes that transfer's result, no second one;
+    #   loaded machine): its transfer COMPLETED, and the retry takes that transfer's result, no second one.
+    #   When that try's resume ran before the scheduler failed it, it logged the result and the api-server
+    #   refused its success ("Task Instance not found"): Airflow's double run, not a second event;
     # - by Airflow before it started any transfer.
     retried = 0
+    stalled: list[str] = []
     for ti, transfer_id in zip(tis, transfer_ids, strict=True):
         i = ti["map_index"]
         for try_number in range(1, ti["try_number"]):
             log = _try_log(af, run_id, i, try_number)
-            assert " is COMPLETED" not in log, f"map_index {i} try {try_number} resumed:\n{log[-3000:]}"
             started = _STARTED.findall(log)
-            if "ended TERMINATED" in log:
+            if " is COMPLETED" in log:
+                assert _REFUSED.search(log), f"map_index {i} try {try_number} resumed:\n{log[-3000:]}"
+                assert started == [transfer_id], f"map_index {i} try {try_number}:\n{log[-3000:]}"
+                assert log.count(" is COMPLETED") == 1, log[-3000:]
+            elif "stall_timeout" in log:
+                assert len(started) == 1, log[-3000:]
+                assert started != [transfer_id], log[-3000:]
+                assert f"{started[0]} on " in log, log[-3000:]
+                assert "terminate requested on the connector" in log, log[-3000:]
+                stalled.extend(started)
+            elif "ended TERMINATED" in log:
                 assert transfer_id not in started
                 retried += 1
             else:
@@ -190,6 +211,7 @@ def test_fifty_transfers_survive_a_killed_triggerer_with_callbacks_spread_over_t
             assert f"Taking the result of transfer process {transfer_id}" in log, log[-3000:]
             assert transfer_id not in _STARTED.findall(log)
     assert retried <= 3, f"{retried} transfers ended TERMINATED by the connectors: more than their race explains"
+    assert len(stalled) <= 3, f"{len(stalled)} transfers stalled: more than the provider's rare stall explains"
 
     # Each event stored once: every envelope the receivers accepted is one row, whichever receiver took it
     # and however often it came. (The connectors may send a state twice under two envelope ids: EDC 0.15.1
@@ -222,12 +244,15 @@ def test_fifty_transfers_survive_a_killed_triggerer_with_callbacks_spread_over_t
     # The connector was never asked about these transfers while callbacks flowed.
     assert [r for tid in transfer_ids for r in edc_env.proxy.requests_for(tid)] == []
     # A killed triggerer's triggers moved on (no on_kill): no transfer was terminated, not one terminate
-    # call reached the consumer's Management API.
-    assert _terminate_calls(edc_env)[terminates_before:] == []
+    # call reached the consumer's Management API, but for the transfers that stalled (one call each).
+    terminated = [_UUID.search(path) for *_, path in _terminate_calls(edc_env)[terminates_before:]]
+    assert sorted(m.group(0) for m in terminated if m) == sorted(stalled)
+    assert len(terminated) == len(stalled)
     print(
         f"\n{TRANSFERS} transfers: killed {victim} holding {len(orphaned)} waiting triggers "
         f"({len(late)} of them completed after the kill); "
-        f"run finished {finished_in:.1f} s later; callbacks per receiver {answered}; {retried} retried"
+        f"run finished {finished_in:.1f} s later; callbacks per receiver {answered}; {retried} retried; "
+        f"{len(stalled)} stalled"
     )
 
 

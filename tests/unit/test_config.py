@@ -28,6 +28,7 @@ def test_the_getters_fall_back_to_the_declared_defaults(monkeypatch: pytest.Monk
         monkeypatch.delenv(f"AIRFLOW__EDC_CALLBACKS__{name.upper()}", raising=False)
     assert config.get_fallback_check_interval() == 300.0
     assert config.get_stall_warning_after() == 600.0
+    assert config.get_stall_timeout() == 0.0  # never
     assert config.get_defer_after() == 5.0
     assert config.get_retention() == timedelta(days=7)
     assert config.get_purge_interval() == timedelta(hours=1)
@@ -41,5 +42,16 @@ def test_the_getters_fall_back_to_the_declared_defaults(monkeypatch: pytest.Monk
 def test_a_configured_value_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__FALLBACK_CHECK_INTERVAL", "12.5")
     monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__RETENTION", "12h")
+    monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__STALL_TIMEOUT", "240")
     assert config.get_fallback_check_interval() == 12.5
+    assert config.get_stall_timeout() == 240.0
     assert config.get_retention() == timedelta(hours=12)
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "inf"])
+def test_a_stall_timeout_that_is_not_seconds_is_refused_naming_the_option(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__STALL_TIMEOUT", value)
+    with pytest.raises(ValueError, match=r"\[edc_callbacks\] stall_timeout must be a number of seconds >= 0"):
+        config.get_stall_timeout()

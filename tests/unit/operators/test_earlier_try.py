@@ -52,9 +52,17 @@ class Connector:
 
 
 def run_try(
-    connector: Connector, try_number: int, monkeypatch: pytest.MonkeyPatch, transfer_type: str = "HttpData-PUSH"
+    connector: Connector,
+    try_number: int,
+    monkeypatch: pytest.MonkeyPatch,
+    transfer_type: str = "HttpData-PUSH",
+    *,
+    retries: int = 2,
+    max_tries: int | None = None,
 ) -> str:
-    """Run ``execute`` for this try; return the transfer process id it defers on."""
+    """Run ``execute`` for this try; return the transfer process id it defers on. ``max_tries`` is the task
+    instance's as Airflow keeps it (``retries`` until a clear raises it); ``None``: a task instance without
+    one."""
     push = transfer_type.endswith("-PUSH")
     op = EdcTransferOperator(
         task_id="transfer",
@@ -64,10 +72,13 @@ def run_try(
         data_destination={"type": "HttpData", "baseUrl": "http://sink.example"} if push else None,
         deferrable=True,
         defer_after=0,  # the transfer a try waits for is read off its deferral
+        retries=retries,
     )
     hook = EdcManagementHook(transport=httpx.MockTransport(connector))
     monkeypatch.setattr(op, "_hook", lambda: hook)
     ti = SimpleNamespace(dag_id="d", run_id="r", task_id="transfer", map_index=-1, try_number=try_number)
+    if max_tries is not None:
+        ti.max_tries = max_tries
     with pytest.raises(TaskDeferred) as deferred:
         op.execute({"ti": ti})
     return str(deferred.value.trigger.transfer_process_id)
@@ -101,18 +112,47 @@ def test_a_retry_takes_the_completed_transfer_whose_result_no_try_took(monkeypat
     get_store(waiting=True).bind(EARLIER, CORRELATION)  # try 1 started it; its trigger fired; Airflow failed try 1
     connector = Connector("COMPLETED")
 
-    assert run_try(connector, 2, monkeypatch) == EARLIER
+    assert run_try(connector, 2, monkeypatch, max_tries=2) == EARLIER
     assert connector.started == 0  # no second transfer
 
     assert complete(EARLIER, CORRELATION)["transfer_process_id"] == EARLIER  # try 2 takes the result
     # a user clears the successful task: the next try starts a new transfer
-    assert run_try(connector, 3, monkeypatch) == NEW
+    assert run_try(connector, 3, monkeypatch, max_tries=2 + 2) == NEW
+    assert connector.started == 1
+
+
+def test_a_retry_takes_the_result_again_when_airflow_failed_the_try_that_took_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Try 1's resume ran and took the result, then the api-server refused its success: the scheduler had
+    failed the try already (apache/airflow#66374, "Task Instance not found"). Try 2, a retry (max_tries
+    as created), takes the same result; after a user's clear (max_tries raised) a new transfer starts."""
+    get_store(waiting=True).bind(EARLIER, CORRELATION)
+    assert complete(EARLIER, CORRELATION)["transfer_process_id"] == EARLIER  # try 1 took it
+    connector = Connector("COMPLETED")
+
+    assert run_try(connector, 2, monkeypatch, retries=2, max_tries=2) == EARLIER
+    assert connector.started == 0  # no second transfer
+    assert complete(EARLIER, CORRELATION)["transfer_process_id"] == EARLIER  # try 2 succeeds on it
+
+    # a user clears the successful task: Airflow raises max_tries to try_number + retries
+    assert run_try(connector, 3, monkeypatch, retries=2, max_tries=2 + 2) == NEW
+    assert connector.started == 1
+
+
+def test_a_retry_of_a_task_instance_without_max_tries_keeps_a_taken_result_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    get_store(waiting=True).bind(EARLIER, CORRELATION)
+    complete(EARLIER, CORRELATION)
+    connector = Connector("COMPLETED")
+    assert run_try(connector, 2, monkeypatch, max_tries=None) == NEW
     assert connector.started == 1
 
 
 def test_a_retry_still_waits_for_a_running_transfer(monkeypatch: pytest.MonkeyPatch) -> None:
     connector = Connector("STARTED")
-    assert run_try(connector, 2, monkeypatch) == EARLIER
+    assert run_try(connector, 2, monkeypatch, max_tries=2) == EARLIER
     assert connector.started == 0
 
 
@@ -131,7 +171,7 @@ def test_a_retry_starts_a_new_transfer_otherwise(
     if bound_to is not None:
         get_store(waiting=True).bind(EARLIER, bound_to)
     connector = Connector(state)
-    assert run_try(connector, 2, monkeypatch) == NEW
+    assert run_try(connector, 2, monkeypatch, max_tries=2) == NEW
     assert connector.started == 1
 
 

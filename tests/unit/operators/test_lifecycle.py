@@ -303,6 +303,49 @@ def test_waiting_in_the_worker_times_out_with_the_same_typed_error(
     ]
 
 
+def test_a_stall_in_the_worker_fails_the_task_before_its_timeout_and_terminates_the_transfer(
+    edc_config: str, connector: FakeConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Non-deferrable, ``stall_timeout`` 0.5 s: no callback comes, the early state check (past
+    stall_warning_after) tells REQUESTED, and the transfer stays there: the task fails long before its
+    60 s ``timeout``, saying it stalled, and terminates the transfer."""
+    monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__CALLBACK_BASE_URL", "http://airflow/edc-callbacks")
+    monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__STALL_WARNING_AFTER", "0.2")
+    op = transfer_operator(timeout=60, deferrable=False, fallback_check_interval=3600, stall_timeout=0.5)
+    worker, outcome = run_in_worker(op)
+    worker.join(30)
+    [err] = outcome
+    assert isinstance(err, EdcTransferTimeout)
+    assert (err.transfer_process_id, err.state) == (TP, "REQUESTED")
+    assert err.reason is not None
+    assert err.reason.startswith("no change from REQUESTED for ")
+    assert err.reason.endswith("([edc_callbacks] stall_timeout 0.5 s)")
+    assert err.waited_seconds < 10
+    assert [r[2] for r in connector.calls("POST")] == [
+        "/management/v3/transferprocesses",
+        f"/management/v3/transferprocesses/{TP}/terminate",
+    ]
+
+
+def test_stall_timeout_goes_to_the_trigger_and_survives_its_serialization(
+    edc_config: str, connector: FakeConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    from tests.airflow_compat import TaskDeferred
+
+    monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__CALLBACK_BASE_URL", "http://airflow/edc-callbacks")
+    ti = SimpleNamespace(dag_id="d", run_id="r", task_id="transfer", map_index=-1, try_number=1)
+    with pytest.raises(TaskDeferred) as info:
+        transfer_operator(stall_timeout=timedelta(minutes=4), defer_after=0).execute({"ti": ti})  # type: ignore[arg-type]
+    _, kwargs = info.value.trigger.serialize()
+    assert kwargs["stall_timeout"] == 240.0
+    assert EdcCallbackTrigger(**kwargs).stall_timeout == 240.0
+    assert transfer_operator().stall_timeout is None  # the config's, read where the wait runs
+    with pytest.raises(ValueError, match="stall_timeout must be a number of seconds >= 0"):
+        transfer_operator(stall_timeout=-1)
+
+
 def test_killing_a_task_that_waits_in_the_worker_terminates_its_transfer(
     edc_config: str, connector: FakeConnector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -427,6 +470,64 @@ async def test_a_push_transfer_stalled_in_started_warns_about_the_data_plane(
     assert len(warnings) == 1
     assert "STARTED" in warnings[0]
     assert "data plane is still copying" in warnings[0]
+
+
+async def test_a_transfer_stalled_past_stall_timeout_ends_as_a_time_out_after_one_state_check(
+    receiver: TestClient, connector: FakeConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A provider that never finishes the PUSH: STARTED by callback, the connector still says STARTED at
+    the stall time-out: the wait ends long before the deadline, saying it stalled."""
+    monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__STALL_TIMEOUT", "0.5")
+    post(receiver, envelope("TransferProcessStarted", TP))
+    connector.states[TP] = "STARTED"
+    started = time.time()
+    payload = await first_trigger_event(transfer_trigger(deadline=started + 60), 10)
+    assert (payload["status"], payload["state"], payload["source"]) == ("timeout", "STARTED", "state_check")
+    assert payload["reason"].startswith("no change from STARTED for ")
+    assert payload["reason"].endswith(" s ([edc_callbacks] stall_timeout 0.5 s)")
+    assert payload["waited_seconds"] < 10
+    assert [r[2] for r in connector.calls("GET")] == [f"/management/v3/transferprocesses/{TP}"]  # asked once
+    assert connector.calls("POST") == []  # the trigger terminates nothing; the operator does
+
+
+async def test_a_stall_whose_state_check_finds_the_transfer_completed_is_that_result(
+    receiver: TestClient, connector: FakeConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Completed callback was lost: the stall's state check finds the transfer COMPLETED."""
+    monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__STALL_TIMEOUT", "0.3")
+    post(receiver, envelope("TransferProcessStarted", TP))
+    connector.states[TP] = "COMPLETED"
+    payload = await first_trigger_event(transfer_trigger(deadline=time.time() + 60), 10)
+    assert (payload["status"], payload["state"], payload["source"]) == ("success", "COMPLETED", "state_check")
+    assert payload["reason"] is None
+
+
+async def test_a_suspended_transfer_never_stalls_out(
+    receiver: TestClient, connector: FakeConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone suspended the transfer on purpose: only the deadline ends the wait."""
+    monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__STALL_TIMEOUT", "0.2")
+    post(receiver, envelope("TransferProcessSuspended", TP))
+    connector.states[TP] = "SUSPENDED"
+    started = time.time()
+    payload = await first_trigger_event(transfer_trigger(deadline=started + 1.5), 10)
+    assert time.time() >= started + 1.5
+    assert (payload["status"], payload["state"], payload["reason"]) == ("timeout", "SUSPENDED", None)
+
+
+def test_a_stall_time_out_terminates_the_transfer_and_says_it_stalled(connector: FakeConnector) -> None:
+    connector.states[TP] = "STARTED"
+    reason = "no change from STARTED for 241 s ([edc_callbacks] stall_timeout 240 s)"
+    with pytest.raises(EdcTransferTimeout) as info:
+        transfer_operator().execute_complete({}, timeout_event(state="STARTED", reason=reason))  # type: ignore[arg-type]
+    assert info.value.reason == reason
+    assert str(info.value) == (
+        f"EDC transfer process {TP} on {connector.url} timed out after 60 s in state STARTED: {reason}; "
+        "terminate requested on the connector"
+    )
+    [(_, _, path, body)] = connector.calls("POST")
+    assert path == f"/management/v3/transferprocesses/{TP}/terminate"
+    assert body["reason"].endswith(f"timed out after 60 s in state STARTED: {reason}")
 
 
 # -- kill and clear --------------------------------------------------------------------------------

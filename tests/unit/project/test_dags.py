@@ -24,6 +24,7 @@ def test_example_dags_import_without_errors(example_dags: DagBag) -> None:
         "example_edc_push_transfer",
         "example_edc_terminated_transfer",
         "example_edc_transfer_sensor",
+        "example_edc_transfer_stall",
         "example_edc_transfer_timeout",
     ]
 

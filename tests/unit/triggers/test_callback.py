@@ -56,6 +56,7 @@ def test_serialize_round_trip_holds_no_secret(edc_config: str) -> None:
         "deadline": None,
         "waiting_since": None,
         "terminate_on_kill": False,
+        "stall_timeout": None,
     }
     assert EdcCallbackTrigger(**kwargs).serialize() == (classpath, kwargs)
     flat = json.dumps(kwargs)
