@@ -102,7 +102,7 @@ class EdcProcessTimeout(EdcCallbacksError):
     :param waited_seconds: how long the task waited.
     :param terminated: what became of the process: e.g. ``"terminated on the connector"``, or ``None``.
     :param reason: why the wait ended before the task's ``timeout``, e.g. ``"no change from STARTED for
-        600 s ([edc_callbacks] stall_timeout 600 s)"``; ``None`` at the task's ``timeout``.
+        600 s (stall_timeout 600 s)"``; ``None`` at the task's ``timeout``.
     """
 
     LABEL = "process"

@@ -70,17 +70,17 @@ def find_earlier_transfer(
         process_id = str(jsonld_get(process, "@id"))
         try:
             ledger = StoreLedger()
-            untaken = ledger.untaken(process_id, correlation_id) or (
-                not cleared and ledger.bound(process_id, correlation_id)
-            )
+            untaken = ledger.untaken(process_id, correlation_id)
+            retaken = not untaken and not cleared and ledger.bound(process_id, correlation_id)
         except StoreUnavailableError as err:
             log.warning("Cannot tell whether a try took transfer process %s (starting a new one): %s", process_id, err)
             return None
-        if untaken:
+        if untaken or retaken:
             log.info(
-                "Taking the result of transfer process %s (COMPLETED) that an earlier try started and did not "
-                "finish, instead of starting a second one",
+                "Taking the result of transfer process %s (COMPLETED) that an earlier try %s, instead of "
+                "starting a second one",
                 process_id,
+                "took before Airflow failed that try" if retaken else "started and did not finish",
             )
             return process_id
     return None

@@ -41,6 +41,10 @@ STORE_RETRY_SECONDS = 5.0
 HOLD_RENEW_SECONDS = 3600.0
 """How often a waiting trigger renews its hold on its events (retention keeps held events)."""
 
+STALL_RECHECK_SECONDS = 30.0
+"""After a failed state check at the stall time-out, seconds before the next try (a stall is never
+declared without the connector confirming the state)."""
+
 MAX_CHECK_INTERVAL = 3600.0
 """Longest silence between two state checks (seconds) once the back-off has grown (or the
 ``fallback_check_interval`` when that is longer)."""
@@ -164,6 +168,8 @@ class Waiter:
         self._interval = 0.0
         self._stall_after = 0.0
         self._stall_timeout = stall_timeout
+        self._stall_recheck_at = 0.0  # epoch seconds: after a failed check at the stall time-out
+        self._checked_at = float("-inf")  # monotonic time of the last answered state check
         self._started = 0.0
 
     @contextlib.asynccontextmanager
@@ -204,8 +210,8 @@ class Waiter:
             await self._hold.release()
 
     async def result(self) -> dict[str, Any]:
-        """Wait (inside :meth:`subscribed`) until the process reaches the awaited state, fails, or the
-        deadline passes; the trigger event's payload (:meth:`WaitResult.to_payload`).
+        """Wait (inside :meth:`subscribed`) until the process reaches the awaited state, fails, the deadline
+        passes, or it stalls (:meth:`_at_stall`); the trigger event's payload (:meth:`WaitResult.to_payload`).
 
         Failed state checks are logged and retried after the next interval, so they never fail the wait.
         """
@@ -224,9 +230,11 @@ class Waiter:
                 found = await self._at_deadline(subscription)
                 break
             stalled_at = tracker.stall_deadline(self._stall_timeout or 0.0)
-            if stalled_at is not None and time.time() >= stalled_at:
-                found = await self._at_stall()
-                continue  # None: the state check found a state the callbacks missed
+            if stalled_at is not None:
+                stalled_at = max(stalled_at, self._stall_recheck_at)
+                if time.time() >= stalled_at:
+                    found = await self._at_stall(subscription)
+                    continue  # None: the process moved after all, or the connector could not be asked
             stall_at = (tracker.state_since or self._started) + self._stall_after
             if not probed and tracker.last_state is None and time.time() >= stall_at:
                 probed = True
@@ -293,19 +301,16 @@ class Waiter:
 
         :raises EdcCallbacksError: the connector could not be asked.
         """
-        return self.tracker.check(await self.kind.read(self.hook(), self.process_id))
+        found = self.tracker.check(await self.kind.read(self.hook(), self.process_id))
+        self._checked_at = time.monotonic()
+        return found
 
     # -- the deadline ----------------------------------------------------------------------------
     async def _at_deadline(self, subscription: Subscription) -> Finding:
         """At the deadline: a callback committed just before it still counts (the listener's queue and the
         store are read once more); then one state check, which may find the process finished after all
         (EDC never re-delivers a callback that failed); else a time-out naming the last state."""
-        queued = subscription.drain()
-        try:
-            found = self.tracker.consume(await self._with_binding([*queued, *await self._read()]))
-        except EdcCallbacksError as err:
-            self.log.warning("Could not read the stored events of %s at the time-out: %s", self.process_id, err)
-            found = self.tracker.consume(queued)
+        found = await self._catch_up(subscription, "time-out")
         if found is not None:
             return found
         state, source = self.tracker.last_state, self.tracker.state_source
@@ -329,13 +334,32 @@ class Waiter:
         )
         return self.tracker.timed_out(state, source, waited)
 
-    async def _at_stall(self) -> Finding | None:
-        """Past ``[edc_callbacks] stall_timeout`` in one state: one state check (callbacks may have been lost)
-        ends the wait with its result, or lets it go on when it tells another state; else a stall time-out."""
+    async def _catch_up(self, subscription: Subscription, moment: str) -> Finding | None:
+        """Consume what came just before ``moment`` (the listener's queue, the store read once more)."""
+        queued = subscription.drain()
+        try:
+            return self.tracker.consume(await self._with_binding([*queued, *await self._read()]))
+        except EdcCallbacksError as err:
+            self.log.warning("Could not read the stored events of %s at the %s: %s", self.process_id, moment, err)
+            return self.tracker.consume(queued)
+
+    async def _at_stall(self, subscription: Subscription) -> Finding | None:
+        """Past ``stall_timeout`` in one state: events that came just before count; then one state check
+        (unless one was answered in the last second; callbacks may have been lost) ends the wait with its
+        result, or lets it go on when the process moved; a failed check is tried again after
+        :data:`STALL_RECHECK_SECONDS`. Else the stall time-out."""
         before = (self.tracker.last_state, self.tracker.state_since)
-        metrics.incr("trigger.state_check")
-        with contextlib.suppress(EdcCallbacksError):  # a failed check: stalled as far as anyone can tell
-            found = await self._state_check()
+        found = await self._catch_up(subscription, "stall time-out")
+        if found is not None or (self.tracker.last_state, self.tracker.state_since) != before:
+            return found
+        if time.monotonic() - self._checked_at > 1.0:
+            metrics.incr("trigger.state_check")
+            try:
+                found = await self._state_check()
+            except EdcCallbacksError as err:
+                self.log.warning("State check of stalled %s %s failed: %s", self.kind.label, self.process_id, err)
+                self._stall_recheck_at = time.time() + STALL_RECHECK_SECONDS
+                return None
             if found is not None or (self.tracker.last_state, self.tracker.state_since) != before:
                 return found
         return self.tracker.stalled(self._stall_timeout or 0.0, time.time() - self._started)

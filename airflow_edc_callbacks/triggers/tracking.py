@@ -189,17 +189,22 @@ class ProcessTracker:
         """Note the process's state as a callback or state check told it.
 
         :param at: when the process entered the state, epoch milliseconds (the receiver's time of the
-            callback, or the connector's ``stateTimestamp``; never later than now); unknown: now.
+            callback, or the connector's ``stateTimestamp``; never later than now); unknown: now. A state
+            check telling the same state with a later ``stateTimestamp`` means the process entered it
+            again (e.g. resumed to STARTED with its callbacks lost): the stall clock starts over.
         """
-        if not state or state == self.last_state:
-            if state:
-                self.state_source = source
+        if not state:
             return
         try:
             since = float(at) / 1000 if at is not None else time.time()
         except (TypeError, ValueError):
             since = time.time()
         since = min(since, time.time())  # a connector clock ahead of this host's does not hide a stall
+        if state == self.last_state:
+            self.state_source = source
+            if source is Source.STATE_CHECK and at is not None and since > (self.state_since or since):
+                self.state_since = since
+            return
         self.last_state, self.state_source, self.state_since = state, source, since
 
     def warn_if_stalled(self, stall_after: float) -> None:
@@ -248,7 +253,7 @@ class ProcessTracker:
             stall_timeout,
             self.kind.stall_cause(state),
         )
-        reason = f"no change from {state} for {stalled:.0f} s ([edc_callbacks] stall_timeout {stall_timeout:g} s)"
+        reason = f"no change from {state} for {stalled:.0f} s (stall_timeout {stall_timeout:g} s)"
         return {**self.timed_out(self.last_state, self.state_source, waited), "reason": reason}
 
     def timed_out(self, state: str | None, source: Source | None, waited: float) -> Finding:

@@ -144,7 +144,7 @@ def test_a_transfer_that_stays_started_past_its_stall_timeout_fails_early_and_is
     pattern = (
         rf"EDC transfer process {transfer_id} on {re.escape(edc_env.proxied_management_url)} "
         rf"timed out after \d+ s in state STARTED: no change from STARTED for (\d+) s "
-        rf"\(\[edc_callbacks\] stall_timeout {STALL_TIMEOUT} s\); terminate requested on the connector"
+        rf"\(stall_timeout {STALL_TIMEOUT} s\); terminate requested on the connector"
     )
     found = re.search(pattern, log)
     assert found, log[-4000:]

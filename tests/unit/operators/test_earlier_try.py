@@ -185,5 +185,5 @@ def test_a_pull_retry_never_takes_a_completed_transfer(monkeypatch: pytest.Monke
     """A PULL task's result is the EDR of a STARTED transfer; a COMPLETED one's EDR is revoked."""
     get_store(waiting=True).bind(EARLIER, CORRELATION)
     connector = Connector("COMPLETED")
-    assert run_try(connector, 2, monkeypatch, transfer_type="HttpData-PULL") == NEW
+    assert run_try(connector, 2, monkeypatch, transfer_type="HttpData-PULL", max_tries=2) == NEW
     assert connector.started == 1

@@ -319,7 +319,7 @@ def test_a_stall_in_the_worker_fails_the_task_before_its_timeout_and_terminates_
     assert (err.transfer_process_id, err.state) == (TP, "REQUESTED")
     assert err.reason is not None
     assert err.reason.startswith("no change from REQUESTED for ")
-    assert err.reason.endswith("([edc_callbacks] stall_timeout 0.5 s)")
+    assert err.reason.endswith("(stall_timeout 0.5 s)")
     assert err.waited_seconds < 10
     assert [r[2] for r in connector.calls("POST")] == [
         "/management/v3/transferprocesses",
@@ -484,7 +484,7 @@ async def test_a_transfer_stalled_past_stall_timeout_ends_as_a_time_out_after_on
     payload = await first_trigger_event(transfer_trigger(deadline=started + 60), 10)
     assert (payload["status"], payload["state"], payload["source"]) == ("timeout", "STARTED", "state_check")
     assert payload["reason"].startswith("no change from STARTED for ")
-    assert payload["reason"].endswith(" s ([edc_callbacks] stall_timeout 0.5 s)")
+    assert payload["reason"].endswith(" s (stall_timeout 0.5 s)")
     assert payload["waited_seconds"] < 10
     assert [r[2] for r in connector.calls("GET")] == [f"/management/v3/transferprocesses/{TP}"]  # asked once
     assert connector.calls("POST") == []  # the trigger terminates nothing; the operator does
@@ -502,6 +502,37 @@ async def test_a_stall_whose_state_check_finds_the_transfer_completed_is_that_re
     assert payload["reason"] is None
 
 
+async def test_a_stall_check_that_finds_the_transfer_moved_on_keeps_waiting(
+    receiver: TestClient, connector: FakeConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """REQUESTED came by callback, STARTED was lost: the check at the stall time-out finds STARTED, so the
+    wait goes on and the stall clock starts over from there; one more stall time-out in STARTED ends it."""
+    monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__STALL_TIMEOUT", "1.2")
+    post(receiver, envelope("TransferProcessRequested", TP))
+    connector.states[TP] = "STARTED"
+    started = time.time()
+    payload = await first_trigger_event(transfer_trigger(deadline=started + 60), 15)
+    assert time.time() - started >= 2.4  # two stall time-outs, not one
+    assert (payload["status"], payload["state"]) == ("timeout", "STARTED")
+    assert payload["reason"].startswith("no change from STARTED for ")
+    assert len(connector.calls("GET")) == 2
+
+
+async def test_a_stall_is_never_declared_while_the_connector_cannot_be_asked(
+    receiver: TestClient, connector: FakeConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state check at the stall time-out fails (the connector answers 404): the check is tried again
+    after STALL_RECHECK_SECONDS, never a stall; here the deadline ends the wait."""
+    from airflow_edc_callbacks.triggers import engine
+
+    monkeypatch.setattr(engine, "STALL_RECHECK_SECONDS", 0.3)
+    monkeypatch.setenv("AIRFLOW__EDC_CALLBACKS__STALL_TIMEOUT", "0.2")
+    post(receiver, envelope("TransferProcessStarted", TP))
+    payload = await first_trigger_event(transfer_trigger(deadline=time.time() + 1.5), 10)
+    assert (payload["status"], payload["state"], payload["reason"]) == ("timeout", "STARTED", None)
+    assert 3 <= len(connector.calls("GET")) <= 7  # about every 0.3 s, then once at the deadline
+
+
 async def test_a_suspended_transfer_never_stalls_out(
     receiver: TestClient, connector: FakeConnector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -517,7 +548,7 @@ async def test_a_suspended_transfer_never_stalls_out(
 
 def test_a_stall_time_out_terminates_the_transfer_and_says_it_stalled(connector: FakeConnector) -> None:
     connector.states[TP] = "STARTED"
-    reason = "no change from STARTED for 241 s ([edc_callbacks] stall_timeout 240 s)"
+    reason = "no change from STARTED for 241 s (stall_timeout 240 s)"
     with pytest.raises(EdcTransferTimeout) as info:
         transfer_operator().execute_complete({}, timeout_event(state="STARTED", reason=reason))  # type: ignore[arg-type]
     assert info.value.reason == reason

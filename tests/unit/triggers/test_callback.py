@@ -286,10 +286,11 @@ async def test_negotiation_trigger_resumes_on_finalized_with_the_agreement(recei
     from airflow_edc_callbacks.triggers import EdcNegotiationTrigger
 
     trigger = EdcNegotiationTrigger(
-        correlation_id=CORRELATION, contract_negotiation_id="cn-1", fallback_check_interval=3600
+        correlation_id=CORRELATION, contract_negotiation_id="cn-1", fallback_check_interval=3600, stall_timeout=90
     )
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_edc_callbacks.triggers.negotiation.EdcNegotiationTrigger"
+    assert kwargs["stall_timeout"] == 90
     assert EdcNegotiationTrigger(**kwargs).serialize() == (classpath, kwargs)
     for event_type in ("ContractNegotiationRequested", "ContractNegotiationFinalized"):
         body = {
