@@ -27,8 +27,8 @@ from airflow_edc_callbacks.operators.transfer_step import (
     defer_after_seconds,
     positive,
     resume_transfer,
-    stall_timeout_seconds,
 )
+from airflow_edc_callbacks.triggers.callback import stall_seconds
 from airflow_edc_callbacks.triggers.kinds import KindName
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ class EdcNegotiatedTransferOperator(EdcLineageMixin, BaseOperator):
             else timedelta(seconds=negotiation_timeout)
         )
         self.fallback_check_interval = fallback_check_interval
-        self.stall_timeout = stall_timeout_seconds(stall_timeout)
+        self.stall_timeout = stall_seconds(stall_timeout)
         self.deferrable = deferrable
         self.reattach = reattach
         self.terminate_on_timeout = terminate_on_timeout

@@ -19,7 +19,8 @@ from airflow_edc_callbacks.hooks.edc import EdcManagementHook
 from airflow_edc_callbacks.ledger import StoreLedger
 from airflow_edc_callbacks.lineage.mixin import EdcLineageMixin
 from airflow_edc_callbacks.operators.lifecycle import terminate_when_killed
-from airflow_edc_callbacks.operators.transfer_step import TransferStep, resume_transfer, stall_timeout_seconds
+from airflow_edc_callbacks.operators.transfer_step import TransferStep, resume_transfer
+from airflow_edc_callbacks.triggers.callback import stall_seconds
 from airflow_edc_callbacks.triggers.kinds import KindName
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ class EdcTransferOperator(EdcLineageMixin, BaseOperator):
         self.edc_conn_id = edc_conn_id
         self.timeout = timeout if isinstance(timeout, timedelta) else timedelta(seconds=timeout)
         self.fallback_check_interval = fallback_check_interval
-        self.stall_timeout = stall_timeout_seconds(stall_timeout)
+        self.stall_timeout = stall_seconds(stall_timeout)
         self.deferrable = deferrable
         self.reattach = reattach
         self.terminate_on_timeout = terminate_on_timeout

@@ -57,17 +57,6 @@ def positive(name: str, value: timedelta) -> timedelta:
     return value
 
 
-def stall_timeout_seconds(value: timedelta | float | None) -> float | None:
-    """An operator's ``stall_timeout``: seconds >= 0 (0: never), or ``None`` for
-    ``[edc_callbacks] stall_timeout`` (read in the triggerer, or the worker that waits).
-
-    :raises ValueError: negative, or not a number.
-    """
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    return None if value is None else non_negative_seconds("stall_timeout", value)
-
-
 def defer_after_seconds(value: float | None) -> float:
     """An operator's ``defer_after``: seconds >= 0, or ``None`` for ``[edc_callbacks] defer_after``
     (read when the task runs, never when the DAG is parsed).

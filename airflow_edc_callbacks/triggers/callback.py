@@ -27,6 +27,7 @@ provider's finalization fails, MinimumViableDataspace#200):
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -38,12 +39,15 @@ from airflow_edc_callbacks.triggers.kinds import transfer_kind
 from airflow_edc_callbacks.triggers.shell import kill_unless_fired, run_until_final
 
 
-def stall_seconds(seconds: float | None) -> float | None:
-    """A trigger's ``stall_timeout``: seconds >= 0 (0: never), or ``None`` (the config's).
+def stall_seconds(value: timedelta | float | None) -> float | None:
+    """A trigger's or operator's ``stall_timeout``: seconds >= 0 (a timedelta counts as its seconds; 0:
+    never), or ``None`` for ``[edc_callbacks] stall_timeout`` (read where the wait runs).
 
     :raises ValueError: negative, or not a number.
     """
-    return None if seconds is None else non_negative_seconds("stall_timeout", seconds)
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    return None if value is None else non_negative_seconds("stall_timeout", value)
 
 
 def check_interval(seconds: float | None) -> float | None:
